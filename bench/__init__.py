@@ -1,0 +1,1 @@
+"""pie-bench: the harness (data, configs, registry, training, metrics, runner, report)."""

@@ -1,0 +1,220 @@
+"""Typed configuration: YAML presets loaded into dataclasses, strict overrides.
+
+Public API::
+
+    from bench.config import load_config
+    cfg = load_config("configs/smoke.yaml", overrides=["wae.mmd_weight=5"])
+
+Unknown keys, wrong types and malformed YAML raise :class:`bench.errors.UserError`
+naming the key. Model sections are typed by the dataclasses in the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from bench.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    """The MNIST pipeline (one for all models)."""
+
+    val_size: int = 5000  # images held out of the 60k train split, by a fixed seeded permutation
+    val_seed: int = 1234  # seed of that permutation (independent of the run seed)
+    train_subset: int = 0  # if > 0, train on the first N images of the shuffled train part only
+
+
+@dataclass
+class TrainConfig:
+    """The one training loop (Adam, piecewise-constant lr schedule, grad clipping)."""
+
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    beta1: float = 0.5  # WAE reference code uses Adam(beta1=0.5)
+    beta2: float = 0.999
+    lr_milestones: list[int] = field(default_factory=lambda: [30, 50])  # epochs
+    lr_factors: list[float] = field(default_factory=lambda: [0.5, 0.2])  # multiplied in, one each
+    grad_clip: float = 100.0  # max global grad norm; 0 disables
+    log_every: int = 50  # steps between loss reads (each read syncs the device)
+    float64: bool = False  # train in float64 (slow; for diverging flows)
+    compile: bool = False  # torch.compile the model's loss (opt-in)
+    bf16: bool = False  # bf16 autocast on CUDA for models that allow it
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation protocol (metrics are computed in inference mode)."""
+
+    batch_size: int = 1000  # evaluation batch size, independent of training's
+    n_samples: int = 10000  # generated samples for sharpness / sample-quality metrics
+    test_subset: int = 0  # if > 0, evaluate on the first N test images only
+    second_temperature: float = 0.5  # Fig. 7c "N(0, 0.5)"
+    second_temperature_is: Literal["variance", "std"] = "variance"  # how to read that 0.5
+    grid_size: int = 8  # sample grid is grid_size x grid_size
+    classifier_epochs: int = 3  # LeNet feature extractor for FD/KID/PR
+    probe_train_size: int = 10000  # training latents used by the linear probe
+    kid_subset_size: int = 1000
+    kid_subsets: int = 10
+    pr_k: int = 5
+
+    def second_temperature_std(self) -> float:
+        """Std multiplier T for the paper's second sampling distribution."""
+        t = self.second_temperature
+        return t**0.5 if self.second_temperature_is == "variance" else t
+
+
+SECTION_TYPES: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+
+
+@dataclass
+class Config:
+    """A resolved configuration: harness sections plus one section per registered model."""
+
+    data: DataConfig
+    train: TrainConfig
+    eval: EvalConfig
+    models: dict[str, Any]  # model name -> that model's config dataclass
+    preset: str = "custom"  # name of the YAML file it came from
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: dataclasses.asdict(getattr(self, k)) for k in SECTION_TYPES}
+        out.update({name: dataclasses.asdict(c) for name, c in self.models.items()})
+        out["preset"] = self.preset
+        return out
+
+    def run_dict(self, model: str) -> dict[str, Any]:
+        """The parts of the config that define one model's run (hashed into its run id)."""
+        d = {k: dataclasses.asdict(getattr(self, k)) for k in SECTION_TYPES}
+        d[model] = dataclasses.asdict(self.models[model])
+        return d
+
+    def run_hash(self, model: str) -> str:
+        blob = json.dumps(self.run_dict(model), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def _check_value(key: str, value: Any, tp: Any) -> Any:
+    """Return ``value`` converted to ``tp`` or raise UserError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise UserError(f"config key '{key}' must be one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_value(key, value, inner[0])
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise UserError(f"config key '{key}' must be a list, got {value!r}")
+        return [_check_value(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"config key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise UserError(f"config key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"config key '{key}' must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config field type {tp} for '{key}'")
+
+
+def _build_section(name: str, cls: type, raw: Any) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UserError(f"config section '{name}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            raise UserError(
+                f"unknown config key '{name}.{key}' (valid keys: {', '.join(sorted(names))})"
+            )
+        kwargs[key] = _check_value(f"{name}.{key}", value, hints[key])
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"wae.mmd_weight=5"`` -> (["wae", "mmd_weight"], 5); values parsed as YAML scalars."""
+    if "=" not in text:
+        raise UserError(f"override '{text}' must look like section.key=value")
+    key, _, raw_value = text.partition("=")
+    path = key.strip().split(".")
+    if len(path) != 2 or not all(path):
+        raise UserError(f"override key '{key}' must look like section.key")
+    try:
+        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
+    except yaml.YAMLError as e:
+        raise UserError(f"override '{text}' has an unreadable value") from e
+    return path, value
+
+
+def config_from_dict(raw: dict[str, Any], preset: str = "custom") -> Config:
+    """Build a typed Config from a plain dict (as read from YAML)."""
+    from bench.registry import MODELS  # the registry owns the model config types
+
+    if not isinstance(raw, dict):
+        raise UserError("config file must hold a mapping of sections at the top level")
+    unknown = set(raw) - set(SECTION_TYPES) - set(MODELS)
+    if unknown:
+        valid = ", ".join([*SECTION_TYPES, *MODELS])
+        raise UserError(f"unknown config section '{sorted(unknown)[0]}' (valid sections: {valid})")
+    sections = {k: _build_section(k, cls, raw.get(k)) for k, cls in SECTION_TYPES.items()}
+    models = {name: _build_section(name, entry.config_cls, raw.get(name)) for name, entry in MODELS.items()}
+    return Config(**sections, models=models, preset=preset)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of the raw dict with ``section.key=value`` overrides applied."""
+    out = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in raw.items()}
+    for text in overrides:
+        (section, key), value = parse_override(text)
+        if section not in out or out[section] is None:
+            out[section] = {}
+        if not isinstance(out[section], dict):
+            raise UserError(f"config section '{section}' must be a mapping")
+        out[section][key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"config file '{path}' is not valid YAML{where}") from e
+    return raw or {}
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Load a YAML preset, apply ``section.key=value`` overrides, return a typed Config."""
+    raw = apply_overrides(read_yaml(path), overrides or [])
+    return config_from_dict(raw, preset=Path(path).stem)

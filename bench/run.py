@@ -1,0 +1,298 @@
+"""Runner: ``python -m bench.run --models pie,vae,wae --seeds 5 [--config F] [--out DIR] ...``.
+
+Every (model, seed, sweep point) is one run with its own ``DIR/runs/<run_id>/``:
+resolved ``config.json``, ``train_log.csv``, ``metrics.csv``, ``samples.png``,
+``artefacts.npz`` and checkpoints. All runs' rows go into the tidy ``DIR/metrics.csv``.
+Finished runs are skipped; unfinished ones resume from their last checkpoint.
+Bad input exits 2 with one line on stderr; any failed run makes the exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.config import Config, apply_overrides, config_from_dict, parse_override, read_yaml
+from bench.data import load_mnist
+from bench.errors import UserError
+from bench.evaluate import MetricRow, evaluate_model, evaluate_real
+from bench.executors import EXECUTORS
+from bench.registry import build_model, check_model_names
+from bench.results import TABLE, atomic_write_bytes, read_table, replace_run_rows, write_csv_atomic
+from bench.train import Diverged, train_model
+
+DEFAULT_CONFIG = "configs/default.yaml"
+DONE = "done.json"
+
+
+@dataclass
+class RunSpec:
+    """Everything one run needs; picklable, so any executor can ship it to a worker."""
+
+    model: str
+    seed: int
+    config: Config
+    sweep: dict[str, Any] = field(default_factory=dict)  # swept key -> value at this point
+    out_dir: str = "results"
+    data_root: str | None = None
+    device: str = "cpu"
+    progress: bool = False
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.model}-{self.config.run_hash(self.model)}-s{self.seed}"
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    status: str  # "ok", "skipped" or "failed"
+    reason: str = ""
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA GPU is available (use --device cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu, cuda or auto, got '{name}'")
+    return name
+
+
+def _rows_frame(spec: RunSpec, rows: list[MetricRow], status: str, started: str, elapsed: float) -> pd.DataFrame:
+    cfg = spec.config
+    model_cfg = cfg.models[spec.model]
+    base = {
+        "run_id": spec.run_id, "dataset": "mnist", "model": spec.model, "seed": spec.seed,
+        "status": status, "latent_dim": getattr(model_cfg, "latent_dim", pd.NA), "preset": cfg.preset,
+        "config_hash": cfg.run_hash(spec.model), "git_commit": git_commit(), "started_at": started,
+        "elapsed_s": round(elapsed, 3),
+    }
+    base.update(spec.sweep)
+    frame = pd.DataFrame([{**base, "split": r.split, "metric": r.metric, "value": r.value,
+                           "note": r.note} for r in rows])
+    return frame
+
+
+def save_grid(images: np.ndarray, path: Path, nrow: int) -> None:
+    import torchvision
+
+    torchvision.utils.save_image(torch.from_numpy(images), str(path), nrow=nrow, padding=2)
+
+
+def execute_run(spec: RunSpec, data=None, log=print) -> RunOutcome:
+    """Train, evaluate and record one run; idempotent (skips a finished run)."""
+    out = Path(spec.out_dir)
+    run_dir = out / "runs" / spec.run_id
+    if (run_dir / DONE).is_file():
+        return RunOutcome(spec.run_id, "skipped")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_dict = {"model": spec.model, "seed": spec.seed, "sweep": spec.sweep, "preset": spec.config.preset,
+                "run_id": spec.run_id, **spec.config.run_dict(spec.model)}
+    atomic_write_bytes(run_dir / "config.json", json.dumps(cfg_dict, indent=2, sort_keys=True).encode())
+    dc = spec.config.data
+    if data is None or data.val_images.shape[0] != dc.val_size:
+        data = load_mnist(spec.data_root, dc.val_size, dc.val_seed, spec.device)
+    if spec.config.data.train_subset > 0:
+        data = dataclasses.replace(data, train_images=data.train_images[:spec.config.data.train_subset],
+                                   train_labels=data.train_labels[:spec.config.data.train_subset])
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    torch.manual_seed(spec.seed)
+    model = build_model(spec.model, spec.config)
+    try:
+        result = train_model(model, data, spec.config.train, seed=spec.seed, run_dir=run_dir,
+                             config_dict=cfg_dict, progress=spec.progress, log=log)
+    except Diverged as e:
+        reason = f"diverged: {e}"
+        rows = [MetricRow("train", "failed", float("nan"), reason)]
+        frame = _rows_frame(spec, rows, "failed", started, time.perf_counter() - t0)
+        write_csv_atomic(run_dir / "metrics.csv", frame)
+        replace_run_rows(out / TABLE, frame)
+        return RunOutcome(spec.run_id, "failed", reason)
+    rows = [MetricRow("train", f"final_{k}", v, "mean over the last epoch") for k, v in result.final_parts.items()]
+    rows.append(MetricRow("val", "loss", result.val_loss, "held-out validation images"))
+    rows.append(MetricRow("train", "train_seconds", result.seconds, "wall time of training in this process"))
+    eval_t0 = time.perf_counter()
+    eval_rows, artefacts = evaluate_model(model, data, spec.config.eval, spec.seed)
+    rows += eval_rows
+    rows.append(MetricRow("test", "eval_seconds", time.perf_counter() - eval_t0, "wall time of evaluation"))
+    np.savez_compressed(run_dir / "artefacts.npz", **artefacts)
+    save_grid(artefacts["samples_t1"], run_dir / "samples.png", spec.config.eval.grid_size)
+    frame = _rows_frame(spec, rows, "ok", started, time.perf_counter() - t0)
+    write_csv_atomic(run_dir / "metrics.csv", frame)
+    replace_run_rows(out / TABLE, frame)
+    atomic_write_bytes(run_dir / DONE, json.dumps({"run_id": spec.run_id, "finished": True}).encode())
+    return RunOutcome(spec.run_id, "ok")
+
+
+def record_real(out: Path, config: Config, data) -> None:
+    """Rows for the real test images ("True" in Table 1), once per results directory."""
+    eval_blob = json.dumps(dataclasses.asdict(config.eval), sort_keys=True).encode()
+    run_id = f"real-{data.checksum[:8]}-{hashlib.sha256(eval_blob).hexdigest()[:8]}"
+    table = read_table(out / TABLE)
+    if run_id in set(table["run_id"].astype(str)):
+        return
+    t0 = time.perf_counter()
+    rows = evaluate_real(data, config.eval)
+    if not rows:
+        return
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    frame = pd.DataFrame([{
+        "run_id": run_id, "dataset": "mnist", "model": "real", "seed": pd.NA, "split": r.split,
+        "metric": r.metric, "value": r.value, "note": r.note, "status": "ok", "latent_dim": pd.NA,
+        "preset": config.preset, "config_hash": "", "git_commit": git_commit(), "started_at": started,
+        "elapsed_s": round(time.perf_counter() - t0, 3)} for r in rows])
+    replace_run_rows(out / TABLE, frame)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2 (argparse's default prints usage too)
+        raise UserError(message)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = _Parser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="pie,vae,wae", help="comma-separated registry names")
+    p.add_argument("--seeds", default="1", help="N: run seeds 0..N-1")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML preset (default: %(default)s)")
+    p.add_argument("--out", default="results", help="results directory (default: %(default)s)")
+    p.add_argument("--data-root", default=None, help="MNIST folder (else $MNIST_ROOT, else ./data)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config field; repeatable")
+    p.add_argument("--sweep", action="append", default=[], metavar="SECTION.KEY=V1,V2,...",
+                   help="run the grid of listed values; repeatable (grids multiply)")
+    p.add_argument("--executor", default="local", choices=sorted(EXECUTORS),
+                   help="how runs are carried out (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    return p.parse_args(argv)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        n = int(text)
+    except ValueError:
+        raise UserError(f"--seeds must be a positive integer, got '{text}'") from None
+    if n < 1:
+        raise UserError(f"--seeds must be a positive integer, got '{text}'")
+    return list(range(n))
+
+
+def parse_sweeps(sweeps: list[str]) -> list[tuple[str, list[Any]]]:
+    out = []
+    for text in sweeps:
+        (section, key), _ = parse_override(text.split(",")[0])
+        values_text = text.partition("=")[2]
+        values = [parse_override(f"{section}.{key}={v}")[1] for v in values_text.split(",") if v.strip()]
+        if not values:
+            raise UserError(f"--sweep '{text}' lists no values")
+        out.append((f"{section}.{key}", values))
+    return out
+
+
+def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
+    """Expand models × sweep points × seeds into RunSpecs, validating every config first."""
+    models = check_model_names([m.strip() for m in args.models.split(",") if m.strip()])
+    if not models:
+        raise UserError("--models lists no model")
+    seeds = parse_seeds(args.seeds)
+    raw = apply_overrides(read_yaml(args.config), args.overrides)
+    preset = Path(args.config).stem
+    base = config_from_dict(raw, preset)
+    sweeps = parse_sweeps(args.sweep)
+    for key, _ in sweeps:  # a swept key must exist: build once with its first value
+        config_from_dict(apply_overrides(raw, [f"{key}={json.dumps(_[0])}"]), preset)
+    specs: list[RunSpec] = []
+    for model in models:
+        # A sweep over another model's section does not multiply this model's runs.
+        relevant = [(k, v) for k, v in sweeps if k.split(".")[0] in (model, "data", "train", "eval")]
+        grid = itertools.product(*[v for _, v in relevant]) if relevant else [()]
+        for point in grid:
+            sweep = {k: v for (k, _), v in zip(relevant, point, strict=True)}
+            cfg = config_from_dict(apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in sweep.items()]),
+                                   preset) if sweep else copy.deepcopy(base)
+            build_model(model, cfg)  # size checks now, before anything is written
+            for seed in seeds:
+                specs.append(RunSpec(model, seed, cfg, sweep, args.out, args.data_root, args.device,
+                                     not args.no_progress))
+    return specs
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(f"output directory '{out}' is not writable ({e.strerror})") from None
+
+
+def summarize(out: Path, run_ids: list[str]) -> str:
+    table = read_table(out / TABLE)
+    table = table[table["run_id"].isin(run_ids) & (table["status"] == "ok")]
+    keep = ["recon_mse", "sharpness", "fd_lenet", "bits_per_dim", "probe_accuracy", "final_loss"]
+    table = table[table["metric"].isin(keep)]
+    if table.empty:
+        return "(no finished runs)"
+    agg = table.groupby(["model", "metric"])["value"].agg(["mean", "std", "count"]).reset_index()
+    return agg.pivot(index="model", columns="metric", values="mean").to_string(float_format="%.4g")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        args.device = resolve_device(args.device)
+        specs = plan_runs(args)
+        out = Path(args.out)
+        first = specs[0].config.data
+        data = load_mnist(args.data_root, first.val_size, first.val_seed, args.device)
+        check_writable(out)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(int(os.environ.get("PIE_BENCH_THREADS", torch.get_num_threads())))
+    record_real(out, specs[0].config, data)
+    outcomes = EXECUTORS[args.executor](specs, data)
+    print(summarize(out, [o.run_id for o in outcomes]))
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        print(f"{len(failed)} run(s) failed:", file=sys.stderr)
+        for o in failed:
+            print(f"  {o.run_id}: {o.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

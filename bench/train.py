@@ -1,0 +1,222 @@
+"""The one training loop for every model: Adam, piecewise lr schedule, clipping, checkpoints.
+
+The model is only used through ``model.loss(x)["loss"]``. Checkpoints are written at
+the end of every epoch (atomically; the previous one is kept), so a killed run
+resumes from its last epoch and, on CPU, ends with the same numbers as an
+uninterrupted run of the same seed. A non-finite loss or gradient raises
+:class:`Diverged` naming the step and the loss part.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.config import TrainConfig
+from bench.data import MNISTData, iterate_batches, preprocess
+from bench.results import atomic_write_bytes, write_csv_atomic
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_PREV = "checkpoint.prev.pt"
+
+
+class Diverged(RuntimeError):
+    """A non-finite loss or gradient; ``step`` and ``part`` say where."""
+
+    def __init__(self, step: int, part: str):
+        super().__init__(f"non-finite {part} at step {step}")
+        self.step, self.part = step, part
+
+
+@dataclass
+class TrainResult:
+    history: pd.DataFrame  # one row per epoch: epoch, step, lr, train_<part>..., val_loss, seconds
+    final_parts: dict[str, float] = field(default_factory=dict)  # last epoch's mean train parts
+    val_loss: float = float("nan")
+    resumed_from_epoch: int = 0
+    seconds: float = 0.0
+
+
+def lr_factor(epoch: int, milestones: list[int], factors: list[float]) -> float:
+    """Product of the factors whose milestone epoch has been reached."""
+    out = 1.0
+    for m, f in zip(milestones, factors, strict=True):
+        if epoch >= m:
+            out *= f
+    return out
+
+
+def _rng_state(gen: torch.Generator) -> dict:
+    state = {
+        "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+        "python": random.getstate(), "batches": gen.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    gen.set_state(state["batches"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, payload: dict) -> None:
+    """Atomic save keeping the previous good checkpoint as a fall-back."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    current = run_dir / CHECKPOINT
+    if current.exists():
+        current.replace(run_dir / CHECKPOINT_PREV)
+    atomic_write_bytes(current, buf.getvalue())
+
+
+def load_checkpoint(run_dir: Path, log=print) -> dict | None:
+    """Newest readable checkpoint, falling back to the previous one; None if neither."""
+    for name in (CHECKPOINT, CHECKPOINT_PREV):
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # truncated / corrupt file: report and fall back
+            log(f"warning: checkpoint '{path}' is unreadable ({type(e).__name__}); falling back")
+    return None
+
+
+def _first_nonfinite(parts: dict[str, torch.Tensor]) -> str | None:
+    for name, value in parts.items():
+        if not torch.isfinite(value).all():
+            return name
+    return None
+
+
+def train_model(
+    model: torch.nn.Module,
+    data: MNISTData,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    run_dir: Path,
+    config_dict: dict,
+    progress: bool = False,
+    log=print,
+) -> TrainResult:
+    """Train ``model`` on ``data.train_images``; resume from ``run_dir`` if it holds a checkpoint."""
+    device = data.train_images.device
+    dtype = torch.float64 if cfg.float64 else torch.float32
+    model.to(device=device, dtype=dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda e: lr_factor(e, cfg.lr_milestones, cfg.lr_factors)
+    )
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    loss_fn = torch.compile(model.loss) if cfg.compile else model.loss
+    # A sync per step costs nothing on CPU; on an accelerator, check every log_every steps.
+    check_every = 1 if device.type == "cpu" else max(1, cfg.log_every)
+    autocast = cfg.bf16 and device.type == "cuda" and getattr(model, "allows_bf16", False)
+
+    images = data.train_images
+    history: list[dict] = []
+    start_epoch, step, resumed_from = 0, 0, 0
+    ckpt = load_checkpoint(run_dir, log)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"], gen)
+        start_epoch, step, history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+        resumed_from = start_epoch
+        log(f"resuming {run_dir.name} from epoch {start_epoch}")
+
+    t0 = time.perf_counter()
+    steps_per_epoch = images.shape[0] // cfg.batch_size
+    for epoch in range(start_epoch, cfg.epochs):
+        model.train()
+        sums: dict[str, torch.Tensor] = {}
+        n_batches = 0
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps_per_epoch, desc=f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs}",
+                       leave=False)
+        for x in iterate_batches(images, cfg.batch_size, gen, model.preprocessing, dtype):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+                parts = loss_fn(x)
+            opt.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+            step += 1
+            n_batches += 1
+            detached = {k: v.detach().float() for k, v in parts.items()}
+            if step % check_every == 0 or n_batches == steps_per_epoch:
+                bad = _first_nonfinite(detached) or (None if torch.isfinite(gnorm) else "gradient norm")
+                if bad is not None:
+                    raise Diverged(step, bad)
+            opt.step()
+            for k, v in detached.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if bar is not None and step % max(1, cfg.log_every) == 0:
+                bar.set_postfix(loss=f"{float(detached['loss']):.4f}")
+                bar.update(cfg.log_every)
+        if bar is not None:
+            bar.close()
+        sched.step()
+        if n_batches == 0:
+            raise ValueError(f"train.batch_size {cfg.batch_size} exceeds the {images.shape[0]} training images")
+        row = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"]}
+        row.update({f"train_{k}": float(v) / n_batches for k, v in sums.items()})
+        row["val_loss"] = validation_loss(model, data, cfg, dtype, seed)
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        log(f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} "
+            f"val {row['val_loss']:.4f}")
+        write_csv_atomic(run_dir / "train_log.csv", pd.DataFrame(history))
+        save_checkpoint(run_dir, {
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "rng": _rng_state(gen), "epoch": epoch + 1,
+            "step": step, "history": history, "config": config_dict,
+        })
+    frame = pd.DataFrame(history)
+    last = history[-1] if history else {}
+    final = {k[len("train_"):]: v for k, v in last.items() if k.startswith("train_")}
+    return TrainResult(frame, final, last.get("val_loss", float("nan")), resumed_from,
+                       time.perf_counter() - t0)
+
+
+@torch.inference_mode()
+def validation_loss(model, data: MNISTData, cfg: TrainConfig, dtype, seed: int) -> float:
+    """Mean loss on the held-out validation images (fixed dequantisation noise)."""
+    if data.val_images.shape[0] == 0:
+        return float("nan")
+    model.eval()
+    gen = torch.Generator(device=data.val_images.device).manual_seed(seed + 7919)
+    device = data.val_images.device
+    total, n = 0.0, 0
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed + 7919)  # the loss may draw noise; keep training RNG untouched
+        for start in range(0, data.val_images.shape[0], 1000):
+            batch = data.val_images[start:start + 1000]
+            x = preprocess(batch, model.preprocessing, gen, dtype)
+            total += float(model.loss(x)["loss"]) * batch.shape[0]
+            n += batch.shape[0]
+    model.train()
+    return total / n
+

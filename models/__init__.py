@@ -1,0 +1,1 @@
+"""PIE and its invertible layers: plain PyTorch, no file I/O, no harness imports."""

@@ -1,0 +1,71 @@
+"""The one model contract every registered model satisfies (PIE, VAE, WAE).
+
+The harness (``bench``) only ever talks to a model through these methods; it never
+branches on a model's name. Images are ``[B, 1, 28, 28]`` floats; latents ``[B, d]``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+Preprocessing = Literal["unit", "dequantize"]
+
+
+class GenerativeEncoder(nn.Module):
+    """Base class of the model contract.
+
+    Attributes:
+        latent_dim: size d of the code ``z``.
+        has_density: True if :meth:`log_prob` is defined (PIE, VAE); False for WAE.
+        preprocessing: how the harness maps 8-bit pixels ``k`` to model inputs:
+            ``"unit"`` is ``k / 255`` (autoencoders), ``"dequantize"`` is ``(k + u) / 256``
+            with ``u ~ U(0, 1)`` (density models, so bits/dim are comparable).
+
+    Methods to implement: ``loss``, ``encode``, ``decode`` and, for density models,
+    ``log_prob``. ``reconstruct`` and ``sample`` follow from them.
+    """
+
+    latent_dim: int
+    has_density: bool = False
+    preprocessing: Preprocessing = "unit"
+
+    def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training objective on a batch ``[B, 1, 28, 28]``.
+
+        Returns a dict with key ``"loss"`` (a scalar to minimise) plus named parts
+        (scalars, detached or not) that the harness logs.
+        """
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic code of ``x``: ``[B, 1, 28, 28] -> [B, latent_dim]``."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Image of a code: ``[B, latent_dim] -> [B, 1, 28, 28]`` in ``[0, 1]``."""
+        raise NotImplementedError
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """``decode(encode(x))``, in ``[0, 1]``."""
+        return self.decode(self.encode(x))
+
+    def sample(
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Decode ``n`` codes ``z ~ N(0, T^2 I)``: temperature multiplies the prior's std."""
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        device = next(self.parameters()).device
+        dtype = next(self.parameters()).dtype
+        z = torch.randn(n, self.latent_dim, generator=generator, device=device, dtype=dtype)
+        return self.decode(temperature * z)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-density of dequantised images in nats per image, ``[B]``.
+
+        Only density models define it; others raise ``NotImplementedError``.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no density")
