@@ -10,7 +10,7 @@ from __future__ import annotations
 import traceback
 
 
-def run_local(specs, data, log=print):
+def run_local(specs, data, jobs: int = 1, address: str | None = None, log=print):
     """In-process, one run after another (the default)."""
     from bench.run import RunOutcome, execute_run
 

@@ -195,6 +195,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run the grid of listed values; repeatable (grids multiply)")
     p.add_argument("--executor", default="local", choices=sorted(EXECUTORS),
                    help="how runs are carried out (default: %(default)s)")
+    p.add_argument("--jobs", type=int, default=1, help="parallel runs for --executor process")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: a local Ray)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     return p.parse_args(argv)
 
@@ -283,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(int(os.environ.get("PIE_BENCH_THREADS", torch.get_num_threads())))
     record_real(out, specs[0].config, data)
-    outcomes = EXECUTORS[args.executor](specs, data)
+    outcomes = EXECUTORS[args.executor](specs, data, jobs=args.jobs, address=args.ray_address)
     print(summarize(out, [o.run_id for o in outcomes]))
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:

@@ -56,9 +56,7 @@ class AffineCoupling(Bijector):
 
     def output_shape(self, input_shape: Shape) -> Shape:
         if tuple(input_shape) != self.shape:
-            raise ValueError(
-                f"AffineCoupling expects {list(self.shape)}, got {list(input_shape)}"
-            )
+            raise ValueError(f"AffineCoupling expects {list(self.shape)}, got {list(input_shape)}")
         return self.shape
 
     def _scale_shift(

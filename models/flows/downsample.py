@@ -23,9 +23,7 @@ class CheckerboardDownsample(Bijector):
             raise ValueError(f"CheckerboardDownsample expects [C, H, W], got {list(input_shape)}")
         c, h, w = input_shape
         if h % 2 or w % 2:
-            raise ValueError(
-                f"CheckerboardDownsample needs even height and width, got {h}×{w}"
-            )
+            raise ValueError(f"CheckerboardDownsample needs even height and width, got {h}×{w}")
         return (4 * c, h // 2, w // 2)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

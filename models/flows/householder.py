@@ -29,9 +29,7 @@ class _Householder(Bijector):
         if features < 1:
             raise ValueError(f"{type(self).__name__} needs features >= 1, got {features}")
         if n_reflections < 1:
-            raise ValueError(
-                f"{type(self).__name__} needs n_reflections >= 1, got {n_reflections}"
-            )
+            raise ValueError(f"{type(self).__name__} needs n_reflections >= 1, got {n_reflections}")
         self.features = features
         # Random directions: a random orthogonal mixing at initialisation.
         self.vectors = nn.Parameter(torch.randn(n_reflections, features))
@@ -80,9 +78,7 @@ class HouseholderConv1x1(_Householder):
 
     def _check(self, name: str, x: torch.Tensor) -> None:
         if x.dim() != 4 or x.shape[1] != self.features:
-            raise ValueError(
-                f"{name} expects [B, {self.features}, H, W], got {list(x.shape)}"
-            )
+            raise ValueError(f"{name} expects [B, {self.features}, H, W], got {list(x.shape)}")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check("HouseholderConv1x1", x)

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# pie-bench: set up (venv, package, MNIST) and run the default protocol, or the tests.
+#   ./run_all.sh                      Table 1 (pie,vae,wae x 5 seeds, latent 8) + Fig. 7 sweep + report
+#   ./run_all.sh --config configs/paper.yaml [runner args...]   the paper-sized protocol (GPU)
+#   ./run_all.sh test                 the whole test suite (pytest + ruff)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PY=.venv/bin/python
+if [ ! -x "$PY" ]; then
+  python3 -m venv .venv
+fi
+# Install (or refresh) when the package or its dependencies are missing or pyproject changed.
+if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] \
+   || ! "$PY" -c "import bench, torch, torchvision, umap, seaborn, yaml, tqdm, pytest, ray" 2>/dev/null; then
+  "$PY" -m pip install -q --upgrade pip
+  "$PY" -m pip install -q -e ".[dev,ray]"
+  touch .venv/.installed
+fi
+
+if [ "${1:-}" = "test" ]; then
+  shift
+  export PIE_BENCH_OFFLINE=1            # tests never touch the network
+  "$PY" -m ruff check .
+  "$PY" -m pytest -q "$@"
+  exit $?
+fi
+
+CONFIG=configs/default.yaml
+OUT=results
+ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --config) CONFIG="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    *) ARGS+=("$1"); shift ;;
+  esac
+done
+
+start=$(date +%s)
+status=0
+# Table 1: every model at latent 8 (the models' defaults), 5 seeds.
+"$PY" -m bench.run --config "$CONFIG" --out "$OUT" --models pie,vae,wae --seeds 5 ${ARGS[@]+"${ARGS[@]}"} || status=$?
+[ "$status" -eq 2 ] && exit 2
+# Figure 7: PIE at latent 10 for each eps^2.
+"$PY" -m bench.run --config "$CONFIG" --out "$OUT" --models pie --seeds 1 --set pie.latent_dim=10 \
+  --sweep pie.eps2=0.01,0.1,1.0 ${ARGS[@]+"${ARGS[@]}"} || status=$?
+[ "$status" -eq 2 ] && exit 2
+"$PY" -m bench.report --results "$OUT"
+echo "run_all.sh: finished in $(( $(date +%s) - start )) s (exit $status)"
+exit "$status"

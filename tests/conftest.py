@@ -1,0 +1,18 @@
+"""Shared fixtures: real MNIST from the shared folder, never the network."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["PIE_BENCH_OFFLINE"] = "1"
+os.environ.setdefault("MNIST_ROOT", str(ROOT.parent / "shared" / "data" / "mnist"))
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    from bench.data import load_mnist
+
+    return load_mnist(os.environ["MNIST_ROOT"], val_size=500)
