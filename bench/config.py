@@ -185,7 +185,30 @@ def config_from_dict(raw: dict[str, Any], preset: str = "custom") -> Config:
         raise UserError(f"unknown config section '{sorted(unknown)[0]}' (valid sections: {valid})")
     sections = {k: _build_section(k, cls, raw.get(k)) for k, cls in SECTION_TYPES.items()}
     models = {name: _build_section(name, entry.config_cls, raw.get(name)) for name, entry in MODELS.items()}
-    return Config(**sections, models=models, preset=preset)
+    cfg = Config(**sections, models=models, preset=preset)
+    check_ranges(cfg)
+    return cfg
+
+
+def check_ranges(cfg: Config) -> None:
+    """Reject harness values that type-check but make no sense (models check their own)."""
+    t, e, d = cfg.train, cfg.eval, cfg.data
+    positive = {"train.epochs": t.epochs, "train.batch_size": t.batch_size, "train.lr": t.lr,
+                "train.log_every": t.log_every, "eval.batch_size": e.batch_size,
+                "eval.n_samples": e.n_samples, "eval.second_temperature": e.second_temperature,
+                "eval.grid_size": e.grid_size}
+    for key, value in positive.items():
+        if value <= 0:
+            raise UserError(f"config key '{key}' must be > 0, got {value}")
+    non_negative = {"train.grad_clip": t.grad_clip, "data.train_subset": d.train_subset,
+                    "data.val_size": d.val_size, "eval.test_subset": e.test_subset}
+    for key, value in non_negative.items():
+        if value < 0:
+            raise UserError(f"config key '{key}' must be >= 0, got {value}")
+    if len(t.lr_milestones) != len(t.lr_factors):
+        raise UserError("config keys 'train.lr_milestones' and 'train.lr_factors' must have the same length")
+    if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):
+        raise UserError("config keys 'train.beta1' and 'train.beta2' must lie in [0, 1)")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

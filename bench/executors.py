@@ -2,12 +2,50 @@
 
 Every executor calls the same :func:`bench.run.execute_run`, so run ids,
 skip-finished/resume, failure recording and the locked results table behave the
-same everywhere.
+same everywhere. Signature: ``executor(specs, data, jobs=1, address=None, log=print)``
+returning one :class:`bench.run.RunOutcome` per spec, in the order of ``specs``.
+
+``local``
+    In-process, one run after another, sharing the driver's loaded MNIST.
+``process``
+    ``--jobs N`` worker processes on this machine ("spawn" start method: forking a
+    process that has already used torch is unsafe). Each worker gets
+    ``max(1, T // N)`` torch threads, where ``T`` is the driver's thread count
+    (``$PIE_BENCH_THREADS`` or torch's default), and loads MNIST itself.
+``ray``
+    Each run is one Ray task with its own resource request: ``num_cpus`` =
+    ``$PIE_BENCH_RAY_CPUS`` (default 1; the task uses that many torch threads) and
+    ``num_gpus=1`` when the run's device is ``cuda``. ``--ray-address ADDR`` (or
+    ``$RAY_ADDRESS``) joins a running cluster; without one a local Ray instance is
+    started with ``N × cpus`` CPUs for ``--jobs N`` > 1, else all of this machine's CPUs.
+
+Where results go (process and ray): **workers write their run directories and the
+tidy table themselves, at the results path**, exactly as a local run does; nothing
+but a small :class:`RunOutcome` travels back to the driver. The driver turns the
+results path and the MNIST root into absolute paths before shipping a run, so on a
+Ray cluster both must name the same place on every node: a shared filesystem (NFS,
+Lustre, GPFS, ...) mounted at the same path, with working POSIX ``flock`` for the
+table's lock. See ``docs/scale-out.md``.
+
+A run that raises becomes a ``failed`` outcome and the sweep goes on. A worker that
+dies (killed, out of memory) is retried: the process pool reruns the runs it took
+down, each in a fresh worker; Ray retries the task (``max_retries``). Either way
+the rerun resumes from the run's last checkpoint.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing
+import os
 import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from bench.errors import UserError
+
+RAY_CPUS_ENV = "PIE_BENCH_RAY_CPUS"
+RAY_MAX_RETRIES = 2  # reruns of a task whose worker died; each resumes from its checkpoint
 
 
 def run_local(specs, data, jobs: int = 1, address: str | None = None, log=print):
@@ -21,9 +59,238 @@ def run_local(specs, data, jobs: int = 1, address: str | None = None, log=print)
         except Exception as e:  # one broken run must not end the sweep
             traceback.print_exc()
             outcome = RunOutcome(spec.run_id, "failed", f"{type(e).__name__}: {e}")
-        print(f"[{outcome.status}] {outcome.run_id} {outcome.reason}".rstrip(), flush=True)
+        _report(outcome)
         outcomes.append(outcome)
     return outcomes
 
 
-EXECUTORS = {"local": run_local}
+# ----------------------------------------------------------------------------- shared helpers
+
+
+def _report(outcome) -> None:
+    print(f"[{outcome.status}] {outcome.run_id} {outcome.reason}".rstrip(), flush=True)
+
+
+def _log(message: str) -> None:
+    print(message, flush=True)
+
+
+def _portable(spec, progress: bool | None = None):
+    """``spec`` as a ``bench.run.RunSpec`` with absolute paths, fit to ship to another process.
+
+    Under ``python -m bench.run`` the driver's RunSpec class lives in ``__main__``;
+    rebuilding it from ``bench.run`` lets any worker unpickle it by reference. The
+    results path and MNIST root are made absolute (a worker's working directory is
+    not the driver's). None of this changes the run id.
+    """
+    from bench.data import resolve_root
+    from bench.run import RunSpec
+
+    values = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    values["out_dir"] = os.path.abspath(spec.out_dir)
+    values["data_root"] = os.path.abspath(resolve_root(spec.data_root))
+    if progress is not None:
+        values["progress"] = progress
+    return RunSpec(**values)
+
+
+def _run_one(spec, threads: int | None = None):
+    """Worker side of every parallel executor: one run, never raising."""
+    import torch
+
+    from bench.run import RunOutcome, execute_run
+
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return execute_run(spec, None, log=_log)
+    except Exception as e:  # a failed outcome, never a dead sweep
+        traceback.print_exc()
+        return RunOutcome(spec.run_id, "failed", f"{type(e).__name__}: {e}")
+
+
+def _failed(spec, reason: str):
+    from bench.run import RunOutcome
+
+    return RunOutcome(spec.run_id, "failed", reason)
+
+
+# ----------------------------------------------------------------------------- process pool
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _new_pool(workers: int, threads: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(threads,))
+
+
+def _gather(jobs: dict, outcomes: dict, pools: list) -> list:
+    """Wait for ``{future: (index, spec)}``; return the pairs whose worker died."""
+    crashed = []
+    try:
+        pending = set(jobs)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                i, spec = jobs[fut]
+                try:
+                    outcomes[i] = fut.result()
+                except BrokenProcessPool:
+                    crashed.append((i, spec))
+                    continue
+                except Exception as e:  # e.g. a result that cannot be unpickled
+                    outcomes[i] = _failed(spec, f"{type(e).__name__}: {e}")
+                _report(outcomes[i])
+    except BaseException:
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    for pool in pools:
+        pool.shutdown(wait=True)
+    return sorted(crashed, key=lambda pair: pair[0])
+
+
+def run_process(specs, data, jobs: int = 1, address: str | None = None, log=print):
+    """A pool of ``jobs`` spawned worker processes on this machine.
+
+    ``data`` is not shipped (each worker loads MNIST from disk). When a worker dies,
+    every run then in its pool is lost with it; those runs are rerun each in its own
+    fresh worker (``jobs`` at a time), so a run that kills its worker again cannot
+    take the others down twice, and is then recorded as failed.
+    """
+    import torch
+
+    if jobs < 1:
+        raise UserError(f"--jobs must be a positive integer, got {jobs}")
+    if not specs:
+        return []
+    shipped = list(enumerate(_portable(s, progress=s.progress and jobs == 1) for s in specs))
+    workers = min(jobs, len(shipped))
+    threads = max(1, torch.get_num_threads() // workers)
+    print(f"process executor: {workers} worker(s) x {threads} torch thread(s)", flush=True)
+    outcomes: dict[int, object] = {}
+    pool = _new_pool(workers, threads)
+    crashed = _gather({pool.submit(_run_one, spec, threads): (i, spec) for i, spec in shipped}, outcomes, [pool])
+    if crashed:
+        print(f"process executor: a worker died; rerunning {len(crashed)} run(s), each in a fresh worker",
+              flush=True)
+    for start in range(0, len(crashed), workers):
+        # One single-worker pool per run: a second crash breaks only that run's pool.
+        batch = crashed[start:start + workers]
+        pools = [_new_pool(1, threads) for _ in batch]
+        futures = {pool.submit(_run_one, spec, threads): (i, spec)
+                   for pool, (i, spec) in zip(pools, batch, strict=True)}
+        for i, spec in _gather(futures, outcomes, pools):
+            outcomes[i] = _failed(spec, "worker process died twice (killed, or out of memory?)")
+            _report(outcomes[i])
+    return [outcomes[i] for i, _ in shipped]
+
+
+# ----------------------------------------------------------------------------- Ray
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--executor ray needs Ray: pip install -e .[ray]") from None
+    return ray
+
+
+def _ray_cpus(cpus_per_run: float | None) -> float:
+    text = cpus_per_run if cpus_per_run is not None else os.environ.get(RAY_CPUS_ENV, "1")
+    try:
+        cpus = float(text)
+    except ValueError:
+        raise UserError(f"${RAY_CPUS_ENV} must be a positive number, got '{text}'") from None
+    if cpus <= 0:
+        raise UserError(f"CPUs per Ray run must be positive, got {cpus:g}")
+    return cpus
+
+
+def _worker_env() -> dict[str, str]:
+    """Environment the driver hands to Ray workers (they may run on other nodes)."""
+    return {k: v for k, v in os.environ.items() if k.startswith("PIE_BENCH_")}
+
+
+def _check_feasible(ray, specs, cpus: float) -> None:
+    """Refuse requests no node can meet (Ray would otherwise wait for them forever)."""
+    total = ray.cluster_resources()
+    if cpus > total.get("CPU", 0):
+        raise UserError(f"each Ray run asks for {cpus:g} CPUs but the cluster has {total.get('CPU', 0):g}")
+    if any(s.device == "cuda" for s in specs) and total.get("GPU", 0) < 1:
+        raise UserError("--device cuda asks each Ray run for a GPU but the Ray cluster has none")
+
+
+def run_ray(specs, data, jobs: int = 1, address: str | None = None, log=print,
+            cpus_per_run: float | None = None):
+    """Each run a Ray task (``num_cpus`` per run, plus ``num_gpus=1`` for cuda runs).
+
+    Joins the cluster at ``address`` (or ``$RAY_ADDRESS``; ``auto`` = the one on this
+    node); else starts a local instance and shuts it down afterwards. An already
+    initialised Ray (``ray.is_initialized()``) is used as it is and left running.
+    Workers write results to the shared results path (see the module docstring).
+    """
+    ray = _import_ray()
+    if jobs < 1:
+        raise UserError(f"--jobs must be a positive integer, got {jobs}")
+    if not specs:
+        return []
+    cpus = _ray_cpus(cpus_per_run)
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    started = False
+    if not ray.is_initialized():
+        runtime_env = {"env_vars": _worker_env()}
+        try:
+            if address:
+                ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+            else:
+                ray.init(num_cpus=int(jobs * cpus + 0.999) if jobs > 1 else None, include_dashboard=False,
+                         runtime_env=runtime_env, log_to_driver=True)
+        except ConnectionError as e:
+            raise UserError(f"cannot reach the Ray cluster at '{address}' ({e})") from None
+        started = True
+    try:
+        _check_feasible(ray, specs, cpus)
+        threads = max(1, int(cpus))
+        shipped = [_portable(s, progress=False) for s in specs]
+        task = ray.remote(_run_one)
+        refs = []
+        for spec in shipped:
+            opts = {"num_cpus": cpus, "max_retries": RAY_MAX_RETRIES, "name": f"pie-bench:{spec.run_id}"}
+            if spec.device == "cuda":
+                opts["num_gpus"] = 1
+            refs.append(task.options(**opts).remote(spec, threads))
+        print(f"ray executor: {len(refs)} task(s), {cpus:g} CPU(s) each, cluster "
+              f"{ray.cluster_resources().get('CPU', 0):g} CPU(s) / {ray.cluster_resources().get('GPU', 0):g} GPU(s)",
+              flush=True)
+        index = {ref: i for i, ref in enumerate(refs)}
+        outcomes: dict[int, object] = {}
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    i = index[ref]
+                    try:
+                        outcomes[i] = ray.get(ref)
+                    except Exception as e:  # worker died more than max_retries times, etc.
+                        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+                        outcomes[i] = _failed(shipped[i], f"{type(e).__name__}: {first}")
+                    _report(outcomes[i])
+        except BaseException:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            raise
+        return [outcomes[i] for i in range(len(refs))]
+    finally:
+        if started:
+            ray.shutdown()
+
+
+EXECUTORS = {"local": run_local, "process": run_process, "ray": run_ray}

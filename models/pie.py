@@ -7,8 +7,8 @@ blocks (checkerboard downsampling, K × [affine coupling (Eq. 18), Householder 1
 split to a size, or no split).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: PIEConfig's field types must stay real
+# types (not strings) for the config loader that type-checks them.
 import math
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,6 +28,7 @@ from models.flows import (
     PseudoSplit,
     Sequential,
     Shape,
+    SubnetFactory,
 )
 
 
@@ -279,7 +280,9 @@ class PIE(GenerativeEncoder):
         return blocks
 
     @staticmethod
-    def _linear_block(size: int, keep: int | None, lin_sub: partial, cfg: PIEConfig) -> PIEBlock:
+    def _linear_block(
+        size: int, keep: int | None, lin_sub: SubnetFactory, cfg: PIEConfig
+    ) -> PIEBlock:
         if size < 2:
             raise ValueError(
                 f"a linear block of size {size} cannot hold a coupling layer (it needs >= 2 "

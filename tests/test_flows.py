@@ -6,6 +6,7 @@ from functools import partial
 
 import pytest
 import torch
+from flow_helpers import BIJECTORS, DTYPE, autograd_logdet, perturb
 from torch.distributions import Normal
 
 from models.flows import (
@@ -16,9 +17,20 @@ from models.flows import (
     PseudoSplit,
 )
 from models.pie import conv_net, mlp
-from flow_helpers import BIJECTORS, DTYPE, autograd_logdet, perturb
 
-ids = lambda f: f.__name__  # noqa: E731
+
+def ids(make) -> str:
+    return make.__name__
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: one intra-op thread is faster, and far faster when other
+    processes share the 2 CPU cores (OpenMP threads then spin against each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("make", BIJECTORS, ids=ids)

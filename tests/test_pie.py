@@ -16,6 +16,16 @@ from models.flows import HouseholderLinear as HLinear
 from models.pie import PIE, PIEConfig
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tensors are tiny: one intra-op thread is faster, and far faster when other
+    processes share the 2 CPU cores (OpenMP threads then spin against each other)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 SMALL_WIDTHS = dict(
     coupling_conv_hidden=16, coupling_linear_hidden=32, g_conv_hidden=8, g_linear_hidden=32
 )
@@ -70,6 +80,15 @@ def test_encode_inverts_decode_in_float64(transform):
     assert x.shape == (4, 1, 28, 28) and x.dtype == DTYPE
     assert x.std() > 1e-2  # a non-trivial image, not a constant
     torch.testing.assert_close(model.encode(x), z, atol=1e-8, rtol=0)
+    # Any filling of the residuals would pass the line above; decode fills r_l = g_l(z_l), so
+    # each level's residual term is at its maximum, -n_l / 2 · log(2π eps²).
+    parts = model.loss(x)
+    sizes = model.level_sizes()
+    for level, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1):
+        peak = -0.5 * (n_in - n_out) * math.log(2 * math.pi * cfg.eps2) / 784
+        torch.testing.assert_close(
+            parts[f"log_pr_l{level}"], torch.tensor(peak, dtype=DTYPE), atol=1e-10, rtol=0
+        )
     clipped = model.decode(z)
     assert clipped.min() >= 0 and clipped.max() <= 1
     assert torch.equal(clipped, x.clamp(0, 1))

@@ -1,0 +1,25 @@
+"""Pure metric functions (tensors in, floats out; no file I/O, no model building).
+
+Implements: Laplacian-variance sharpness (WAE reference code; PIE paper Table 1),
+bits/dim of dequantised images (Theis et al. 2016), the Fréchet distance
+(Heusel et al. 2017), KID (Bińkowski et al. 2018), k-NN precision/recall
+(Kynkäänniemi et al. 2019) and a linear probe (Alain & Bengio 2017). The names of the
+metrics as written to the table are the constants of :mod:`bench.metrics.names`.
+"""
+
+from bench.metrics.classification import accuracy, linear_probe_accuracy
+from bench.metrics.frechet import feature_stats, frechet_distance, frechet_distance_from_stats
+from bench.metrics.kid import kernel_distance, polynomial_mmd2
+from bench.metrics.likelihood import bits_per_dim
+from bench.metrics.names import *  # noqa: F403  (the metric-name constants)
+from bench.metrics.names import MODEL_METRICS, REAL_METRICS, SAMPLE_METRICS
+from bench.metrics.precision_recall import knn_radii, precision_recall
+from bench.metrics.reconstruction import reconstruction_errors
+from bench.metrics.sharpness import LAPLACE_KERNEL, laplacian_variance, sharpness, sharpness_stats
+
+__all__ = [
+    "LAPLACE_KERNEL", "MODEL_METRICS", "REAL_METRICS", "SAMPLE_METRICS",
+    "accuracy", "bits_per_dim", "feature_stats", "frechet_distance", "frechet_distance_from_stats",
+    "kernel_distance", "knn_radii", "laplacian_variance", "linear_probe_accuracy", "polynomial_mmd2",
+    "precision_recall", "reconstruction_errors", "sharpness", "sharpness_stats",
+]

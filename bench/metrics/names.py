@@ -1,0 +1,26 @@
+"""Metric names exactly as they appear in the ``metric`` column of the tidy table."""
+
+SHARPNESS = "sharpness"  # mean Laplacian variance of generated samples at temperature 1
+SHARPNESS_STD = "sharpness_std"  # std over images of the same per-image values
+SHARPNESS_T05 = "sharpness_t05"  # sharpness at the second temperature (eval.second_temperature)
+SHARPNESS_GAP = "sharpness_gap"  # |sharpness - sharpness of the real test images|
+RECON_MSE = "recon_mse"  # per pixel
+RECON_SSE = "recon_sse"  # per image
+BITS_PER_DIM = "bits_per_dim"
+CLASSIFIER_ACCURACY = "classifier_accuracy"  # test accuracy of the LeNet feature extractor
+FD_LENET = "fd_lenet"
+KID_LENET = "kid_lenet"
+PRECISION = "precision"
+RECALL = "recall"
+PROBE_ACCURACY = "probe_accuracy"
+N_SAMPLES = "n_samples"  # bookkeeping rows: how many images each metric saw
+N_TEST = "n_test"
+N_BPD = "n_bpd"
+
+SAMPLE_METRICS = (SHARPNESS, SHARPNESS_STD, SHARPNESS_T05, SHARPNESS_GAP, FD_LENET, KID_LENET, PRECISION, RECALL)
+MODEL_METRICS = (
+    *SAMPLE_METRICS, RECON_MSE, RECON_SSE, BITS_PER_DIM, CLASSIFIER_ACCURACY, PROBE_ACCURACY,
+    N_SAMPLES, N_TEST, N_BPD,
+)
+REAL_METRICS = (SHARPNESS, SHARPNESS_STD, FD_LENET, KID_LENET, PRECISION, RECALL, CLASSIFIER_ACCURACY,
+                N_SAMPLES, N_TEST)

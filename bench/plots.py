@@ -1,0 +1,269 @@
+"""Figure functions for the report. They take arrays and data frames, never models.
+
+Everything here is drawn from what the runner saved (CSV tables and ``artefacts.npz``
+arrays), so every figure can be rebuilt without checkpoints or retraining. Matplotlib
+runs on the Agg backend; image grids come from ``torchvision.utils.make_grid``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+GRID_PAD = 2
+PAD_VALUE = 0.5  # grey separators: MNIST digits are white on black
+DPI = 110
+
+
+# ----------------------------------------------------------------------------- image grids
+
+
+def as_images(images: np.ndarray) -> np.ndarray:
+    """``[N, 1, H, W]`` (or ``[N, H, W]``) float images, clipped to [0, 1]."""
+    arr = np.asarray(images, dtype=np.float32)
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.ndim != 4:
+        raise ValueError(f"expected images of shape [N, C, H, W], got {arr.shape}")
+    return np.clip(np.nan_to_num(arr, nan=0.0), 0.0, 1.0)
+
+
+def make_grid(images: np.ndarray, nrow: int) -> np.ndarray:
+    """One ``[H, W]`` grey array of the images, ``nrow`` per row (torchvision's make_grid)."""
+    import torch
+    import torchvision
+
+    arr = as_images(images)
+    grid = torchvision.utils.make_grid(torch.from_numpy(arr), nrow=max(1, nrow), padding=GRID_PAD,
+                                       pad_value=PAD_VALUE)
+    return grid[0].numpy()  # make_grid repeats one channel to three: keep one
+
+
+def alternate_rows(inputs: np.ndarray, outputs: np.ndarray, per_row: int) -> np.ndarray:
+    """Interleave rows: ``per_row`` inputs, then their ``per_row`` outputs, and so on."""
+    n = min(len(inputs), len(outputs))
+    per_row = max(1, min(per_row, n))
+    n -= n % per_row  # whole rows only, so inputs and outputs stay aligned
+    chunks = []
+    for start in range(0, n, per_row):
+        chunks.append(inputs[start:start + per_row])
+        chunks.append(outputs[start:start + per_row])
+    return np.concatenate(chunks) if chunks else np.asarray(inputs[:0])
+
+
+def interpolation_steps(n_images: int, hint: int | None = None) -> int:
+    """Images per interpolation row: the config's value if it divides the count, else 10, else √n."""
+    for cand in (hint, 10):
+        if cand and cand > 0 and n_images % cand == 0:
+            return int(cand)
+    return max(1, int(round(np.sqrt(n_images))))
+
+
+def _image_axes(ax, grid: np.ndarray, title: str) -> None:
+    ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+
+
+def save_image_grid(images: np.ndarray, path: Path, nrow: int, title: str) -> Path:
+    """A titled PNG of an image grid; the figure size follows the grid."""
+    grid = make_grid(images, nrow)
+    h, w = grid.shape
+    scale = 1 / 40  # inches per grid pixel (a 28-pixel digit is ~0.75 inch)
+    fig, ax = plt.subplots(figsize=(max(3.0, w * scale), max(2.0, h * scale) + 0.5))
+    _image_axes(ax, grid, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- UMAP
+
+
+def exact_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest neighbours (self first) by the dot-product form of the distance.
+
+    Given to UMAP as ``precomputed_knn``: it skips compiling pynndescent, which costs
+    more than the embedding itself for the few thousand points plotted here.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    sq = (x * x).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0)
+    np.fill_diagonal(d2, -1.0)  # self first, at distance 0
+    idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
+    order = np.argsort(np.take_along_axis(d2, idx, 1), axis=1)
+    idx = np.take_along_axis(idx, order, 1)
+    dist = np.sqrt(np.maximum(np.take_along_axis(d2, idx, 1), 0.0))
+    return idx.astype(np.int32), dist.astype(np.float32)
+
+
+def umap_embedding(latents: np.ndarray, labels: np.ndarray, max_points: int = 3000, random_state: int = 0,
+                   n_neighbors: int = 15) -> tuple[np.ndarray, np.ndarray]:
+    """2-d UMAP of at most ``max_points`` latents (fixed subsample and random_state)."""
+    import umap
+
+    z = np.asarray(latents, dtype=np.float32).reshape(len(latents), -1)
+    y = np.asarray(labels).reshape(-1)[: len(z)]
+    z, y = z[: len(y)], y
+    finite = np.isfinite(z).all(1)
+    z, y = z[finite], y[finite]
+    if len(z) > max_points:
+        keep = np.sort(np.random.default_rng(random_state).choice(len(z), max_points, replace=False))
+        z, y = z[keep], y[keep]
+    if len(z) < 4:
+        raise ValueError(f"only {len(z)} finite latents: too few for UMAP")
+    k = min(n_neighbors, len(z) - 1)
+    knn = exact_knn(z, k)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "n_jobs overridden by random_state", small-data notes
+        reducer = umap.UMAP(n_neighbors=k, random_state=random_state, precomputed_knn=(*knn, None))
+        emb = reducer.fit_transform(z)
+    return np.asarray(emb), y
+
+
+def umap_axes(ax, emb: np.ndarray, labels: np.ndarray, title: str, legend: bool = True) -> None:
+    import seaborn as sns
+
+    frame = pd.DataFrame({"umap 1": emb[:, 0], "umap 2": emb[:, 1], "digit": labels.astype(int)})
+    sns.scatterplot(data=frame, x="umap 1", y="umap 2", hue="digit", palette="tab10", s=6, linewidth=0,
+                    ax=ax, legend="full" if legend else False, hue_order=list(range(10)))
+    if legend:
+        ax.legend(title="digit", fontsize=7, title_fontsize=8, markerscale=2, loc="center left",
+                  bbox_to_anchor=(1.0, 0.5), frameon=False)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def umap_figure(emb: np.ndarray, labels: np.ndarray, path: Path, title: str) -> Path:
+    """Fig. 7e: UMAP of the test latents coloured by digit."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    umap_axes(ax, emb, labels, title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- composite figures
+
+
+def _missing_axes(ax, title: str, reason: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.text(0.5, 0.5, f"missing\n{reason}", ha="center", va="center", fontsize=8, color="firebrick", wrap=True,
+            transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def fig7_overview(rows: Sequence[dict], path: Path) -> Path:
+    """All Fig. 7 panels: one row per eps², columns (a)-(e) as in the paper.
+
+    Each row dict has ``label`` and ``panels``: a list of 5 entries, each
+    ``("grid", array, title)``, ``("umap", (emb, labels), title)`` or ``("missing", reason, title)``.
+    """
+    n = max(1, len(rows))
+    fig, axes = plt.subplots(n, 5, figsize=(20, 4.2 * n), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1, 1, 1.4, 1.2]})
+    for r, row in enumerate(rows):
+        for c, (kind, payload, title) in enumerate(row["panels"]):
+            ax = axes[r][c]
+            full = f"{row['label']}: {title}"
+            if kind == "grid":
+                _image_axes(ax, payload, full)
+            elif kind == "umap":
+                umap_axes(ax, payload[0], payload[1], full, legend=(c == 4 and r == 0))
+            else:
+                _missing_axes(ax, full, payload)
+    fig.suptitle("Figure 7 (reproduction): PIE, dim(z) = 10", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def samples_side_by_side(entries: Sequence[dict], path: Path) -> Path:
+    """Samples of several models next to each other; ``entries``: label, samples (or None), title."""
+    fig, axes = plt.subplots(1, max(1, len(entries)), figsize=(4.2 * max(1, len(entries)), 4.8), squeeze=False)
+    for ax, entry in zip(axes[0], entries, strict=False):
+        if entry.get("samples") is None:
+            _missing_axes(ax, entry["title"], entry.get("reason", "no samples"))
+        else:
+            samples = entry["samples"]
+            _image_axes(ax, make_grid(samples, max(1, int(np.ceil(np.sqrt(len(samples)))))), entry["title"])
+    fig.suptitle("Samples at T = 1 (Table 1 runs, latent 8)", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def sharpness_bars(per_run: pd.DataFrame, paper: dict[str, float], path: Path,
+                   real_value: float | None = None) -> Path:
+    """Bar chart of sharpness: mean ± std over seeds (``per_run``: columns row, value), paper marked."""
+    import seaborn as sns
+
+    order = list(paper)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    data = per_run[per_run["row"].isin(order)]
+    present = [r for r in order if (data["row"] == r).any()]
+    if len(data):
+        sns.barplot(data=data, x="row", y="value", order=order, errorbar="sd", capsize=0.15, ax=ax,
+                    color="#7aa6c2", label="this reproduction (mean ± std over seeds)")
+        sns.stripplot(data=data, x="row", y="value", order=order, color="black", size=3, jitter=0.12, ax=ax,
+                      alpha=0.6)
+    else:
+        ax.set_xticks(range(len(order)), order)
+    ax.scatter(range(len(order)), [paper[r] for r in order], marker="D", s=46, color="firebrick", zorder=5,
+               label="paper, Table 1")
+    if real_value is not None and np.isfinite(real_value):
+        ax.axhline(real_value, ls="--", lw=1, color="grey", label=f"real test digits ({real_value:.3g})")
+    missing = [r for r in order if r not in present]
+    if missing:
+        ax.text(0.01, 0.98, "no data: " + ", ".join(missing), transform=ax.transAxes, va="top", fontsize=8,
+                color="firebrick")
+    ax.set_xlabel("")
+    ax.set_ylabel("sharpness (variance of the Laplacian)")
+    ax.set_title("Table 1: sharpness of generated digits (latent 8)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.93) if missing else None)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def training_curves(logs: pd.DataFrame, path: Path, panels: Sequence[str]) -> Path:
+    """Train and validation loss vs epoch, one panel per entry of ``panels``.
+
+    ``logs`` is long: panel, epoch, loss, curve ("train"/"val"), hue (seed or eps² label).
+    Lines are means over the runs of one hue, with the std band.
+    """
+    import seaborn as sns
+
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(4.4 * n, 3.8), squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=False):
+        data = logs[logs["panel"] == panel].dropna(subset=["loss"])
+        if data.empty:
+            _missing_axes(ax, panel, "no train_log.csv")
+            continue
+        hue = "curve" if data["hue"].nunique() <= 1 else "hue"
+        style = None if hue == "curve" else "curve"
+        sns.lineplot(data=data, x="epoch", y="loss", hue=hue, style=style, errorbar="sd", marker="o",
+                     markersize=4, ax=ax)
+        ax.set_title(panel, fontsize=9)
+        ax.legend(fontsize=7)
+    fig.suptitle("Training curves (train loss = mean over the epoch; val = held-out images)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
