@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 GRID_PAD = 2
 PAD_VALUE = 0.5  # grey separators: MNIST digits are white on black
@@ -185,7 +186,7 @@ def fig7_overview(rows: Sequence[dict], path: Path) -> Path:
             else:
                 _missing_axes(ax, full, payload)
     fig.suptitle("Figure 7 (reproduction): PIE, dim(z) = 10", fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -201,7 +202,7 @@ def samples_side_by_side(entries: Sequence[dict], path: Path) -> Path:
             samples = entry["samples"]
             _image_axes(ax, make_grid(samples, max(1, int(np.ceil(np.sqrt(len(samples)))))), entry["title"])
     fig.suptitle("Samples at T = 1 (Table 1 runs, latent 8)", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -231,6 +232,7 @@ def sharpness_bars(per_run: pd.DataFrame, paper: dict[str, float], path: Path,
     if missing:
         ax.text(0.01, 0.98, "no data: " + ", ".join(missing), transform=ax.transAxes, va="top", fontsize=8,
                 color="firebrick")
+    ax.set_ylim(bottom=0)
     ax.set_xlabel("")
     ax.set_ylabel("sharpness (variance of the Laplacian)")
     ax.set_title("Table 1: sharpness of generated digits (latent 8)", fontsize=10)
@@ -261,9 +263,10 @@ def training_curves(logs: pd.DataFrame, path: Path, panels: Sequence[str]) -> Pa
         sns.lineplot(data=data, x="epoch", y="loss", hue=hue, style=style, errorbar="sd", marker="o",
                      markersize=4, ax=ax)
         ax.set_title(panel, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=7)
     fig.suptitle("Training curves (train loss = mean over the epoch; val = held-out images)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
