@@ -64,9 +64,17 @@ class EvalConfig:
     grid_size: int = 8  # sample grid is grid_size x grid_size
     classifier_epochs: int = 3  # LeNet feature extractor for FD/KID/PR
     probe_train_size: int = 10000  # training latents used by the linear probe
-    kid_subset_size: int = 1000
-    kid_subsets: int = 10
-    pr_k: int = 5
+    kid_subset_size: int = 1000  # KID: features per random subset (of each set)
+    kid_subsets: int = 10  # KID: number of subsets averaged (fixed subset seed)
+    pr_k: int = 5  # k of the k-NN manifolds of precision/recall (Kynkäänniemi et al. 2019)
+    # Test images scored for bits/dim (0 = all). 1000: the VAE's IWAE costs K decoder passes
+    # per image; 1000 images give a standard error of a few thousandths of a bit/dim.
+    bpd_subset: int = 1000
+    # Images per log_prob call. Kept apart from batch_size: the IWAE noise drawn inside
+    # log_prob is assigned by chunk, so bits/dim must not move when batch_size does.
+    log_prob_batch_size: int = 250
+    interp_pairs: int = 8  # Fig. 7 interpolations: pairs of encoded test images (0, 1), (2, 3), ...
+    interp_steps: int = 10  # points per pair, endpoints included, linear in z
 
     def second_temperature_std(self) -> float:
         """Std multiplier T for the paper's second sampling distribution."""

@@ -1,18 +1,35 @@
 """Evaluation of one trained model (and of the real data): metric rows + saved artefacts.
 
-Runs in inference mode with the evaluation batch size. Returns rows
-``(split, metric, value, note)`` for the tidy table; the runner does all file I/O.
+Everything runs in inference mode, in chunks of the evaluation batch size, with seeded
+generators, and calls the model only through its contract (``models/contract.py``).
+Returns rows ``(split, metric, value, note)`` for the tidy table; the runner does all
+file I/O. The metric maths lives in :mod:`bench.metrics` (pure functions); this module
+only gathers tensors and caches what does not depend on the model: the classifier
+(:mod:`bench.classifier`) and the real test images' features, once per process.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from bench import metrics as M
+from bench.classifier import FeatureExtractor, get_classifier
 from bench.config import EvalConfig
 from bench.data import MNISTData, preprocess
+
+KID_SEED = 0  # subsets of KID are drawn with this fixed seed, whatever the run seed
+# Offsets of the run seed for each source of evaluation randomness (independent streams).
+TEST_NOISE_OFFSET = 104729  # dequantisation noise of the test images
+PROBE_NOISE_OFFSET = 7919  # dequantisation noise of the probe's training images
+SAMPLE_OFFSET = 2750159  # z of the generated samples (the same z at both temperatures)
+LOG_PROB_OFFSET = 15485863  # noise drawn inside log_prob (IWAE)
+# Model-config fields that change what log_prob estimates; named in the bits/dim note.
+ESTIMATOR_CONFIG_KEYS = ("iw_samples", "eps2")
+RNG_BLOCK = 16  # CPU randn fills 16 values at a time: chunks of a multiple of 16 draw one stream
 
 
 @dataclass
@@ -23,38 +40,208 @@ class MetricRow:
     note: str = ""
 
 
+@dataclass
+class RealStats:
+    """Features of the real test images and what the metrics derive from them."""
+
+    feats: torch.Tensor  # [N, F]
+    mu: np.ndarray
+    sigma: np.ndarray
+    radii: dict[int, torch.Tensor]  # k -> k-NN radii (squared)
+    sharpness: float
+    sharpness_std: float
+
+
+_REAL_STATS: dict[tuple, RealStats] = {}  # (data checksum, extractor, n_test, device) -> stats
+
+
 def _batched(fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([fn(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
 
 
+def _unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels k -> k / 255 in [0, 1]: the sharpness recipe's scale (REFERENCE §3)."""
+    return images.float() / 255.0
+
+
+def _n_test(data: MNISTData, cfg: EvalConfig) -> int:
+    n = data.test_images.shape[0]
+    return min(cfg.test_subset, n) if cfg.test_subset > 0 else n
+
+
 def test_inputs(model, data: MNISTData, cfg: EvalConfig, seed: int, dtype=torch.float32):
     """Test images as the model sees them (fixed dequantisation noise), and their labels."""
-    images, labels = data.test_images, data.test_labels
-    if cfg.test_subset > 0:
-        images, labels = images[:cfg.test_subset], labels[:cfg.test_subset]
-    gen = torch.Generator(device=images.device).manual_seed(seed + 104729)
+    n = _n_test(data, cfg)
+    images, labels = data.test_images[:n], data.test_labels[:n]
+    gen = torch.Generator(device=images.device).manual_seed(seed + TEST_NOISE_OFFSET)
     return preprocess(images, model.preprocessing, gen, dtype), labels
+
+
+def generate(model, n: int, temperature: float, cfg: EvalConfig, seed: int) -> torch.Tensor:
+    """``n`` samples in chunks, from a generator seeded with ``seed``; clamped to [0, 1], float32.
+
+    The chunk is the batch size rounded down to a multiple of 16, so on CPU the chunks
+    draw the same normal stream as one big call and the samples do not depend on it.
+    """
+    param = next(model.parameters())
+    gen = torch.Generator(device=param.device).manual_seed(seed)
+    chunk = max(RNG_BLOCK, cfg.batch_size // RNG_BLOCK * RNG_BLOCK)
+    out = [model.sample(min(chunk, n - i), temperature, generator=gen).float().clamp(0.0, 1.0)
+           for i in range(0, n, chunk)]
+    return torch.cat(out)
+
+
+def real_stats(data: MNISTData, cfg: EvalConfig, extractor: FeatureExtractor) -> RealStats:
+    """Real test-image statistics, computed once per process for each (data, extractor, subset)."""
+    n = _n_test(data, cfg)
+    key = (data.checksum, extractor.cache_key, extractor.weights_hash, n, str(data.test_images.device))
+    if key not in _REAL_STATS:
+        images = _unit(data.test_images[:n])
+        feats = extractor.features(images, cfg.batch_size)
+        mu, sigma = M.feature_stats(feats)
+        mean, std = M.sharpness_stats(images)
+        _REAL_STATS[key] = RealStats(feats, mu, sigma, {}, mean, std)
+    stats = _REAL_STATS[key]
+    if cfg.pr_k not in stats.radii:
+        stats.radii[cfg.pr_k] = M.knn_radii(stats.feats, cfg.pr_k)
+    return stats
+
+
+def feature_rows(
+    fake_images: torch.Tensor, fake_name: str, real: RealStats, extractor: FeatureExtractor, cfg: EvalConfig,
+) -> list[MetricRow]:
+    """fd_lenet, kid_lenet, precision and recall of ``fake_images`` against the real test set."""
+    feats = extractor.features(fake_images, cfg.batch_size)
+    mu, sigma = M.feature_stats(feats)
+    counts = f"extractor {extractor.weights_hash}, {len(feats)} {fake_name} vs {len(real.feats)} test"
+    fd = M.frechet_distance_from_stats(mu, sigma, real.mu, real.sigma)
+    kid, kid_std = M.kernel_distance(feats, real.feats, cfg.kid_subset_size, cfg.kid_subsets, KID_SEED)
+    size = min(cfg.kid_subset_size, len(feats), len(real.feats))
+    precision, recall = M.precision_recall(real.feats, feats, cfg.pr_k, real.radii[cfg.pr_k])
+    return [
+        MetricRow("test", M.FD_LENET, fd, f"{counts}; Fréchet distance of LeNet penultimate features"),
+        MetricRow("test", M.KID_LENET, kid,
+                  f"{counts}; unbiased MMD² cubic kernel, mean of {cfg.kid_subsets} subsets of {size} "
+                  f"(std {kid_std:.3g})"),
+        MetricRow("test", M.PRECISION, precision, f"{counts}; k-NN manifolds, k = {cfg.pr_k}"),
+        MetricRow("test", M.RECALL, recall, f"{counts}; k-NN manifolds, k = {cfg.pr_k}"),
+    ]
+
+
+def log_prob_note(model) -> str:
+    """How the model's log_prob is obtained, from its attributes only (never its name)."""
+    text = getattr(model, "log_prob_estimator", None)
+    if not text:
+        doc = (type(model).log_prob.__doc__ or "").strip().split("\n\n")[0]
+        text = " ".join(doc.replace("``", "").split()) or "log_prob"
+    cfg = getattr(model, "cfg", None)
+    extras = [f"{k}={getattr(cfg, k)}" for k in ESTIMATOR_CONFIG_KEYS if hasattr(cfg, k)]
+    extra = f" ({', '.join(extras)})" if extras else ""
+    return f"{text}{extra} [log_prob of {type(model).__name__}]"
+
+
+def bits_per_dim_row(model, data: MNISTData, cfg: EvalConfig, seed: int, x: torch.Tensor) -> MetricRow:
+    """bits/dim on the first ``bpd_subset`` dequantised test images, or NaN without a density."""
+    if not getattr(model, "has_density", False):
+        return MetricRow("test", M.BITS_PER_DIM, float("nan"), "not applicable: model defines no density")
+    n = len(x) if cfg.bpd_subset <= 0 else min(cfg.bpd_subset, len(x))
+    if model.preprocessing == "dequantize":
+        xb = x[:n]
+    else:  # bits/dim needs (k + u) / 256 whatever the model trained on (REFERENCE §4)
+        gen = torch.Generator(device=x.device).manual_seed(seed + TEST_NOISE_OFFSET)
+        xb = preprocess(data.test_images[:n], "dequantize", gen, x.dtype)
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # log_prob's own noise; caller's RNG untouched
+        torch.manual_seed(seed + LOG_PROB_OFFSET)
+        lp = _batched(model.log_prob, xb, cfg.log_prob_batch_size)
+    bpd = M.bits_per_dim(lp, n_dims=int(np.prod(xb.shape[1:])))
+    note = f"{log_prob_note(model)}; dequantised test images (k + u)/256, first {n} of {len(x)}"
+    return MetricRow("test", M.BITS_PER_DIM, bpd, note)
+
+
+def interpolations(model, z: torch.Tensor, cfg: EvalConfig) -> torch.Tensor:
+    """Decode straight lines in z between codes (0, 1), (2, 3), ...: ``[pairs * steps, 1, 28, 28]``."""
+    pairs = min(cfg.interp_pairs, len(z) // 2)
+    za, zb = z[0:2 * pairs:2], z[1:2 * pairs:2]
+    t = torch.linspace(0.0, 1.0, cfg.interp_steps, device=z.device, dtype=z.dtype).view(1, -1, 1)
+    path = (za.unsqueeze(1) * (1 - t) + zb.unsqueeze(1) * t).reshape(pairs * cfg.interp_steps, -1)
+    return _batched(model.decode, path, cfg.batch_size).float()
+
+
+def _check(cfg: EvalConfig) -> None:
+    if cfg.batch_size < 1 or cfg.log_prob_batch_size < 1:
+        raise ValueError("eval.batch_size and eval.log_prob_batch_size must be >= 1")
+    if cfg.n_samples <= cfg.pr_k:
+        raise ValueError(f"eval.n_samples must exceed eval.pr_k={cfg.pr_k}, got {cfg.n_samples}")
 
 
 @torch.inference_mode()
 def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
-    """All metrics of one trained model. Returns (rows, artefacts dict of numpy arrays)."""
+    """All metrics of one trained model. Returns (rows, artefacts dict of numpy arrays).
+
+    Rows (split ``test``): sharpness, sharpness_std, sharpness_t05, sharpness_gap,
+    recon_mse, recon_sse, bits_per_dim, classifier_accuracy, fd_lenet, kid_lenet,
+    precision, recall, probe_accuracy, and the counts n_samples, n_test, n_bpd.
+    Artefacts: samples_t1, samples_t2, recon_inputs, recon_outputs, interpolations,
+    test_latents, test_labels.
+    """
+    _check(cfg)
     model.eval()
     dtype = next(model.parameters()).dtype
-    torch.manual_seed(seed + 15485863)  # evaluation noise independent of how training went
+    torch.manual_seed(seed + LOG_PROB_OFFSET)  # any stray global-RNG use is seeded too
     x, labels = test_inputs(model, data, cfg, seed, dtype)
+    n_test = len(x)
+    extractor = get_classifier(data, cfg.classifier_epochs, batch_size=cfg.batch_size)
+    real = real_stats(data, cfg, extractor)
+
     recon = _batched(model.reconstruct, x, cfg.batch_size)
-    err = (recon - x).pow(2).flatten(1)
+    mse, sse = M.reconstruction_errors(x, recon)
+    z_test = _batched(model.encode, x, cfg.batch_size)
+    n_probe = min(cfg.probe_train_size, len(data.train_images))
+    gen = torch.Generator(device=x.device).manual_seed(seed + PROBE_NOISE_OFFSET)
+    x_train = preprocess(data.train_images[:n_probe], model.preprocessing, gen, dtype)
+    z_train = _batched(model.encode, x_train, cfg.batch_size)
+    probe = M.linear_probe_accuracy(z_train, data.train_labels[:n_probe], z_test, labels)
+
+    t2 = cfg.second_temperature_std()
+    samples = generate(model, cfg.n_samples, 1.0, cfg, seed + SAMPLE_OFFSET)
+    samples_t2 = generate(model, cfg.n_samples, t2, cfg, seed + SAMPLE_OFFSET)
+    sharp, sharp_std = M.sharpness_stats(samples)
+    sharp_t2 = M.sharpness(samples_t2)
+
+    n = cfg.n_samples
+    recipe = "4-neighbour Laplacian, valid, variance per image, pixels in [0, 1]"
     rows = [
-        MetricRow("test", "recon_mse", float(err.mean()), "per pixel, test images"),
-        MetricRow("test", "recon_sse", float(err.sum(1).mean()), "per image, test images"),
+        MetricRow("test", M.SHARPNESS, sharp, f"{n} samples at T = 1; {recipe}"),
+        MetricRow("test", M.SHARPNESS_STD, sharp_std, f"std over {n} samples at T = 1"),
+        MetricRow("test", M.SHARPNESS_T05, sharp_t2,
+                  f"{n} samples at std multiplier T = {t2:.4g} (second_temperature {cfg.second_temperature} "
+                  f"read as a {cfg.second_temperature_is})"),
+        MetricRow("test", M.SHARPNESS_GAP, abs(sharp - real.sharpness),
+                  f"|sharpness - {real.sharpness:.4f}| (real value on the same {n_test} test images)"),
+        MetricRow("test", M.RECON_MSE, mse, f"per pixel, {n_test} test images ({model.preprocessing} inputs)"),
+        MetricRow("test", M.RECON_SSE, sse, f"per image, {n_test} test images ({model.preprocessing} inputs)"),
+        bits_per_dim_row(model, data, cfg, seed, x),
+        MetricRow("test", M.CLASSIFIER_ACCURACY, extractor.test_accuracy,
+                  f"LeNet extractor {extractor.weights_hash} on {extractor.n_test} test images"),
+        *feature_rows(samples, "generated", real, extractor, cfg),
+        MetricRow("test", M.PROBE_ACCURACY, probe,
+                  f"multinomial logistic regression on standardised codes: {n_probe} train -> {n_test} test"),
+        MetricRow("test", M.N_SAMPLES, float(n), "generated samples per temperature"),
+        MetricRow("test", M.N_TEST, float(n_test), "test images evaluated"),
     ]
+    n_bpd = min(cfg.bpd_subset, n_test) if cfg.bpd_subset > 0 else n_test
+    rows.append(MetricRow("test", M.N_BPD, float(n_bpd) if model.has_density else math.nan,
+                          "test images scored for bits/dim"))
+
     n_grid = cfg.grid_size**2
     artefacts = {
-        "samples_t1": model.sample(n_grid, 1.0).float().cpu().numpy(),
+        "samples_t1": samples[:n_grid].cpu().numpy(),
+        "samples_t2": samples_t2[:n_grid].cpu().numpy(),
         "recon_inputs": x[:n_grid].float().cpu().numpy(),
         "recon_outputs": recon[:n_grid].float().cpu().numpy(),
-        "test_latents": _batched(model.encode, x, cfg.batch_size).float().cpu().numpy(),
+        "interpolations": interpolations(model, z_test, cfg).cpu().numpy(),
+        "test_latents": z_test.float().cpu().numpy(),
         "test_labels": labels.cpu().numpy().astype(np.int64),
     }
     return rows, artefacts
@@ -62,5 +249,30 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
 
 @torch.inference_mode()
 def evaluate_real(data: MNISTData, cfg: EvalConfig) -> list[MetricRow]:
-    """The same sample metrics on real test images (the "True" row of Table 1)."""
-    return []
+    """The same sample metrics on real test images (the "True" row of Table 1).
+
+    For the feature metrics the held-out validation images stand in for generated
+    samples, so these rows are the noise floor of fd_lenet, kid_lenet, precision and
+    recall (two independent sets of real digits).
+    """
+    _check(cfg)
+    extractor = get_classifier(data, cfg.classifier_epochs, batch_size=cfg.batch_size)
+    real = real_stats(data, cfg, extractor)
+    n_test = len(real.feats)
+    val = _unit(data.val_images[:cfg.n_samples])
+    recipe = "4-neighbour Laplacian, valid, variance per image, pixels k/255"
+    rows = [
+        MetricRow("test", M.SHARPNESS, real.sharpness, f"{n_test} real test images; {recipe}"),
+        MetricRow("test", M.SHARPNESS_STD, real.sharpness_std, f"std over {n_test} real test images"),
+        MetricRow("test", M.CLASSIFIER_ACCURACY, extractor.test_accuracy,
+                  f"LeNet extractor {extractor.weights_hash} on {extractor.n_test} test images"),
+    ]
+    if len(val) > cfg.pr_k:
+        floor = [MetricRow(r.split, r.metric, r.value, f"noise floor: held-out validation images as samples; {r.note}")
+                 for r in feature_rows(val, "validation", real, extractor, cfg)]
+        rows += floor
+    rows += [
+        MetricRow("test", M.N_SAMPLES, float(len(val)), "validation images standing in for samples"),
+        MetricRow("test", M.N_TEST, float(n_test), "test images evaluated"),
+    ]
+    return rows

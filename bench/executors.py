@@ -28,19 +28,22 @@ Lustre, GPFS, ...) mounted at the same path, with working POSIX ``flock`` for th
 table's lock. See ``docs/scale-out.md``.
 
 A run that raises becomes a ``failed`` outcome and the sweep goes on. A worker that
-dies (killed, out of memory) is retried: the process pool reruns the runs it took
-down, each in a fresh worker; Ray retries the task (``max_retries``). Either way
-the rerun resumes from the run's last checkpoint.
+dies (killed, out of memory) costs no run: the process pool reruns the runs it took
+down in fresh workers (see :func:`run_process`); Ray retries the task
+(``max_retries``). Either way the rerun resumes from the run's last checkpoint.
+Finished runs are skipped by the driver before anything is shipped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import multiprocessing
 import os
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 from bench.errors import UserError
 
@@ -155,40 +158,73 @@ def _gather(jobs: dict, outcomes: dict, pools: list) -> list:
     return sorted(crashed, key=lambda pair: pair[0])
 
 
+def _round(pairs: list, workers: int, threads: int, outcomes: dict, isolated: bool) -> list:
+    """Run ``(index, spec)`` pairs, ``workers`` at a time; return the pairs a dying worker took down.
+
+    ``isolated``: one single-worker pool per run, so a crash breaks only that run's pool.
+    """
+    if not isolated:
+        pool = _new_pool(min(workers, len(pairs)), threads)
+        return _gather({pool.submit(_run_one, spec, threads): (i, spec) for i, spec in pairs}, outcomes, [pool])
+    crashed = []
+    for start in range(0, len(pairs), workers):
+        batch = pairs[start:start + workers]
+        pools = [_new_pool(1, threads) for _ in batch]
+        futures = {pool.submit(_run_one, spec, threads): (i, spec)
+                   for pool, (i, spec) in zip(pools, batch, strict=True)}
+        crashed += _gather(futures, outcomes, pools)
+    return crashed
+
+
+def _skip_finished(specs, outcomes: dict) -> list:
+    """``(index, spec)`` of the runs still to do; finished ones are reported as skipped here.
+
+    The same test :func:`bench.run.execute_run` makes first, done by the driver so that a
+    rerun of a finished sweep starts no worker (and, on Ray, ships no task).
+    """
+    from bench.run import DONE, RunOutcome
+
+    todo = []
+    for i, spec in enumerate(specs):
+        if (Path(spec.out_dir) / "runs" / spec.run_id / DONE).is_file():
+            outcomes[i] = RunOutcome(spec.run_id, "skipped")
+            _report(outcomes[i])
+        else:
+            todo.append((i, spec))
+    return todo
+
+
 def run_process(specs, data, jobs: int = 1, address: str | None = None, log=print):
     """A pool of ``jobs`` spawned worker processes on this machine.
 
-    ``data`` is not shipped (each worker loads MNIST from disk). When a worker dies,
-    every run then in its pool is lost with it; those runs are rerun each in its own
-    fresh worker (``jobs`` at a time), so a run that kills its worker again cannot
-    take the others down twice, and is then recorded as failed.
+    ``data`` is not shipped (each worker loads MNIST from disk). A dying worker takes
+    down every run then in its pool: those are rerun in a fresh pool, and if that
+    breaks too, each of its runs once more in a worker of its own (so a run that kills
+    its worker cannot keep taking the others with it); a run that still kills its
+    worker is recorded as failed. Reruns resume from the run's last checkpoint.
     """
     import torch
 
     if jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {jobs}")
-    if not specs:
-        return []
-    shipped = list(enumerate(_portable(s, progress=s.progress and jobs == 1) for s in specs))
-    workers = min(jobs, len(shipped))
-    threads = max(1, torch.get_num_threads() // workers)
-    print(f"process executor: {workers} worker(s) x {threads} torch thread(s)", flush=True)
+    shipped = [_portable(s, progress=s.progress and jobs == 1) for s in specs]
     outcomes: dict[int, object] = {}
-    pool = _new_pool(workers, threads)
-    crashed = _gather({pool.submit(_run_one, spec, threads): (i, spec) for i, spec in shipped}, outcomes, [pool])
-    if crashed:
-        print(f"process executor: a worker died; rerunning {len(crashed)} run(s), each in a fresh worker",
-              flush=True)
-    for start in range(0, len(crashed), workers):
-        # One single-worker pool per run: a second crash breaks only that run's pool.
-        batch = crashed[start:start + workers]
-        pools = [_new_pool(1, threads) for _ in batch]
-        futures = {pool.submit(_run_one, spec, threads): (i, spec)
-                   for pool, (i, spec) in zip(pools, batch, strict=True)}
-        for i, spec in _gather(futures, outcomes, pools):
-            outcomes[i] = _failed(spec, "worker process died twice (killed, or out of memory?)")
+    todo = _skip_finished(shipped, outcomes)
+    if todo:
+        workers = min(jobs, len(todo))
+        threads = max(1, torch.get_num_threads() // workers)
+        print(f"process executor: {workers} worker(s) x {threads} torch thread(s)", flush=True)
+        for attempt, isolated in enumerate((False, False, True)):
+            if attempt:
+                print(f"process executor: a worker died; rerunning {len(todo)} run(s) in fresh workers",
+                      flush=True)
+            todo = _round(todo, workers, threads, outcomes, isolated)
+            if not todo:
+                break
+        for i, spec in todo:
+            outcomes[i] = _failed(spec, "its worker process died three times (killed, or out of memory?)")
             _report(outcomes[i])
-    return [outcomes[i] for i, _ in shipped]
+    return [outcomes[i] for i in range(len(shipped))]
 
 
 # ----------------------------------------------------------------------------- Ray
@@ -239,9 +275,12 @@ def run_ray(specs, data, jobs: int = 1, address: str | None = None, log=print,
     ray = _import_ray()
     if jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {jobs}")
-    if not specs:
-        return []
     cpus = _ray_cpus(cpus_per_run)
+    shipped = [_portable(s, progress=False) for s in specs]
+    outcomes: dict[int, object] = {}
+    todo = _skip_finished(shipped, outcomes)
+    if not todo:
+        return [outcomes[i] for i in range(len(shipped))]
     address = address or os.environ.get("RAY_ADDRESS") or None
     started = False
     if not ray.is_initialized():
@@ -250,47 +289,46 @@ def run_ray(specs, data, jobs: int = 1, address: str | None = None, log=print,
             if address:
                 ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
             else:
-                ray.init(num_cpus=int(jobs * cpus + 0.999) if jobs > 1 else None, include_dashboard=False,
-                         runtime_env=runtime_env, log_to_driver=True)
+                # "local": a new private instance, even if `ray start` left a cluster on this node
+                ray.init(address="local", num_cpus=math.ceil(jobs * cpus) if jobs > 1 else None,
+                         include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
         except ConnectionError as e:
-            raise UserError(f"cannot reach the Ray cluster at '{address}' ({e})") from None
+            raise UserError(f"cannot reach the Ray cluster at '{address}' ({e}); is it running, and do "
+                            "$RAY_AUTH_MODE and the auth token match the cluster's? (docs/scale-out.md)") from None
         started = True
     try:
-        _check_feasible(ray, specs, cpus)
+        _check_feasible(ray, [spec for _, spec in todo], cpus)
         threads = max(1, int(cpus))
-        shipped = [_portable(s, progress=False) for s in specs]
         task = ray.remote(_run_one)
-        refs = []
-        for spec in shipped:
+        refs = {}
+        for i, spec in todo:
             opts = {"num_cpus": cpus, "max_retries": RAY_MAX_RETRIES, "name": f"pie-bench:{spec.run_id}"}
             if spec.device == "cuda":
                 opts["num_gpus"] = 1
-            refs.append(task.options(**opts).remote(spec, threads))
-        print(f"ray executor: {len(refs)} task(s), {cpus:g} CPU(s) each, cluster "
-              f"{ray.cluster_resources().get('CPU', 0):g} CPU(s) / {ray.cluster_resources().get('GPU', 0):g} GPU(s)",
-              flush=True)
-        index = {ref: i for i, ref in enumerate(refs)}
-        outcomes: dict[int, object] = {}
+            refs[task.options(**opts).remote(spec, threads)] = i
+        total = ray.cluster_resources()
+        print(f"ray executor: {len(refs)} task(s), {cpus:g} CPU(s) each, cluster {total.get('CPU', 0):g} CPU(s) / "
+              f"{total.get('GPU', 0):g} GPU(s)", flush=True)
         pending = list(refs)
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
-                    i = index[ref]
+                    i = refs[ref]
                     try:
                         outcomes[i] = ray.get(ref)
-                    except Exception as e:  # worker died more than max_retries times, etc.
-                        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-                        outcomes[i] = _failed(shipped[i], f"{type(e).__name__}: {first}")
+                    except Exception as e:  # its worker died more than max_retries times, etc.
+                        text = str(e).strip()
+                        outcomes[i] = _failed(shipped[i], f"{type(e).__name__}: {text.splitlines()[0] if text else ''}")
                     _report(outcomes[i])
         except BaseException:
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
-        return [outcomes[i] for i in range(len(refs))]
     finally:
         if started:
             ray.shutdown()
+    return [outcomes[i] for i in range(len(shipped))]
 
 
 EXECUTORS = {"local": run_local, "process": run_process, "ray": run_ray}

@@ -7,6 +7,7 @@ runs on the Agg backend; image grids come from ``torchvision.utils.make_grid``.
 
 from __future__ import annotations
 
+import textwrap
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -69,9 +70,15 @@ def interpolation_steps(n_images: int, hint: int | None = None) -> int:
     return max(1, int(round(np.sqrt(n_images))))
 
 
-def _image_axes(ax, grid: np.ndarray, title: str) -> None:
+def _wrap(title: str, width_in: float) -> str:
+    """Wrap each line of a title to the figure width (about 13 characters per inch at 9 pt)."""
+    width = max(20, int(width_in * 13))
+    return "\n".join(textwrap.fill(line, width) for line in title.split("\n"))
+
+
+def _image_axes(ax, grid: np.ndarray, title: str, width_in: float | None = None) -> None:
     ax.imshow(grid, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_wrap(title, width_in) if width_in else title, fontsize=9)
     ax.set_axis_off()
 
 
@@ -80,8 +87,10 @@ def save_image_grid(images: np.ndarray, path: Path, nrow: int, title: str) -> Pa
     grid = make_grid(images, nrow)
     h, w = grid.shape
     scale = 1 / 40  # inches per grid pixel (a 28-pixel digit is ~0.75 inch)
-    fig, ax = plt.subplots(figsize=(max(3.0, w * scale), max(2.0, h * scale) + 0.5))
-    _image_axes(ax, grid, title)
+    width_in = max(4.5, w * scale)
+    n_title_lines = _wrap(title, width_in).count("\n") + 1
+    fig, ax = plt.subplots(figsize=(width_in, max(2.0, h * scale) + 0.2 + 0.18 * n_title_lines))
+    _image_axes(ax, grid, title, width_in)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -174,7 +183,7 @@ def fig7_overview(rows: Sequence[dict], path: Path) -> Path:
     """
     n = max(1, len(rows))
     fig, axes = plt.subplots(n, 5, figsize=(20, 4.2 * n), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 1, 1, 1.4, 1.2]})
+                             gridspec_kw={"width_ratios": [1.4, 1, 1, 1.4, 1.2]})
     for r, row in enumerate(rows):
         for c, (kind, payload, title) in enumerate(row["panels"]):
             ax = axes[r][c]

@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,7 +187,7 @@ def _pick_config(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return runs[runs["config_hash"] == best], dropped
 
 
-def select_runs(table: pd.DataFrame, results: Path, configs: dict[str, dict]) -> Selection:
+def select_runs(table: pd.DataFrame, configs: dict[str, dict]) -> Selection:
     runs = run_frame(table)
     sweeps = sweep_columns(table)
     unswept = runs[sweeps].isna().all(axis=1) if sweeps else pd.Series(True, index=runs.index)
@@ -243,7 +242,7 @@ def per_run_values(table: pd.DataFrame, run_ids: list[str], metrics: tuple[str, 
     rows = table[table["run_id"].isin(run_ids) & table["metric"].isin(metrics)].copy()
     rank = {s: i for i, s in enumerate(SPLIT_PRIORITY)}
     rows["_rank"] = rows["split"].map(lambda s: rank.get(s, len(rank)))
-    rows = rows.sort_values("_rank").drop_duplicates(["run_id", "metric"])
+    rows = rows.sort_values("_rank", kind="stable").drop_duplicates(["run_id", "metric"])
     return rows[["run_id", "model", "seed", "metric", "value", "note"]]
 
 
@@ -299,11 +298,13 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]) 
              "paper_sharpness"]
     frame = frame[order + [c for c in frame.columns if c not in order]]
 
-    metric_notes = {}
+    metric_notes = {}  # the models' own note (most common), else the real-data row's
     for metric in TABLE1_METRICS:
-        notes = per_run[(per_run["metric"] == metric) & (per_run["note"] != "") & per_run["value"].notna()]["note"]
-        if len(notes):
-            metric_notes[metric] = notes.iloc[0]
+        rows = per_run[(per_run["metric"] == metric) & (per_run["note"] != "") & per_run["value"].notna()]
+        for subset in (rows[rows["row"] != "real"], rows):
+            if len(subset):
+                metric_notes[metric] = subset["note"].value_counts().index[0]
+                break
     return Table1(frame, per_run, real_sharpness, footnotes, protocol_lines(table, sel, configs, metric_notes),
                   metric_notes)
 
@@ -505,9 +506,9 @@ def fig7_entry(rep: Report, eps2: float, run: pd.Series, cfg: dict, umap_points:
         panels.append(rep.draw(name, title, "", lambda p: plots.save_image_grid(imgs, p, k, f"{head}\n{title}")))
         overview.append(("grid", plots.make_grid(imgs, k), short))
 
-    def recon_row_len() -> int:
-        return max(1, min(_grid_size(cfg, len(arrays["recon_inputs"])), len(arrays["recon_inputs"]),
-                          len(arrays["recon_outputs"])))
+    def recon_row_len() -> int:  # twice the sample grid's width: half as many alternating rows
+        n = min(len(arrays["recon_inputs"]), len(arrays["recon_outputs"]))
+        return max(1, min(2 * _grid_size(cfg, n), n))
 
     grid_panel("a", "reconstructions", "(a) test images (rows 1, 3, …) and their reconstructions (rows 2, 4, …)",
                "(a) reconstructions", ("recon_inputs", "recon_outputs"),
@@ -651,8 +652,7 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
         "Reproduction of Table 1 and Figure 7 of *PIE: Pseudo-Invertible Encoder* (ICLR 2019 submission). "
         f"Built by `python -m bench.report --results {results.name}` from `metrics.csv` and the artefacts the "
         "runs saved (no checkpoints, no retraining). "
-        f"{len(runs)} run(s) in the table: {n_ok} finished, {len(failed)} failed. "
-        f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')}.",
+        f"{len(runs)} run(s) in the table: {n_ok} finished, {len(failed)} failed.",
         "",
         "Contents: [Table 1](#table-1) · [Figure 7](#figure-7) · [Training curves](#training-curves) · "
         "[Runs used](#runs-used)",
@@ -719,7 +719,7 @@ def build_report(results: Path, umap_points: int = UMAP_MAX_POINTS, log=print) -
     table = load_table(results)
     configs = {r: read_json(results / "runs" / r / "config.json") for r in table["run_id"].unique()
                if not r.startswith("real-")}
-    sel = select_runs(table, results, configs)
+    sel = select_runs(table, configs)
     t1 = build_table1(table, sel, configs)
     write_csv_atomic(results / "table1.csv", t1.frame)
     write_text(results / "table1.md", table1_markdown(t1, sel))

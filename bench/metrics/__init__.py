@@ -11,14 +11,35 @@ from bench.metrics.classification import accuracy, linear_probe_accuracy
 from bench.metrics.frechet import feature_stats, frechet_distance, frechet_distance_from_stats
 from bench.metrics.kid import kernel_distance, polynomial_mmd2
 from bench.metrics.likelihood import bits_per_dim
-from bench.metrics.names import *  # noqa: F403  (the metric-name constants)
-from bench.metrics.names import MODEL_METRICS, REAL_METRICS, SAMPLE_METRICS
+from bench.metrics.names import (
+    BITS_PER_DIM,
+    CLASSIFIER_ACCURACY,
+    FD_LENET,
+    KID_LENET,
+    MODEL_METRICS,
+    N_BPD,
+    N_SAMPLES,
+    N_TEST,
+    PRECISION,
+    PROBE_ACCURACY,
+    REAL_METRICS,
+    RECALL,
+    RECON_MSE,
+    RECON_SSE,
+    SAMPLE_METRICS,
+    SHARPNESS,
+    SHARPNESS_GAP,
+    SHARPNESS_STD,
+    SHARPNESS_T05,
+)
 from bench.metrics.precision_recall import knn_radii, precision_recall
 from bench.metrics.reconstruction import reconstruction_errors
 from bench.metrics.sharpness import LAPLACE_KERNEL, laplacian_variance, sharpness, sharpness_stats
 
 __all__ = [
-    "LAPLACE_KERNEL", "MODEL_METRICS", "REAL_METRICS", "SAMPLE_METRICS",
+    "BITS_PER_DIM", "CLASSIFIER_ACCURACY", "FD_LENET", "KID_LENET", "LAPLACE_KERNEL", "MODEL_METRICS", "N_BPD",
+    "N_SAMPLES", "N_TEST", "PRECISION", "PROBE_ACCURACY", "REAL_METRICS", "RECALL", "RECON_MSE", "RECON_SSE",
+    "SAMPLE_METRICS", "SHARPNESS", "SHARPNESS_GAP", "SHARPNESS_STD", "SHARPNESS_T05",
     "accuracy", "bits_per_dim", "feature_stats", "frechet_distance", "frechet_distance_from_stats",
     "kernel_distance", "knn_radii", "laplacian_variance", "linear_probe_accuracy", "polynomial_mmd2",
     "precision_recall", "reconstruction_errors", "sharpness", "sharpness_stats",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.linalg
 import torch
@@ -16,6 +18,17 @@ def _features64(feats: torch.Tensor | np.ndarray) -> np.ndarray:
     if arr.ndim != 2 or arr.shape[0] < 2:
         raise ValueError(f"expected features [N >= 2, F], got shape {arr.shape}")
     return arr.astype(np.float64)
+
+
+def _sqrtm(a: np.ndarray) -> np.ndarray | None:
+    """scipy's sqrtm, or None when it reports a singular matrix or returns non-finite values."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+        try:
+            out = scipy.linalg.sqrtm(a)
+        except scipy.linalg.LinAlgWarning:
+            return None
+    return out if np.isfinite(out).all() else None
 
 
 def feature_stats(feats: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -36,10 +49,16 @@ def frechet_distance_from_stats(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.nda
     if not all(np.isfinite(a).all() for a in (mu1, mu2, sigma1, sigma2)):
         return float("nan")
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():  # singular product: regularise, as pytorch-fid does
+    # Features constant in both sets add nothing to any trace term; dropping them is exact
+    # and keeps the product below from being singular for that reason.
+    live = (np.diagonal(sigma1) > 0) | (np.diagonal(sigma2) > 0)
+    sigma1, sigma2 = sigma1[np.ix_(live, live)], sigma2[np.ix_(live, live)]
+    covmean = _sqrtm(sigma1 @ sigma2)
+    if covmean is None:  # still singular: regularise both, as pytorch-fid does
         offset = np.eye(sigma1.shape[0]) * SQRTM_OFFSET
-        covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+            covmean = scipy.linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         imag = np.abs(np.diagonal(covmean).imag).max()
         if imag > MAX_IMAG:

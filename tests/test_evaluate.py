@@ -1,0 +1,108 @@
+"""Tests of bench.evaluate: bits/dim against an analytic density, batch-size and seed invariance."""
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from baselines.vae import VAE, VAEConfig
+from baselines.wae import WAE, WAEConfig
+from bench import metrics as M
+from bench.classifier import get_classifier
+from bench.config import EvalConfig
+from bench.evaluate import evaluate_model, evaluate_real
+from models.contract import GenerativeEncoder
+
+SMALL = EvalConfig(batch_size=100, n_samples=400, test_subset=400, grid_size=4, probe_train_size=400,
+                   kid_subset_size=100, kid_subsets=3, bpd_subset=200, log_prob_batch_size=50)
+ARTEFACT_SHAPES = {  # for SMALL and latent_dim 8
+    "samples_t1": (16, 1, 28, 28), "samples_t2": (16, 1, 28, 28), "recon_inputs": (16, 1, 28, 28),
+    "recon_outputs": (16, 1, 28, 28), "interpolations": (80, 1, 28, 28), "test_latents": (400, 8),
+    "test_labels": (400,),
+}
+
+
+@pytest.fixture(scope="session")
+def extractor(mnist, tmp_path_factory):
+    """Trains (or loads) the LeNet once; evaluate_model then finds it in the process cache."""
+    cache = os.environ.get("PIE_BENCH_CACHE") or tmp_path_factory.getbasetemp() / "pie-bench-cache"
+    return get_classifier(mnist, cache_dir=cache)
+
+
+class GaussianPixels(GenerativeEncoder):
+    """Known density: x ~ N(0, I) in pixel space; a random linear code for the rest of the contract."""
+
+    has_density = True
+    preprocessing = "dequantize"
+
+    def __init__(self, latent_dim: int = 8):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.enc = nn.Linear(784, latent_dim)
+        self.dec = nn.Linear(latent_dim, 784)
+
+    def encode(self, x):
+        return self.enc(x.flatten(1))
+
+    def decode(self, z):
+        return torch.sigmoid(self.dec(z)).view(-1, 1, 28, 28)
+
+    def log_prob(self, x):
+        return (-0.5 * x.pow(2) - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
+
+
+def small_vae() -> VAE:
+    torch.manual_seed(0)
+    return VAE(VAEConfig(width=0.0625, iw_samples=4))
+
+
+def as_dict(rows) -> dict[str, float]:
+    out = {r.metric: r.value for r in rows}
+    assert len(out) == len(rows), "duplicate metric names"
+    return out
+
+
+def test_bits_per_dim_of_a_known_density_is_analytic(mnist, extractor):
+    rows, _ = evaluate_model(GaussianPixels(), mnist, SMALL, seed=0)
+    # E_u[((k + u)/256)²] = (k² + k + 1/3) / 256²; D = 784.
+    k = mnist.test_images[:SMALL.bpd_subset].double().flatten(1)
+    expected_sq = ((k**2 + k + 1 / 3) / 256**2).sum(1).mean()
+    d = 784
+    analytic = (0.5 * expected_sq + 0.5 * d * math.log(2 * math.pi) + d * math.log(256)) / (d * math.log(2))
+    # Tolerance: only the dequantisation noise u differs from the expectation (~1e-6 bits/dim here).
+    assert as_dict(rows)[M.BITS_PER_DIM] == pytest.approx(float(analytic), abs=1e-4)
+
+
+def test_metrics_do_not_depend_on_the_evaluation_batch_size(mnist, extractor):
+    results = [evaluate_model(small_vae(), mnist, dataclasses.replace(SMALL, batch_size=bs), seed=1)
+               for bs in (64, 400)]
+    (rows_a, art_a), (rows_b, art_b) = results
+    a, b = as_dict(rows_a), as_dict(rows_b)
+    assert set(a) == set(M.MODEL_METRICS)
+    assert {k: v.shape for k, v in art_a.items()} == ARTEFACT_SHAPES
+    for name in M.MODEL_METRICS:  # float32 convolutions may round differently per batch size
+        assert b[name] == pytest.approx(a[name], rel=1e-5, abs=1e-7), name
+    for key in ARTEFACT_SHAPES:
+        np.testing.assert_allclose(art_b[key], art_a[key], rtol=0, atol=1e-5, err_msg=key)
+
+
+def test_the_same_seed_gives_the_same_numbers(mnist, extractor):
+    def run(seed):
+        torch.manual_seed(0)
+        return evaluate_model(WAE(WAEConfig(width=0.0625)), mnist, SMALL, seed=seed)
+
+    (rows_a, art_a), (rows_b, art_b), (rows_c, _) = run(5), run(5), run(6)
+    a, b, c = as_dict(rows_a), as_dict(rows_b), as_dict(rows_c)
+    np.testing.assert_equal(a, b)  # NaN-aware: the WAE's bits/dim is NaN in both
+    for key in art_a:
+        np.testing.assert_array_equal(art_a[key], art_b[key])
+    assert a[M.SHARPNESS] != c[M.SHARPNESS]  # the seed does reach the samples
+    bpd = next(r for r in rows_a if r.metric == M.BITS_PER_DIM)
+    assert math.isnan(bpd.value) and bpd.note == "not applicable: model defines no density"
+    real_a, real_b = as_dict(evaluate_real(mnist, SMALL)), as_dict(evaluate_real(mnist, SMALL))
+    assert set(real_a) == set(M.REAL_METRICS)
+    np.testing.assert_equal(real_a, real_b)

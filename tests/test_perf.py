@@ -1,0 +1,215 @@
+"""bench.perf: the quick benchmark end to end, exact FLOP counts, and the CPU-testable GPU-path logic.
+
+No timed assertions: speed targets live in the benchmark's CSV, not in tests.
+"""
+
+import math
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import bench.train
+from bench import perf
+from bench.errors import UserError
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def quick_csv(tmp_path_factory):
+    out = tmp_path_factory.mktemp("perf") / "perf.csv"
+    env = {**os.environ, "PIE_BENCH_OFFLINE": "1"}
+    env.pop("PIE_BENCH_THREADS", None)
+    proc = subprocess.run([sys.executable, "-m", "bench.perf", "--quick", "--out", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.is_file()
+    return pd.read_csv(out), proc.stdout
+
+
+def test_quick_csv_has_every_section_and_finite_positive_values(quick_csv):
+    frame, stdout = quick_csv
+    assert tuple(frame.columns) == perf.COLUMNS
+    assert set(frame["section"]) == set(perf.SECTIONS)
+    assert frame["value"].map(math.isfinite).all(), frame[~frame["value"].map(math.isfinite)]
+    assert (frame["value"] > 0).all(), frame[frame["value"] <= 0]
+    assert not frame.duplicated(["section", "model", "preset", "width", "metric"]).any()
+    assert "GPU numbers: not measured" in stdout
+
+
+def test_quick_csv_measures_every_model_at_both_widths(quick_csv):
+    frame, _ = quick_csv
+    models = frame[frame["section"] == "model"]
+    assert set(models["preset"]) == {"default", "paper"}
+    for metric in ("train_images_per_s", "sample_images_per_s", "train_flops_per_image", "train_gflops_per_s"):
+        got = models[models["metric"] == metric]
+        assert set(zip(got["model"], got["preset"], strict=True)) == {
+            (m, p) for m in ("pie", "vae", "wae") for p in ("default", "paper")}, metric
+    # Paper widths are wider: more FLOPs per image for every model.
+    flops = models[models["metric"] == "train_flops_per_image"].pivot(index="model", columns="preset", values="value")
+    assert (flops["paper"] > flops["default"]).all()
+
+
+def test_quick_csv_harness_data_metrics_and_targets(quick_csv):
+    frame, _ = quick_csv
+
+    def metrics(section):
+        return set(frame.loc[frame["section"] == section, "metric"])
+
+    assert {"bare_images_per_s", "harness_step_images_per_s", "harness_ratio", "per_epoch_seconds",
+            "harness_epoch_ratio"} <= metrics("harness")
+    harness = frame[(frame["section"] == "harness") & (frame["metric"] == "harness_ratio")]
+    assert set(harness["model"]) == {"pie", "vae", "wae"}
+    assert {"harness_unit_batches_per_s", "dataloader_batches_per_s", "data_path_ratio"} <= metrics("data")
+    assert {"sharpness_seconds", "features_fd_seconds", "probe_seconds", "bits_per_dim_seconds",
+            "eval_seconds"} <= metrics("metrics")
+    bpd = frame[(frame["section"] == "metrics") & (frame["metric"] == "bits_per_dim_seconds")]
+    assert set(bpd["model"]) == {"pie", "vae"}  # the density models only
+    assert {"data_path_ratio", "harness_ratio_min", "eval_fraction_estimate"} <= metrics("targets")
+    notes = frame.loc[frame["section"] == "targets", "note"]
+    assert notes.str.contains(r"\bmet\b").all()
+
+
+def test_quick_csv_describes_the_machine(quick_csv):
+    frame, _ = quick_csv
+    assert (frame["device"] == "cpu").all()
+    assert frame["device_name"].notna().all() and (frame["device_name"].str.len() > 0).all()
+    assert (frame["threads"] == 1).all()  # --quick defaults to one thread
+    assert (frame["torch_version"] == torch.__version__).all()
+
+
+# ----------------------------------------------------------------------------- FLOP counting
+
+
+class TinyMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+
+    def loss(self, x):
+        return {"loss": self.net(x).pow(2).mean()}
+
+
+class TinyConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3)
+
+    def loss(self, x):
+        return {"loss": self.conv(x).square().mean()}
+
+
+def test_training_flops_of_a_tiny_mlp_are_the_analytic_count():
+    # Forward: 2·(6·5) + 2·(5·3) per image. Backward: layer 2 needs grad input and grad weight
+    # (2·15 each), layer 1 only grad weight (its input needs no grad): 2·30. Biases cost no matmul.
+    model = TinyMLP()
+    x = torch.randn(7, 6)
+    expected = 2 * 30 + 2 * 15 + 2 * 15 + 2 * 15 + 2 * 30
+    assert perf.training_flops_per_image(model, x) == expected
+    assert all(p.grad is None for p in model.parameters())  # counting leaves no gradients behind
+
+
+def test_training_flops_of_a_tiny_conv_are_the_analytic_count():
+    # 3x3 valid conv 2 -> 3 channels on 8x8: output 6x6; 2·(3·6·6)·(2·3·3) forward, the same for
+    # the weight gradient, none for the input gradient.
+    model = TinyConv()
+    x = torch.randn(4, 2, 8, 8)
+    assert perf.training_flops_per_image(model, x) == 2 * (2 * (3 * 6 * 6) * (2 * 3 * 3))
+
+
+def test_count_flops_of_a_matmul():
+    a, b = torch.randn(4, 5), torch.randn(5, 6)
+    assert perf.count_flops(lambda: a @ b) == 2 * 4 * 5 * 6
+
+
+# ----------------------------------------------------------------------------- pieces
+
+
+def test_reflections_equal_the_materialised_householder_maps():
+    from models.flows.householder import HouseholderConv1x1, HouseholderLinear
+
+    torch.manual_seed(0)
+    lin, conv = HouseholderLinear(10, 3), HouseholderConv1x1(4, 3)
+    x, y = torch.randn(5, 10), torch.randn(5, 4, 6, 6)
+    torch.testing.assert_close(perf.reflect(x, lin.vectors), lin(x)[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(perf.reflect(y, conv.vectors), conv(y)[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(perf.matrix_matmul(y, conv.matrix()), conv(y)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_instrumented_train_restores_the_training_module():
+    originals = {n: getattr(bench.train, n) for n in ("iterate_batches", "validation_loss", "save_checkpoint",
+                                                     "write_csv_atomic")}
+    with perf.instrumented_train(torch.device("cpu")) as probe:
+        images = torch.zeros(10, 1, 28, 28, dtype=torch.uint8)
+        gen = torch.Generator().manual_seed(0)
+        assert len(list(bench.train.iterate_batches(images, 5, gen, "unit"))) == 2
+        assert bench.train.iterate_batches is not originals["iterate_batches"]
+    assert len(probe.marks) == 3  # one before the first batch, one after each batch
+    assert {n: getattr(bench.train, n) for n in originals} == originals
+
+
+def test_torchvision_mnist_root_is_readable_offline(tmp_path):
+    import torchvision
+
+    root = perf.torchvision_mnist_root(None, tmp_path)
+    ds = torchvision.datasets.MNIST(str(root), train=True, download=False)
+    assert len(ds) == 60000
+
+
+def test_eval_fraction_from_a_runner_table(tmp_path):
+    table = pd.DataFrame({
+        "run_id": ["a", "a", "b", "b", "c", "c"], "preset": ["default"] * 4 + ["paper"] * 2,
+        "metric": ["train_seconds", "eval_seconds"] * 3, "value": [100.0, 10.0, 100.0, 30.0, 1.0, 1.0],
+    })
+    table.to_csv(tmp_path / "metrics.csv", index=False)
+    frac, note = perf.eval_fraction_from_table(tmp_path / "metrics.csv", "default")
+    assert frac == pytest.approx(0.3)
+    assert "2 default runs" in note
+    assert perf.eval_fraction_from_table(tmp_path / "missing.csv", "default") is None
+
+
+# ----------------------------------------------------------------------------- GPU path, CPU-testable
+
+
+def test_bf16_only_on_cuda_only_when_asked_and_never_for_pie():
+    from bench.config import load_config
+    from bench.registry import build_model
+
+    cfg = load_config(ROOT / "configs" / "smoke.yaml")
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    for name in ("pie", "vae", "wae"):
+        model = build_model(name, cfg)
+        assert not perf.uses_bf16(name, model, cpu, True)
+        assert not perf.uses_bf16(name, model, cuda, False)
+        assert perf.uses_bf16(name, model, cuda, True) == (name != "pie")
+
+
+def test_autocast_context_is_a_no_op_when_disabled():
+    with perf.autocast(False):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+
+
+def test_cpu_device_leaves_tf32_alone_and_says_gpu_not_measured():
+    before = torch.backends.cuda.matmul.allow_tf32
+    notes = perf.configure_device(torch.device("cpu"))
+    assert torch.backends.cuda.matmul.allow_tf32 == before
+    assert any("GPU numbers: not measured" in n for n in notes)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_user_error(capsys):
+    with pytest.raises(UserError, match="not measured"):
+        perf.resolve_device("cuda")
+    assert perf.main(["--device", "cuda", "--quick"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    assert perf.resolve_device("auto") == torch.device("cpu")
+
+
+def test_bad_section_or_model_is_a_user_error(capsys):
+    assert perf.main(["--sections", "nope"]) == 2
+    assert perf.main(["--models", "gan"]) == 2
+    assert "unknown" in capsys.readouterr().err
