@@ -2,7 +2,8 @@
 
 Every executor calls the same :func:`bench.run.execute_run`, so run ids,
 skip-finished/resume, failure recording and the locked results table behave the
-same everywhere. Signature: ``executor(specs, data, jobs=1, address=None, log=print)``
+same everywhere. Signature: ``executor(specs, data, jobs=1, address=None, log=print,
+cpus_per_run=None)`` (each takes every keyword and ignores those it has no use for),
 returning one :class:`bench.run.RunOutcome` per spec, in the order of ``specs``.
 
 ``local``
@@ -14,8 +15,9 @@ returning one :class:`bench.run.RunOutcome` per spec, in the order of ``specs``.
     (``$PIE_BENCH_THREADS`` or torch's default), and loads MNIST itself.
 ``ray``
     Each run is one Ray task with its own resource request: ``num_cpus`` =
-    ``$PIE_BENCH_RAY_CPUS`` (default 1; the task uses that many torch threads) and
-    ``num_gpus=1`` when the run's device is ``cuda``. ``--ray-address ADDR`` (or
+    ``cpus_per_run``, else ``$PIE_BENCH_RAY_CPUS``, else 1 (the task uses that many
+    torch threads), and ``num_gpus=1`` when the run's device is ``cuda``.
+    ``--ray-address ADDR`` (or
     ``$RAY_ADDRESS``) joins a running cluster; without one a local Ray instance is
     started with ``N × cpus`` CPUs for ``--jobs N`` > 1, else all of this machine's CPUs.
 
@@ -51,7 +53,7 @@ RAY_CPUS_ENV = "PIE_BENCH_RAY_CPUS"
 RAY_MAX_RETRIES = 2  # reruns of a task whose worker died; each resumes from its checkpoint
 
 
-def run_local(specs, data, jobs: int = 1, address: str | None = None, log=print):
+def run_local(specs, data, jobs: int = 1, address: str | None = None, log=print, cpus_per_run: float | None = None):
     """In-process, one run after another (the default)."""
     from bench.run import RunOutcome, execute_run
 
@@ -194,7 +196,8 @@ def _skip_finished(specs, outcomes: dict) -> list:
     return todo
 
 
-def run_process(specs, data, jobs: int = 1, address: str | None = None, log=print):
+def run_process(specs, data, jobs: int = 1, address: str | None = None, log=print,
+                cpus_per_run: float | None = None):
     """A pool of ``jobs`` spawned worker processes on this machine.
 
     ``data`` is not shipped (each worker loads MNIST from disk). A dying worker takes

@@ -22,7 +22,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 GRID_PAD = 2
-PAD_VALUE = 0.5  # grey separators: MNIST digits are white on black
+PAD_VALUE = 1.0  # white separators: visible between black MNIST backgrounds and grey samples
 DPI = 110
 
 

@@ -298,13 +298,18 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]) 
              "paper_sharpness"]
     frame = frame[order + [c for c in frame.columns if c not in order]]
 
-    metric_notes = {}  # the models' own note (most common), else the real-data row's
+    metric_notes = {}  # each model's most common note (one text if all agree), else the real-data row's
     for metric in TABLE1_METRICS:
         rows = per_run[(per_run["metric"] == metric) & (per_run["note"] != "") & per_run["value"].notna()]
-        for subset in (rows[rows["row"] != "real"], rows):
-            if len(subset):
-                metric_notes[metric] = subset["note"].value_counts().index[0]
-                break
+        models = rows[rows["row"] != "real"]
+        per_model = {r: models[models["row"] == r]["note"].value_counts().index[0]
+                     for r in ROWS[1:] if (models["row"] == r).any()}
+        if len(set(per_model.values())) == 1:
+            metric_notes[metric] = next(iter(per_model.values()))
+        elif per_model:
+            metric_notes[metric] = "; ".join(f"{LABELS[r]}: {n}" for r, n in per_model.items())
+        elif len(rows):
+            metric_notes[metric] = rows["note"].value_counts().index[0]
     return Table1(frame, per_run, real_sharpness, footnotes, protocol_lines(table, sel, configs, metric_notes),
                   metric_notes)
 
@@ -346,7 +351,7 @@ def protocol_lines(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
         "runs of the default configuration (no sweep).",
         f"Generated samples per run for the sample metrics: {_list(n_samples) if n_samples else 'see config'} "
         "(the paper: 10 000); test images for reconstruction/probe/True row: " + test_text + ".",
-        "Sharpness recipe: " + metric_notes.get("sharpness", DEFAULT_RECIPE) + ".",
+        "Sharpness recipe: " + metric_notes.get("sharpness", DEFAULT_RECIPE).rstrip(".") + ".",
         f"Preset: {_list(presets)}; seeds: " + "; ".join(f"{k} {v or 'none'}" for k, v in seeds.items()) + ".",
         "mean ± std over seeds (sample std, ddof 1); a single run shows its value alone; n/a = not recorded.",
         "Device / torch: " + _env_info(cfgs, table, run_ids) + f"; git commit(s): {_list(commits)}.",
