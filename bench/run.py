@@ -195,7 +195,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run the grid of listed values; repeatable (grids multiply)")
     p.add_argument("--executor", default="local", choices=sorted(EXECUTORS),
                    help="how runs are carried out (default: %(default)s)")
-    p.add_argument("--jobs", type=int, default=1, help="parallel runs for --executor process")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="parallel runs (--executor process), or the local Ray instance's CPUs (--executor ray)")
+    p.add_argument("--ray-cpus", type=float, default=None, help="CPUs each Ray task requests (default 1)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: a local Ray)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     return p.parse_args(argv)
@@ -275,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         args.device = resolve_device(args.device)
+        if args.jobs < 1:
+            raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
         specs = plan_runs(args)
         out = Path(args.out)
         first = specs[0].config.data
@@ -285,7 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(int(os.environ.get("PIE_BENCH_THREADS", torch.get_num_threads())))
     record_real(out, specs[0].config, data)
-    outcomes = EXECUTORS[args.executor](specs, data, jobs=args.jobs, address=args.ray_address)
+    try:
+        outcomes = EXECUTORS[args.executor](specs, data, jobs=args.jobs, address=args.ray_address,
+                                            cpus_per_run=args.ray_cpus)
+    except UserError as e:  # e.g. Ray missing or its cluster unreachable; finished runs stay written
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(summarize(out, [o.run_id for o in outcomes]))
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:

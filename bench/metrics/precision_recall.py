@@ -4,27 +4,36 @@ from __future__ import annotations
 
 import torch
 
-# Rows of a distance matrix held at once (float64: 1024 x 10 000 is 80 MB). Fixed here,
+# Rows of a distance matrix held at once (1024 x 10 000 float32 is 40 MB). Fixed here,
 # not taken from the evaluation batch size, so results never depend on that setting.
 CHUNK = 1024
 
 
 def _sq_dists(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances ``[len(a), len(b)]`` in float64, clamped at 0."""
+    """Squared Euclidean distances ``[len(a), len(b)]``, clamped at 0.
+
+    float32 (twice as fast as float64 on CPU): callers centre the features first, so the
+    expansion ||a||² + ||b||² − 2 a·b loses little to cancellation.
+    """
     return (a.pow(2).sum(1, keepdim=True) + b_sq.unsqueeze(0) - 2.0 * a @ b.T).clamp_min_(0.0)
 
 
+def _centred(feats: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
+    return (feats.to(torch.float64) - centre).to(torch.float32)
+
+
 def knn_radii(feats: torch.Tensor, k: int = 5) -> torch.Tensor:
-    """Squared distance of each row of ``[N, F]`` to its k-th nearest other row, ``[N]`` float64.
+    """Squared distance of each row of ``[N, F]`` to its k-th nearest other row, ``[N]`` float32.
 
     The row itself is at distance 0, so this is the (k + 1)-th smallest distance in its
     row (as in the reference code's ``np.partition(d, k)[:, k]``).
     """
     if k < 1 or feats.shape[0] <= k:
         raise ValueError(f"need more than k={k} features for k-NN radii, got {feats.shape[0]}")
-    x = feats.to(torch.float64)
+    x = _centred(feats, feats.to(torch.float64).mean(0))
     x_sq = x.pow(2).sum(1)
-    out = [torch.kthvalue(_sq_dists(x[i:i + CHUNK], x, x_sq), k + 1, dim=1).values for i in range(0, len(x), CHUNK)]
+    out = [torch.topk(_sq_dists(x[i:i + CHUNK], x, x_sq), k + 1, dim=1, largest=False).values[:, k]
+           for i in range(0, len(x), CHUNK)]
     return torch.cat(out)
 
 
@@ -52,10 +61,10 @@ def precision_recall(
         raise ValueError(f"expected features [N, F] and [M, F], got {tuple(real.shape)} and {tuple(fake.shape)}")
     if not (torch.isfinite(real).all() and torch.isfinite(fake).all()):
         return float("nan"), float("nan")
-    r = real.to(torch.float64)
-    g = fake.to(torch.float64)
-    r_radii = knn_radii(r, k) if real_radii is None else real_radii.to(device=r.device, dtype=torch.float64)
-    g_radii = knn_radii(g, k)
+    r_radii = knn_radii(real, k) if real_radii is None else real_radii.to(device=real.device, dtype=torch.float32)
+    g_radii = knn_radii(fake, k)
+    centre = real.to(torch.float64).mean(0)
+    r, g = _centred(real, centre), _centred(fake, centre)
     r_sq = r.pow(2).sum(1)
     fake_in_real = []
     real_in_fake = torch.zeros(len(r), dtype=torch.bool, device=r.device)
