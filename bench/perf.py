@@ -94,19 +94,19 @@ class Budget:
     max_steps: int = 30
     seconds: float = 10.0  # per timed measurement, after warm-up (stops at max(min_steps, budget))
     big_max_steps: int = 5  # paper widths on a CPU: a few steps only
-    harness_steps: int = 20  # timed steps of the real loop (after ``warmup`` steps)
+    harness_steps: int = 30  # timed steps of the real loop (after ``warmup`` steps)
     data_batches: int = 0  # harness loader batches; 0 = one full epoch
     loader_batches: int = 200  # plain DataLoader batches
     metric_images: int = 10000  # images per metric (results are reported for eval.n_samples)
-    bpd_images: int = 2000  # images actually pushed through log_prob (scaled to metric_images)
-    householder_reps: int = 30
+    bpd_images: int = 1000  # images actually pushed through log_prob (scaled to metric_images)
+    householder_reps: int = 24
     val_images: int = 0  # 0 = keep the full validation split in the harness run
     batch: int | None = None
 
 
 FULL = Budget()
 QUICK = Budget(warmup=1, min_steps=2, max_steps=2, seconds=0.0, big_max_steps=2, harness_steps=3,
-               data_batches=20, loader_batches=10, metric_images=300, bpd_images=40, householder_reps=2,
+               data_batches=20, loader_batches=10, metric_images=300, bpd_images=40, householder_reps=3,
                val_images=40, batch=4)
 
 
@@ -413,9 +413,13 @@ def bench_harness(names: list[str], cfg: Config, data: MNISTData, device: torch.
         model = new_model(name, cfg, device)
         bf16 = uses_bf16(name, model, device, opts.bf16)
         batches = make_batches(data.train_images, batch, 8, model.preprocessing, train_dtype(cfg))
-        bare = time_calls(bare_step_fn(model, cfg, batches, bf16, opts.compile), device, warmup=budget.warmup,
-                          min_steps=budget.harness_steps, max_steps=budget.harness_steps, seconds=0.0)
-        t_bare = statistics.median(bare)
+        bare_step = bare_step_fn(model, cfg, batches, bf16, opts.compile)
+
+        def bare_run(step=bare_step):
+            return time_calls(step, device, warmup=budget.warmup, min_steps=budget.harness_steps,
+                              max_steps=budget.harness_steps, seconds=0.0)
+
+        bare = bare_run()
         # The real loop on the same number of steps.
         model = new_model(name, cfg, device)
         with tempfile.TemporaryDirectory(prefix="pie-perf-") as tmp, instrumented_train(device) as probe:
@@ -423,6 +427,8 @@ def bench_harness(names: list[str], cfg: Config, data: MNISTData, device: torch.
             run_dir.mkdir()
             result = train_model(model, sliced, tcfg, seed=0, run_dir=run_dir, config_dict={},
                                  progress=False, log=lambda *a, **k: None)
+        bare += bare_run()  # bare loop before and after the real one: load drift hits both alike
+        t_bare = statistics.median(bare)
         steps = [b - a for a, b in zip(probe.marks[:-1], probe.marks[1:], strict=True)][budget.warmup:]
         t_harness = statistics.median(steps)
         per_epoch = sum(probe.fixed.values())
@@ -432,7 +438,8 @@ def bench_harness(names: list[str], cfg: Config, data: MNISTData, device: torch.
         note = f"median of {len(steps)} steps after {budget.warmup} warm-up"
         rows += [
             Row(**base, metric="bare_images_per_s", value=batch / t_bare, unit="images/s", batch=batch,
-                note=note + "; forward, backward, Adam step on pre-made batches"),
+                note=f"median of 2 x {budget.harness_steps} steps (before and after the real loop); forward, "
+                "backward, Adam step on pre-made batches"),
             Row(**base, metric="harness_step_images_per_s", value=batch / t_harness, unit="images/s", batch=batch,
                 note=note + "; bench.train.train_model step incl. batch indexing+preprocessing, clipping, "
                 "finite checks"),
@@ -744,16 +751,65 @@ def householder_maps(model: nn.Module, x: torch.Tensor) -> list[tuple[nn.Module,
     return seen
 
 
+@contextlib.contextmanager
+def householder_impl(impl: str) -> Iterator[None]:
+    """Within the block, PIE's Householder maps run as ``impl``: "matrix" (as implemented) or "reflections".
+
+    ``"reflections"`` swaps the classes' ``forward``/``inverse`` for :func:`reflect` (the inverse
+    applies the reflections in reverse order); the originals are restored on exit.
+    """
+    from models.flows.householder import HouseholderConv1x1, HouseholderLinear
+
+    classes = (HouseholderConv1x1, HouseholderLinear)
+    originals = {c: (c.forward, c.inverse) for c in classes}
+
+    def forward(self, x):
+        return reflect(x, self.vectors), x.new_zeros(x.shape[0])
+
+    def inverse(self, y):
+        return reflect(y, self.vectors.flip(0)), y.new_zeros(y.shape[0])
+
+    try:
+        if impl == "reflections":
+            for c in classes:
+                c.forward, c.inverse = forward, inverse
+        elif impl != "matrix":
+            raise ValueError(f"unknown Householder implementation '{impl}'")
+        yield
+    finally:
+        for c, (f, i) in originals.items():
+            c.forward, c.inverse = f, i
+
+
+def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, reps: int,
+                warmup: int = 1) -> dict[str, list[float]]:
+    """Per-call times of several variants measured in alternation (drift hits them alike)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, reps)):
+        for key, fn in fns.items():
+            times[key].append(timed(fn, device)[0])
+    return times
+
+
 def bench_householder(names: list[str], presets: list[tuple[Config, bool]], data: MNISTData, device: torch.device,
                       budget: Budget, log=print) -> list[Row]:
-    """Materialised matrix (as implemented) vs successive reflections, forward + backward, per map size."""
+    """Materialised matrix (as implemented) vs successive reflections.
+
+    Per map size (forward + backward of one map, and a matmul instead of the 1x1 convolution),
+    then the decisive number: the model's whole training step with either implementation,
+    measured in alternation.
+    """
     rows: list[Row] = []
-    for cfg, _big in presets:
+    for cfg, big in presets:
         for name in names:
             model = new_model(name, cfg, device)
             batch = budget.batch or cfg.train.batch_size
-            x = make_batches(data.train_images, batch, 1, model.preprocessing, train_dtype(cfg))[0]
-            maps = householder_maps(model, x)
+            dtype = train_dtype(cfg)
+            batches = make_batches(data.train_images, batch, 4, model.preprocessing, dtype)
+            maps = householder_maps(model, batches[0])
             if not maps:
                 continue
             counts: dict[tuple, list] = {}
@@ -762,7 +818,7 @@ def bench_householder(names: list[str], presets: list[tuple[Config, bool]], data
                 counts.setdefault(key, [mod, 0])[1] += 1
             totals = {"matrix": 0.0, "reflections": 0.0, "matrix_matmul": 0.0}
             for (kind, shape, n_refl), (mod, count) in counts.items():
-                inp = torch.randn(batch, *shape, device=device, dtype=train_dtype(cfg), requires_grad=True)
+                inp = torch.randn(batch, *shape, device=device, dtype=dtype, requires_grad=True)
                 impls = {
                     "matrix": lambda inp=inp, mod=mod: mod(inp)[0],
                     "reflections": lambda inp=inp, mod=mod: reflect(inp, mod.vectors),
@@ -772,31 +828,50 @@ def bench_householder(names: list[str], presets: list[tuple[Config, bool]], data
                 width = f"{kind} C={shape[0]}" + (f" {shape[1]}x{shape[2]}" if len(shape) == 3 else "") + \
                     f" n_refl={n_refl} x{count}"
                 base = {"section": "householder", "model": name, "preset": cfg.preset, "width": width}
-                ms = {}
                 for impl, fn in impls.items():
-                    out = fn().detach()
-                    if not torch.allclose(out, ref, rtol=1e-4, atol=1e-4):
+                    if not torch.allclose(fn().detach(), ref, rtol=1e-4, atol=1e-4):
                         raise AssertionError(f"householder {impl} disagrees with the module at {width}")
 
-                    def fwd_bwd(fn=fn):
-                        mod.zero_grad(set_to_none=True)  # noqa: B023
-                        inp.grad = None  # noqa: B023
-                        fn().square().sum().backward()
+                def fwd_bwd(fn, mod=mod, inp=inp):
+                    mod.zero_grad(set_to_none=True)
+                    inp.grad = None
+                    fn().square().sum().backward()
 
-                    t = statistics.median(time_calls(fwd_bwd, device, warmup=2, min_steps=budget.householder_reps,
-                                                     max_steps=budget.householder_reps, seconds=0.0))
-                    ms[impl] = t * 1e3
-                    totals[impl] += t * count
+                times = interleaved({k: (lambda f=f: fwd_bwd(f)) for k, f in impls.items()}, device,
+                                    budget.householder_reps, warmup=2)
+                ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+                for impl in impls:
+                    totals[impl] += ms[impl] * count
                     rows.append(Row(**base, metric=f"{impl}_ms", value=ms[impl], unit="ms", batch=batch,
-                                    note="forward+backward of one map"))
+                                    note=f"forward+backward of one map, median of {len(times[impl])}, interleaved"))
                 rows.append(Row(**base, metric="reflections_speedup", value=ms["matrix"] / ms["reflections"],
                                 unit="x", batch=batch, note="matrix time / reflections time (>1: reflections faster)"))
             base = {"section": "householder", "model": name, "preset": cfg.preset, "width": "all maps"}
             for impl, total in totals.items():
-                rows.append(Row(**base, metric=f"{impl}_per_step_ms", value=total * 1e3, unit="ms", batch=batch,
-                                note=f"sum over the model's {len(maps)} maps, forward+backward"))
-            log(f"  householder {cfg.preset} {name}: per step matrix {totals['matrix'] * 1e3:.1f} ms, "
-                f"reflections {totals['reflections'] * 1e3:.1f} ms, matmul {totals['matrix_matmul'] * 1e3:.1f} ms")
+                rows.append(Row(**base, metric=f"{impl}_per_step_ms", value=total, unit="ms", batch=batch,
+                                note=f"sum over the model's {len(maps)} maps of the isolated forward+backward"))
+            # The whole training step with each implementation, alternating.
+            steps = {}
+            for impl in ("matrix", "reflections"):
+                step = bare_step_fn(model, cfg, batches, False, False)
+
+                def run_step(impl=impl, step=step):
+                    with householder_impl(impl):
+                        step()
+
+                steps[impl] = run_step
+            reps = max(1, budget.householder_reps // (6 if big and device.type == "cpu" else 3))
+            times = interleaved(steps, device, reps, warmup=budget.warmup)
+            ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
+            base = {**base, "width": "training step"}
+            for impl, value in ms.items():
+                rows.append(Row(**base, metric=f"step_{impl}_ms", value=value, unit="ms", batch=batch,
+                                note=f"forward, backward, Adam step; median of {len(times[impl])}, interleaved"))
+            rows.append(Row(**base, metric="step_reflections_speedup", value=ms["matrix"] / ms["reflections"],
+                            unit="x", batch=batch, note="matrix step time / reflections step time"))
+            log(f"  householder {cfg.preset} {name}: maps per step matrix {totals['matrix']:.1f} ms, "
+                f"reflections {totals['reflections']:.1f} ms, matmul {totals['matrix_matmul']:.1f} ms; "
+                f"whole step matrix {ms['matrix']:.0f} ms vs reflections {ms['reflections']:.0f} ms")
     return rows
 
 

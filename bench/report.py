@@ -730,6 +730,11 @@ def build_report(results: Path, umap_points: int = UMAP_MAX_POINTS, log=print) -
     write_text(results / "table1.md", table1_markdown(t1, sel))
     rep = Report(results)
     figs = build_figures(rep, table, sel, t1, configs, umap_points)
+    outputs = [figs[k] for k in ("bars", "side", "fig7_overview", "curves")]
+    outputs += [o for entry in figs["fig7"] for o in entry.panels]
+    for o in outputs:  # a panel missing now must not show an older report's picture
+        if o.missing and (results / o.name).is_file():
+            (results / o.name).unlink()
     write_text(results / "index.md", index_markdown(results, table, sel, t1, figs, rep.errors))
     written = ["table1.md", "table1.csv", "index.md"]
     written += rep.drawn

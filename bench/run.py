@@ -76,6 +76,13 @@ def git_commit() -> str:
         return "unknown"
 
 
+def describe_device(device: str) -> str:
+    """Human-readable device name for the run's metadata."""
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -115,7 +122,8 @@ def execute_run(spec: RunSpec, data=None, log=print) -> RunOutcome:
         return RunOutcome(spec.run_id, "skipped")
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_dict = {"model": spec.model, "seed": spec.seed, "sweep": spec.sweep, "preset": spec.config.preset,
-                "run_id": spec.run_id, **spec.config.run_dict(spec.model)}
+                "run_id": spec.run_id, "device": describe_device(spec.device), "torch_version": torch.__version__,
+                **spec.config.run_dict(spec.model)}
     atomic_write_bytes(run_dir / "config.json", json.dumps(cfg_dict, indent=2, sort_keys=True).encode())
     dc = spec.config.data
     if data is None or data.val_images.shape[0] != dc.val_size:

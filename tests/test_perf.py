@@ -213,3 +213,22 @@ def test_bad_section_or_model_is_a_user_error(capsys):
     assert perf.main(["--sections", "nope"]) == 2
     assert perf.main(["--models", "gan"]) == 2
     assert "unknown" in capsys.readouterr().err
+
+
+def test_householder_impl_swaps_and_restores_pie_maps():
+    from bench.config import load_config
+    from bench.registry import build_model
+    from models.flows.householder import HouseholderConv1x1, HouseholderLinear
+
+    before = (HouseholderConv1x1.forward, HouseholderLinear.inverse)
+    torch.manual_seed(0)
+    model = build_model("pie", load_config(ROOT / "configs" / "smoke.yaml")).eval()
+    x = torch.rand(3, 1, 28, 28) * 0.9 + 0.05
+    z = torch.randn(3, model.latent_dim)
+    with torch.no_grad():
+        loss, image = model.loss(x)["loss"], model.decode(z)
+        with perf.householder_impl("reflections"):
+            assert HouseholderConv1x1.forward is not before[0]
+            torch.testing.assert_close(model.loss(x)["loss"], loss, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(model.decode(z), image, rtol=1e-4, atol=1e-5)
+    assert (HouseholderConv1x1.forward, HouseholderLinear.inverse) == before
