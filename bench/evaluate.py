@@ -11,6 +11,7 @@ only gathers tensors and caches what does not depend on the model: the classifie
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ SAMPLE_OFFSET = 2750159  # z of the generated samples (the same z at both temper
 LOG_PROB_OFFSET = 15485863  # noise drawn inside log_prob (IWAE)
 # Model-config fields that change what log_prob estimates; named in the bits/dim note.
 ESTIMATOR_CONFIG_KEYS = ("iw_samples", "eps2")
+NOTE_CHARS = 300  # longest estimator description copied from a log_prob docstring
 RNG_BLOCK = 16  # CPU randn fills 16 values at a time: chunks of a multiple of 16 draw one stream
 
 
@@ -131,9 +133,10 @@ def feature_rows(
 def log_prob_note(model) -> str:
     """How the model's log_prob is obtained, from its attributes only (never its name)."""
     text = getattr(model, "log_prob_estimator", None)
-    if not text:
-        doc = (type(model).log_prob.__doc__ or "").strip().split("\n\n")[0]
-        text = " ".join(doc.replace("``", "").split()) or "log_prob"
+    if not text:  # else the docstring of its log_prob, up to any Args/Returns section
+        doc = re.split(r"\n\s*(?:Args|Returns|Reference|Raises):", type(model).log_prob.__doc__ or "")[0]
+        doc = re.sub(r",?\s*``\[[^`]*\]``", "", doc).replace("``", "")
+        text = " ".join(doc.split())[:NOTE_CHARS] or "log_prob"
     cfg = getattr(model, "cfg", None)
     extras = [f"{k}={getattr(cfg, k)}" for k in ESTIMATOR_CONFIG_KEYS if hasattr(cfg, k)]
     extra = f" ({', '.join(extras)})" if extras else ""

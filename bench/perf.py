@@ -305,6 +305,9 @@ def bench_models(names: list[str], presets: list[tuple[Config, bool]], data: MNI
             batch = budget.batch or cfg.train.batch_size
             dtype = train_dtype(cfg)
             batches = make_batches(data.train_images, batch, 8, model.preprocessing, dtype)
+            if opts.channels_last:
+                model = model.to(memory_format=torch.channels_last)
+                batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
             bf16 = uses_bf16(name, model, device, opts.bf16)
             flops = training_flops_per_image(model, batches[0])
             step = bare_step_fn(model, cfg, batches, bf16, opts.compile)
@@ -312,7 +315,8 @@ def bench_models(names: list[str], presets: list[tuple[Config, bool]], data: MNI
                                max_steps=budget.big_max_steps if few else budget.max_steps, seconds=budget.seconds)
             t_step = statistics.median(times)
             ips = batch / t_step
-            note = f"median of {len(times)} steps after {budget.warmup} warm-up" + (", bf16 autocast" if bf16 else "")
+            note = (f"median of {len(times)} steps after {budget.warmup} warm-up" + (", bf16 autocast" if bf16 else "")
+                    + (", channels_last" if opts.channels_last else "") + (", torch.compile" if opts.compile else ""))
             base = {"section": "model", "model": name, "preset": cfg.preset, "width": width}
             rows += [
                 Row(**base, metric="n_params", value=float(sum(p.numel() for p in model.parameters())),
@@ -327,7 +331,8 @@ def bench_models(names: list[str], presets: list[tuple[Config, bool]], data: MNI
             s_batch = budget.batch or (cfg.train.batch_size if few else cfg.eval.batch_size)
             s_flops, s_times = _sampling(model, s_batch, device, bf16, budget, few)
             s_ips = s_batch / statistics.median(s_times)
-            s_note = f"model.sample(n, T=1), median of {len(s_times)} calls"
+            s_note = f"model.sample(n, T=1), median of {len(s_times)} calls" + (
+                ", channels_last" if opts.channels_last else "")
             rows += [
                 Row(**base, metric="sample_images_per_s", value=s_ips, unit="images/s", batch=s_batch, note=s_note),
                 Row(**base, metric="sample_flops_per_image", value=s_flops, unit="FLOP", batch=s_batch),
@@ -995,6 +1000,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch CPU threads (default: $PIE_BENCH_THREADS, else 1 with --quick, else torch's)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the VAE/WAE on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile model.loss in the training steps")
+    p.add_argument("--channels-last", action="store_true",
+                   help="channels-last model and batches in the model section (the harness cannot do it)")
     p.add_argument("--metrics-csv", default="results/metrics.csv",
                    help="runner table for the eval-time target (default: %(default)s)")
     p.add_argument("--data-root", default=None, help="MNIST folder (else $MNIST_ROOT, else ./data)")
