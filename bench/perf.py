@@ -72,7 +72,7 @@ from bench.results import write_csv_atomic
 
 DEFAULT_CONFIG = "configs/default.yaml"
 PAPER_CONFIG = "configs/paper.yaml"
-SECTIONS = ("model", "harness", "data", "metrics", "householder", "targets")
+SECTIONS = ("machine", "model", "harness", "data", "metrics", "householder", "targets")
 COLUMNS = ("section", "model", "preset", "width", "metric", "value", "unit", "batch", "note",
            "device", "device_name", "threads", "torch_version")
 # Used only when a model does not say (attribute ``allows_bf16``) whether bf16 autocast is safe for it.
@@ -142,6 +142,27 @@ def machine(device: torch.device) -> dict[str, object]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {"device": device.type, "device_name": name, "threads": torch.get_num_threads(),
             "torch_version": torch.__version__}
+
+
+def load_average() -> float:
+    """1-minute load average (0 where the platform has none)."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return 0.0
+
+
+def machine_rows(preset: str, load_start: float, load_end: float) -> list[Row]:
+    """How busy the machine was: on a shared CPU, timings mean little (and more threads can be far slower)."""
+    base = {"section": "machine", "model": "-", "preset": preset, "width": "-"}
+    env = os.environ.get("OMP_WAIT_POLICY", "unset")
+    return [
+        Row(**base, metric="cpu_count", value=float(os.cpu_count() or 1), unit="cores"),
+        Row(**base, metric="load_avg_start", value=load_start, unit="runnable",
+            note=f"1-minute load average when the benchmark started; OMP_WAIT_POLICY={env}"),
+        Row(**base, metric="load_avg_end", value=load_end, unit="runnable",
+            note="1-minute load average when it ended"),
+    ]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -1053,6 +1074,13 @@ def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
         f"{info['torch_version']}{' [quick]' if args.quick else ''}")
     for note in notes:
         log(note)
+    load_start = load_average()
+    cores = os.cpu_count() or 1
+    if load_start > 0.5 * cores:
+        notes.append(f"warning: load average {load_start:.1f} on {cores} cores when starting: other processes "
+                     "compete for the CPU, so timings are unreliable (with several torch threads they can be many "
+                     "times slower; --threads 1 or OMP_WAIT_POLICY=PASSIVE limit the damage)")
+        log(notes[-1])
 
     rows: list[Row] = []
     t0 = time.perf_counter()
@@ -1066,6 +1094,8 @@ def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
         rows += bench_metrics(names, cfg, data, device, budget, log)
     if "householder" in sections:
         rows += bench_householder(names, presets, data, device, budget, log)
+    if "machine" in sections:
+        rows = machine_rows(cfg.preset, load_start, load_average()) + rows
     frame = pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=list(Row.__dataclass_fields__))
     if "targets" in sections:
         extra = targets(frame, cfg, names, n_train, Path(args.metrics_csv))

@@ -128,15 +128,16 @@ def execute_run(spec: RunSpec, data=None, log=print) -> RunOutcome:
     dc = spec.config.data
     if data is None or data.val_images.shape[0] != dc.val_size:
         data = load_mnist(spec.data_root, dc.val_size, dc.val_seed, spec.device)
+    train_data = data  # the model may train on a subset; evaluation always sees the full splits
     if spec.config.data.train_subset > 0:
-        data = dataclasses.replace(data, train_images=data.train_images[:spec.config.data.train_subset],
-                                   train_labels=data.train_labels[:spec.config.data.train_subset])
+        train_data = dataclasses.replace(data, train_images=data.train_images[:spec.config.data.train_subset],
+                                         train_labels=data.train_labels[:spec.config.data.train_subset])
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, spec.config)
     try:
-        result = train_model(model, data, spec.config.train, seed=spec.seed, run_dir=run_dir,
+        result = train_model(model, train_data, spec.config.train, seed=spec.seed, run_dir=run_dir,
                              config_dict=cfg_dict, progress=spec.progress, log=log)
     except Diverged as e:
         reason = f"diverged: {e}"

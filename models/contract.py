@@ -20,6 +20,7 @@ class GenerativeEncoder(nn.Module):
     Attributes:
         latent_dim: size d of the code ``z``.
         has_density: True if :meth:`log_prob` is defined (PIE, VAE); False for WAE.
+        log_prob_estimator: one line saying what :meth:`log_prob` computes (reported with bits/dim).
         preprocessing: how the harness maps 8-bit pixels ``k`` to model inputs:
             ``"unit"`` is ``k / 255`` (autoencoders), ``"dequantize"`` is ``(k + u) / 256``
             with ``u ~ U(0, 1)`` (density models, so bits/dim are comparable).
@@ -30,6 +31,7 @@ class GenerativeEncoder(nn.Module):
 
     latent_dim: int
     has_density: bool = False
+    log_prob_estimator: str = ""  # how log_prob is obtained (exact, a bound, an approximation)
     preprocessing: Preprocessing = "unit"
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -192,6 +192,7 @@ class PIE(GenerativeEncoder):
     """
 
     has_density = True
+    log_prob_estimator = "Eq. 17 approximation of log p(x); its error depends on eps2"
 
     def __init__(self, cfg: PIEConfig) -> None:
         super().__init__()
