@@ -14,7 +14,7 @@ def slow_mmd(z, p, scales, unbiased=True):
     total = 0.0
     for s in scales:
         c = 2 * d * s
-        k = lambda a, b: c / (c + float(((a - b) ** 2).sum()))  # noqa: E731
+        k = lambda a, b, c=c: c / (c + float(((a - b) ** 2).sum()))  # noqa: E731
         zz = sum(k(z[i], z[j]) for i in range(n) for j in range(n) if i != j or not unbiased)
         pp = sum(k(p[i], p[j]) for i in range(n) for j in range(n) if i != j or not unbiased)
         zp = sum(k(z[i], p[j]) for i in range(n) for j in range(n))
