@@ -28,7 +28,9 @@ fi
 
 CONFIG=configs/default.yaml
 OUT=results
-ARGS=()
+# Two single-threaded runs at a time use 2 CPU cores better than one run on 2 threads;
+# later flags win, so e.g. `./run_all.sh --executor local` overrides this.
+ARGS=(--executor process --jobs "${PIE_BENCH_JOBS:-2}")
 while [ $# -gt 0 ]; do
   case "$1" in
     --config) CONFIG="$2"; shift 2 ;;
