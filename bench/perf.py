@@ -1,8 +1,14 @@
 """Speed benchmark: ``python -m bench.perf [--device cpu|cuda|auto] [--config F] [--out results/perf.csv] [--quick]``.
 
 One process measures where the time goes and writes a tidy CSV (one row per
-measurement, columns :data:`COLUMNS`) plus a printed table. Sections:
+measurement, columns :data:`COLUMNS`: section, model, preset, width, metric, value, unit,
+batch, note, then the machine: device, device_name, threads, torch_version) plus a printed
+table. Sections:
 
+``machine``
+    Cores and the 1-minute load average at start and end: on a shared CPU the timings mean
+    little, and with more than one torch thread they can collapse (OpenMP threads spin-wait
+    for a descheduled sibling); ``--threads 1`` (or ``OMP_WAIT_POLICY=PASSIVE``) limits that.
 ``model``
     For every model at the CPU preset (``--config``, default ``configs/default.yaml``) and the
     paper preset (``--paper-config``): training images/s of a bare step (forward, backward,
@@ -24,12 +30,13 @@ measurement, columns :data:`COLUMNS`) plus a printed table. Sections:
     built on a temporary ``MNIST/raw`` copy of the local files (never downloads).
 ``metrics``
     Seconds of each metric on ``eval.n_samples`` images (10 000): sharpness, classifier
-    features + Fréchet distance (+ KID, precision/recall), bits/dim (density models; the
-    expensive ones are timed on fewer images and scaled linearly, as the note says) and the
-    linear probe (encoding included).
+    features + Fréchet distance (+ KID, precision/recall), bits/dim (density models; timed on
+    fewer images and scaled linearly, as the note says) and the linear probe (encoding
+    included); then a whole ``bench.evaluate.evaluate_model`` per (untrained) model.
 ``householder``
     PIE's Householder maps at the sizes they have in the model: materialised matrix (as
-    implemented) vs successive reflections, forward + backward.
+    implemented) vs successive reflections, per map (forward + backward) and for the whole
+    training step, measured in alternation.
 ``targets``
     The speed targets of the project with ``met`` / ``not met`` in the note.
 

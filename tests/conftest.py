@@ -8,6 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 os.environ["PIE_BENCH_OFFLINE"] = "1"
 os.environ.setdefault("MNIST_ROOT", str(ROOT.parent / "shared" / "data" / "mnist"))
+# One classifier cache for the whole session, subprocesses included: the LeNet trains once.
+os.environ.setdefault("PIE_BENCH_CACHE", str(ROOT / ".cache" / "pie-bench"))
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
 
 
