@@ -34,6 +34,8 @@ class VAE(GenerativeEncoder):
     Bernoulli as an option (no density on continuous pixels then).
     """
 
+    allows_bf16 = True  # a plain conv autoencoder: bf16 autocast on CUDA is safe
+
     def __init__(self, cfg: VAEConfig):
         super().__init__()
         if cfg.latent_dim < 1:

@@ -49,6 +49,8 @@ class WAE(GenerativeEncoder):
 
     has_density = False
 
+    allows_bf16 = True  # a plain conv autoencoder: bf16 autocast on CUDA is safe
+
     def __init__(self, cfg: WAEConfig):
         super().__init__()
         if cfg.latent_dim < 1:

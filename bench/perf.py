@@ -82,8 +82,6 @@ PAPER_CONFIG = "configs/paper.yaml"
 SECTIONS = ("machine", "model", "harness", "data", "metrics", "householder", "targets")
 COLUMNS = ("section", "model", "preset", "width", "metric", "value", "unit", "batch", "note",
            "device", "device_name", "threads", "torch_version")
-# Used only when a model does not say (attribute ``allows_bf16``) whether bf16 autocast is safe for it.
-BF16_FALLBACK = ("vae", "wae")
 
 # Targets of the project (issue "Fast on one machine").
 TARGET_DATA_RATIO = 20.0
@@ -198,8 +196,7 @@ def uses_bf16(name: str, model: nn.Module, device: torch.device, bf16: bool) -> 
     """bf16 autocast only on CUDA, only if asked, only for models that allow it (PIE stays fp32)."""
     if not bf16 or device.type != "cuda":
         return False
-    flag = getattr(model, "allows_bf16", None)
-    return bool(flag) if flag is not None else name in BF16_FALLBACK
+    return bool(model.allows_bf16)  # the model contract says whether bf16 is safe for it
 
 
 def autocast(enabled: bool):

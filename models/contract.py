@@ -32,6 +32,7 @@ class GenerativeEncoder(nn.Module):
     latent_dim: int
     has_density: bool = False
     log_prob_estimator: str = ""  # how log_prob is obtained (exact, a bound, an approximation)
+    allows_bf16: bool = False  # bf16 autocast is safe (not for flows: log-dets stay fp32)
     preprocessing: Preprocessing = "unit"
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
