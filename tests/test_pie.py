@@ -17,13 +17,8 @@ from models.pie import PIE, PIEConfig
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one intra-op thread is faster, and far faster when other
-    processes share the 2 CPU cores (OpenMP threads then spin against each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread):
+    """Tiny tensors: one intra-op thread (see conftest.one_thread)."""
 
 
 SMALL_WIDTHS = dict(
