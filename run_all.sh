@@ -21,7 +21,7 @@ fi
 if [ "${1:-}" = "test" ]; then
   shift
   export PIE_BENCH_OFFLINE=1            # tests never touch the network
-  "$PY" -m ruff check .
+  "$PY" -m ruff check --no-cache .
   "$PY" -m pytest -q "$@"
   exit $?
 fi

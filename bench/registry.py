@@ -11,12 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.pie import PIE, PIEConfig
-
 from baselines.vae import VAE, VAEConfig
 from baselines.wae import WAE, WAEConfig
 from bench.errors import UserError
 from models.contract import GenerativeEncoder
+from models.pie import PIE, PIEConfig
 
 
 @dataclass(frozen=True)
