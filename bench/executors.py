@@ -215,7 +215,9 @@ def run_process(specs, data, jobs: int = 1, address: str | None = None, log=prin
     todo = _skip_finished(shipped, outcomes)
     if todo:
         workers = min(jobs, len(todo))
-        threads = max(1, torch.get_num_threads() // workers)
+        # Threads follow --jobs, not the number of pending runs: a run gets the same thread count
+        # (and so the same numbers) whether or not other runs of the grid were already done.
+        threads = max(1, torch.get_num_threads() // jobs)
         print(f"process executor: {workers} worker(s) x {threads} torch thread(s)", flush=True)
         for attempt, isolated in enumerate((False, False, True)):
             if attempt:
