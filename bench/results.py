@@ -80,12 +80,3 @@ def replace_run_rows(path: Path, rows: pd.DataFrame) -> None:
         merged = pd.concat(frames, ignore_index=True) if frames else rows
         write_csv_atomic(path, order_columns(merged))
 
-
-def run_ids_in_table(path: Path) -> set[str]:
-    with locked(path) if path.is_file() else _null():
-        return set(read_table(path)["run_id"].astype(str))
-
-
-@contextmanager
-def _null():
-    yield
