@@ -57,7 +57,7 @@ class RealStats:
 _REAL_STATS: dict[tuple, RealStats] = {}  # (data checksum, extractor, n_test, device) -> stats
 
 
-def _batched(fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
+def batched(fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     return torch.cat([fn(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)])
 
 
@@ -156,7 +156,7 @@ def bits_per_dim_row(model, data: MNISTData, cfg: EvalConfig, seed: int, x: torc
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):  # log_prob's own noise; caller's RNG untouched
         torch.manual_seed(seed + LOG_PROB_OFFSET)
-        lp = _batched(model.log_prob, xb, cfg.log_prob_batch_size)
+        lp = batched(model.log_prob, xb, cfg.log_prob_batch_size)
     bpd = M.bits_per_dim(lp, n_dims=int(np.prod(xb.shape[1:])))
     note = f"{log_prob_note(model)}; dequantised test images (k + u)/256, first {n} of {len(x)}"
     return MetricRow("test", M.BITS_PER_DIM, bpd, note)
@@ -168,7 +168,7 @@ def interpolations(model, z: torch.Tensor, cfg: EvalConfig) -> torch.Tensor:
     za, zb = z[0:2 * pairs:2], z[1:2 * pairs:2]
     t = torch.linspace(0.0, 1.0, cfg.interp_steps, device=z.device, dtype=z.dtype).view(1, -1, 1)
     path = (za.unsqueeze(1) * (1 - t) + zb.unsqueeze(1) * t).reshape(pairs * cfg.interp_steps, -1)
-    return _batched(model.decode, path, cfg.batch_size).float()
+    return batched(model.decode, path, cfg.batch_size).float()
 
 
 def _check(cfg: EvalConfig) -> None:
@@ -197,13 +197,13 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
     extractor = get_classifier(data, cfg.classifier_epochs, batch_size=cfg.batch_size)
     real = real_stats(data, cfg, extractor)
 
-    recon = _batched(model.reconstruct, x, cfg.batch_size)
+    recon = batched(model.reconstruct, x, cfg.batch_size)
     mse, sse = M.reconstruction_errors(x, recon)
-    z_test = _batched(model.encode, x, cfg.batch_size)
+    z_test = batched(model.encode, x, cfg.batch_size)
     n_probe = min(cfg.probe_train_size, len(data.train_images))
     gen = torch.Generator(device=x.device).manual_seed(seed + PROBE_NOISE_OFFSET)
     x_train = preprocess(data.train_images[:n_probe], model.preprocessing, gen, dtype)
-    z_train = _batched(model.encode, x_train, cfg.batch_size)
+    z_train = batched(model.encode, x_train, cfg.batch_size)
     probe = M.linear_probe_accuracy(z_train, data.train_labels[:n_probe], z_test, labels)
 
     t2 = cfg.second_temperature_std()

@@ -71,9 +71,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench import evaluate as E
+from bench.classifier import FeatureExtractor, LeNet, get_classifier
 from bench.config import Config, load_config
 from bench.data import FILES, MNISTData, iterate_batches, load_mnist, locate_files, preprocess, resolve_root
 from bench.errors import UserError
+from bench.evaluate import batched
 from bench.registry import MODELS, build_model
 from bench.results import write_csv_atomic
 
@@ -563,42 +566,16 @@ def bench_data(cfg: Config, data: MNISTData, device: torch.device, budget: Budge
 # ----------------------------------------------------------------------------- section: metrics
 
 
-class StandInLeNet(nn.Module):
-    """LeNet-sized feature extractor, timed only if ``bench.classifier`` is absent or its API changed."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(1, 16, 5, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 5, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(512, 128), nn.ReLU(),
-        )
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
 def feature_extractor(device: torch.device, batch: int) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
     """``(images [N, 1, 28, 28] in [0, 1] -> features [N, F], note)`` with the harness's classifier.
 
     Weights do not change the cost, so an untrained ``bench.classifier.LeNet`` is timed
     through ``FeatureExtractor.features`` (the evaluation's code path) without training it.
     """
-    try:
-        from bench.classifier import FeatureExtractor, LeNet
-
-        net = LeNet().to(device).eval()
-        extractor = FeatureExtractor(net=net, weights_hash="untrained", cache_key="perf", test_accuracy=math.nan,
-                                     n_test=0, train_seconds=0.0)
-        return (lambda x: extractor.features(x, batch)), "bench.classifier FeatureExtractor.features, untrained LeNet"
-    except (ImportError, TypeError, AttributeError) as e:
-        net = StandInLeNet().to(device).eval()
-        with torch.inference_mode():
-            return (lambda x: _batched(net.features, x, batch)), f"stand-in LeNet (bench.classifier: {e})"
-
-
-def _batched(fn, x: torch.Tensor, batch: int) -> torch.Tensor:
-    return torch.cat([fn(x[i:i + batch]) for i in range(0, x.shape[0], batch)])
+    net = LeNet().to(device).eval()
+    extractor = FeatureExtractor(net=net, weights_hash="untrained", cache_key="perf", test_accuracy=math.nan,
+                                 n_test=0, train_seconds=0.0)
+    return (lambda x: extractor.features(x, batch)), "bench.classifier FeatureExtractor.features, untrained LeNet"
 
 
 def bench_metrics(names: list[str], cfg: Config, data: MNISTData, device: torch.device, budget: Budget,
@@ -665,18 +642,18 @@ def _model_metric_costs(model: nn.Module, name: str, cfg: Config, data: MNISTDat
     with torch.inference_mode():
         if model.has_density:
             k = min(n, budget.bpd_images)
-            lp_batch = min(getattr(cfg.eval, "log_prob_batch_size", eb), eb)
-            t, lp = timed(lambda: _batched(model.log_prob, x_test[:k], lp_batch), device)
+            lp_batch = min(cfg.eval.log_prob_batch_size, eb)
+            t, lp = timed(lambda: batched(model.log_prob, x_test[:k], lp_batch), device)
             M.bits_per_dim(lp, x_test[0].numel())
             iw = getattr(cfg.models[name], "iw_samples", None)
             rows.append(Row(**base, metric="bits_per_dim_seconds", value=t * target / k, unit="s", batch=lp_batch,
                             note=f"log_prob + bits_per_dim on {k} test images, scaled x{target / k:g} to {target}"
                             + (f"; iw_samples={iw}" if iw else "")))
-            subset_n = getattr(cfg.eval, "bpd_subset", 0) or data.test_images.shape[0]
+            subset_n = cfg.eval.bpd_subset or data.test_images.shape[0]
             rows.append(Row(**base, metric="bits_per_dim_eval_seconds", value=t * subset_n / k, unit="s",
                             batch=lp_batch, note=f"the same for the {subset_n} images the evaluation scores "
                             "(eval.bpd_subset)"))
-        t_enc, (z_tr, z_te) = timed(lambda: (_batched(model.encode, x_train, eb), _batched(model.encode, x_test, eb)),
+        t_enc, (z_tr, z_te) = timed(lambda: (batched(model.encode, x_train, eb), batched(model.encode, x_test, eb)),
                                     device)
     t_fit, _ = timed(lambda: M.linear_probe_accuracy(z_tr, data.train_labels[:probe_n], z_te, data.test_labels[:n]),
                      device)
@@ -695,12 +672,6 @@ def bench_evaluation(names: list[str], cfg: Config, data: MNISTData, device: tor
     once per process before timing, as in the runner. ``--quick`` evaluates a shrunken
     protocol on a slice of the data with the classifier cache in a temporary folder.
     """
-    try:
-        from bench import evaluate as E
-        from bench.classifier import get_classifier
-    except ImportError as e:
-        log(f"  evaluation: skipped ({e})")
-        return []
     ecfg, eval_data = cfg.eval, data
     rows: list[Row] = []
     base = {"section": "metrics", "model": "-", "preset": cfg.preset, "width": "-"}
@@ -709,7 +680,7 @@ def bench_evaluation(names: list[str], cfg: Config, data: MNISTData, device: tor
             small = {"n_samples": 50, "test_subset": 50, "probe_train_size": 50, "bpd_subset": 8,
                      "kid_subset_size": 20, "kid_subsets": 2, "classifier_epochs": 1, "batch_size": 50,
                      "log_prob_batch_size": 8}
-            ecfg = dataclasses.replace(ecfg, **{k: v for k, v in small.items() if hasattr(ecfg, k)})
+            ecfg = dataclasses.replace(ecfg, **small)
             eval_data = subset(data, 400, 50)
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pie-perf-cache-"))
             stack.enter_context(_env("PIE_BENCH_CACHE", tmp))
@@ -717,12 +688,11 @@ def bench_evaluation(names: list[str], cfg: Config, data: MNISTData, device: tor
                                  device)
         rows.append(Row(**base, metric="classifier_seconds", value=t_clf, unit="s",
                         note="get_classifier: trained once per data set (0 s when the cache holds it)"
-                        + (f"; trained {extractor.train_seconds:.3g} s" if getattr(extractor, "train_seconds", 0)
+                        + (f"; trained {extractor.train_seconds:.3g} s" if extractor.train_seconds
                            else "; from the cache")))
-        if hasattr(E, "real_stats"):
-            t_real, _ = timed(lambda: E.real_stats(eval_data, ecfg, extractor), device)
-            rows.append(Row(**base, metric="real_stats_seconds", value=t_real, unit="s",
-                            note="features, statistics and k-NN radii of the real test images: once per process"))
+        t_real, _ = timed(lambda: E.real_stats(eval_data, ecfg, extractor), device)
+        rows.append(Row(**base, metric="real_stats_seconds", value=t_real, unit="s",
+                        note="features, statistics and k-NN radii of the real test images: once per process"))
         for name in names:
             model = new_model(name, cfg, device)
             t, _ = timed(lambda: E.evaluate_model(model, eval_data, ecfg, 0), device)  # noqa: B023
