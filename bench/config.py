@@ -76,6 +76,10 @@ class EvalConfig:
     log_prob_batch_size: int = 250
     interp_pairs: int = 8  # Fig. 7 interpolations: pairs of encoded test images (0, 1), (2, 3), ...
     interp_steps: int = 10  # points per pair, endpoints included, linear in z
+    # Learning curves of Table 1's metrics (bench.tracking): every N epochs (0 = off), on
+    # this many fixed latent draws / validation images; written to train_log.csv.
+    track_every: int = 0
+    track_samples: int = 2000
 
     def second_temperature_std(self) -> float:
         """Std multiplier T for the paper's second sampling distribution."""
@@ -214,6 +218,10 @@ def check_ranges(cfg: Config) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise UserError(f"config key '{key}' must be >= 0, got {value}")
+    if e.track_every < 0:
+        raise UserError(f"config key 'eval.track_every' must be >= 0, got {e.track_every}")
+    if e.track_samples < 2:  # a covariance (FD) needs at least two feature vectors
+        raise UserError(f"config key 'eval.track_samples' must be >= 2, got {e.track_samples}")
     if len(t.lr_milestones) != len(t.lr_factors):
         raise UserError("config keys 'train.lr_milestones' and 'train.lr_factors' must have the same length")
     if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):

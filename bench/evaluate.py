@@ -183,7 +183,7 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
     """All metrics of one trained model. Returns (rows, artefacts dict of numpy arrays).
 
     Rows (split ``test``): sharpness, sharpness_std, sharpness_t05, sharpness_gap,
-    recon_mse, recon_sse, bits_per_dim, classifier_accuracy, fd_lenet, kid_lenet,
+    artefact_corner, recon_mse, recon_sse, bits_per_dim, classifier_accuracy, fd_lenet, kid_lenet,
     precision, recall, probe_accuracy, and the counts n_samples, n_test, n_bpd.
     Artefacts: samples_t1, samples_t2, recon_inputs, recon_outputs, interpolations,
     test_latents, test_labels.
@@ -222,6 +222,8 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
                   f"read as a {cfg.second_temperature_is})"),
         MetricRow("test", M.SHARPNESS_GAP, abs(sharp - real.sharpness),
                   f"|sharpness - {real.sharpness:.4f}| (real value on the same {n_test} test images)"),
+        MetricRow("test", M.ARTEFACT_CORNER, M.corner_artefact(samples),
+                  f"{n} samples at T = 1; mean squared Laplacian in the four {M.CORNER}x{M.CORNER} corners"),
         MetricRow("test", M.RECON_MSE, mse, f"per pixel, {n_test} test images ({model.preprocessing} inputs)"),
         MetricRow("test", M.RECON_SSE, sse, f"per image, {n_test} test images ({model.preprocessing} inputs)"),
         bits_per_dim_row(model, data, cfg, seed, x),
@@ -267,6 +269,8 @@ def evaluate_real(data: MNISTData, cfg: EvalConfig) -> list[MetricRow]:
     rows = [
         MetricRow("test", M.SHARPNESS, real.sharpness, f"{n_test} real test images; {recipe}"),
         MetricRow("test", M.SHARPNESS_STD, real.sharpness_std, f"std over {n_test} real test images"),
+        MetricRow("test", M.ARTEFACT_CORNER, M.corner_artefact(_unit(data.test_images[:n_test])),
+                  f"{n_test} real test images; mean squared Laplacian in the four {M.CORNER}x{M.CORNER} corners"),
         MetricRow("test", M.CLASSIFIER_ACCURACY, extractor.test_accuracy,
                   f"LeNet extractor {extractor.weights_hash} on {extractor.n_test} test images"),
     ]

@@ -36,6 +36,7 @@ from bench.evaluate import MetricRow, evaluate_model, evaluate_real
 from bench.executors import EXECUTORS
 from bench.registry import build_model, check_model_names
 from bench.results import TABLE, atomic_write_bytes, read_table, replace_run_rows, write_csv_atomic
+from bench.tracking import make_tracker
 from bench.train import Diverged, train_model
 
 DEFAULT_CONFIG = "configs/default.yaml"
@@ -138,7 +139,8 @@ def execute_run(spec: RunSpec, data=None, log=print) -> RunOutcome:
     model = build_model(spec.model, spec.config)
     try:
         result = train_model(model, train_data, spec.config.train, seed=spec.seed, run_dir=run_dir,
-                             config_dict=cfg_dict, progress=spec.progress, log=log)
+                             config_dict=cfg_dict, progress=spec.progress, log=log,
+                             on_epoch_end=make_tracker(data, spec.config, spec.seed))
     except Diverged as e:
         reason = f"diverged: {e}"
         rows = [MetricRow("train", "failed", float("nan"), reason)]

@@ -13,6 +13,7 @@ import io
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,8 +114,15 @@ def train_model(
     config_dict: dict,
     progress: bool = False,
     log=print,
+    on_epoch_end: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``data.train_images``; resume from ``run_dir`` if it holds a checkpoint."""
+    """Train ``model`` on ``data.train_images``; resume from ``run_dir`` if it holds a checkpoint.
+
+    ``on_epoch_end(model, epoch)`` (epoch counted from 1) runs after each epoch's
+    validation loss; the values it returns join that epoch's history row, so they are
+    written to ``train_log.csv`` and checkpointed (a resumed run keeps them). It must
+    leave the training RNG streams untouched and may leave the model in eval mode.
+    """
     device = data.train_images.device
     dtype = torch.float64 if cfg.float64 else torch.float32
     model.to(device=device, dtype=dtype)
@@ -184,6 +192,9 @@ def train_model(
         row = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"]}
         row.update({f"train_{k}": float(v) / n_batches for k, v in sums.items()})
         row["val_loss"] = validation_loss(model, data, cfg, dtype, seed)
+        if on_epoch_end is not None:
+            row.update(on_epoch_end(model, epoch + 1))
+            model.train()
         row["seconds"] = time.perf_counter() - t0
         history.append(row)
         log(f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} "

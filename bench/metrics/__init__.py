@@ -1,17 +1,20 @@
 """Pure metric functions (tensors in, floats out; no file I/O, no model building).
 
-Implements: Laplacian-variance sharpness (WAE reference code; PIE paper Table 1),
+Implements: Laplacian-variance sharpness (WAE reference code; PIE paper Table 1), its
+artefact check (Laplacian energy in the image corners),
 bits/dim of dequantised images (Theis et al. 2016), the Fréchet distance
 (Heusel et al. 2017), KID (Bińkowski et al. 2018), k-NN precision/recall
 (Kynkäänniemi et al. 2019) and a linear probe (Alain & Bengio 2017). The names of the
 metrics as written to the table are the constants of :mod:`bench.metrics.names`.
 """
 
+from bench.metrics.artefact import CORNER, corner_artefact, corner_laplacian_energy
 from bench.metrics.classification import accuracy, linear_probe_accuracy
 from bench.metrics.frechet import feature_stats, frechet_distance, frechet_distance_from_stats
 from bench.metrics.kid import kernel_distance, polynomial_mmd2
 from bench.metrics.likelihood import bits_per_dim
 from bench.metrics.names import (
+    ARTEFACT_CORNER,
     BITS_PER_DIM,
     CLASSIFIER_ACCURACY,
     FD_LENET,
@@ -37,6 +40,7 @@ from bench.metrics.reconstruction import reconstruction_errors
 from bench.metrics.sharpness import LAPLACE_KERNEL, laplacian_variance, sharpness, sharpness_stats
 
 __all__ = [
+    "ARTEFACT_CORNER", "CORNER", "corner_artefact", "corner_laplacian_energy",
     "BITS_PER_DIM", "CLASSIFIER_ACCURACY", "FD_LENET", "KID_LENET", "LAPLACE_KERNEL", "MODEL_METRICS", "N_BPD",
     "N_SAMPLES", "N_TEST", "PRECISION", "PROBE_ACCURACY", "REAL_METRICS", "RECALL", "RECON_MSE", "RECON_SSE",
     "SAMPLE_METRICS", "SHARPNESS", "SHARPNESS_GAP", "SHARPNESS_STD", "SHARPNESS_T05",

@@ -4,6 +4,7 @@ SHARPNESS = "sharpness"  # mean Laplacian variance of generated samples at tempe
 SHARPNESS_STD = "sharpness_std"  # std over images of the same per-image values
 SHARPNESS_T05 = "sharpness_t05"  # sharpness at the second temperature (eval.second_temperature)
 SHARPNESS_GAP = "sharpness_gap"  # |sharpness - sharpness of the real test images|
+ARTEFACT_CORNER = "artefact_corner"  # Laplacian energy in the image corners (black in real digits)
 RECON_MSE = "recon_mse"  # per pixel
 RECON_SSE = "recon_sse"  # per image
 BITS_PER_DIM = "bits_per_dim"
@@ -17,10 +18,11 @@ N_SAMPLES = "n_samples"  # bookkeeping rows: how many images each metric saw
 N_TEST = "n_test"
 N_BPD = "n_bpd"
 
-SAMPLE_METRICS = (SHARPNESS, SHARPNESS_STD, SHARPNESS_T05, SHARPNESS_GAP, FD_LENET, KID_LENET, PRECISION, RECALL)
+SAMPLE_METRICS = (SHARPNESS, SHARPNESS_STD, SHARPNESS_T05, SHARPNESS_GAP, ARTEFACT_CORNER, FD_LENET, KID_LENET,
+                  PRECISION, RECALL)
 MODEL_METRICS = (
     *SAMPLE_METRICS, RECON_MSE, RECON_SSE, BITS_PER_DIM, CLASSIFIER_ACCURACY, PROBE_ACCURACY,
     N_SAMPLES, N_TEST, N_BPD,
 )
-REAL_METRICS = (SHARPNESS, SHARPNESS_STD, FD_LENET, KID_LENET, PRECISION, RECALL, CLASSIFIER_ACCURACY,
+REAL_METRICS = (SHARPNESS, SHARPNESS_STD, ARTEFACT_CORNER, FD_LENET, KID_LENET, PRECISION, RECALL, CLASSIFIER_ACCURACY,
                 N_SAMPLES, N_TEST)
