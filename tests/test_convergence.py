@@ -1,0 +1,84 @@
+"""The convergence rule on synthetic learning curves (bench.convergence)."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench import convergence as C
+from bench.tracking import column
+
+
+def _log(curves: dict[str, np.ndarray]) -> pd.DataFrame:
+    n = len(next(iter(curves.values())))
+    frame = pd.DataFrame({"epoch": np.arange(1, n + 1), "train_loss": 1.0})
+    for metric, values in curves.items():
+        frame[column(metric)] = values
+    return frame
+
+
+def _curves(n, sharp, fd=None, mse=None):
+    flat = np.full(n, 1.0)
+    return _log({"sharpness": sharp, "fd_lenet": flat * 500 if fd is None else fd,
+                 "recon_mse": flat * 0.02 if mse is None else mse})
+
+
+def test_flat_curves_converge():
+    v = C.judge(_curves(20, np.full(20, 0.1)))
+    assert v.status == C.CONVERGED and v.n_epochs == 20
+    assert v.changes == {"sharpness": 0.0, "fd_lenet": 0.0, "recon_mse": 0.0}
+
+
+def test_saturating_curve_converges_and_a_rising_one_does_not():
+    epochs = np.arange(1, 21)
+    saturating = 0.1 * (1 - np.exp(-epochs / 2.0))  # within 5 % over the last two fifths
+    assert C.judge(_curves(20, saturating)).status == C.CONVERGED
+    rising = 0.01 * epochs  # last fifth (17-20) vs the fifth before (13-16): +28 %
+    v = C.judge(_curves(20, rising))
+    assert v.status == C.NOT_CONVERGED
+    assert v.changes["sharpness"] == pytest.approx((18.5 - 14.5) / 14.5)
+
+
+def test_one_moving_metric_is_enough_to_fail():
+    n = 15
+    fd = np.linspace(1000, 300, n)  # falling FD: negative change beyond 5 %
+    v = C.judge(_curves(n, np.full(n, 0.1), fd=fd))
+    assert v.status == C.NOT_CONVERGED and v.changes["fd_lenet"] < -C.TOLERANCE
+    assert abs(v.changes["sharpness"]) <= C.TOLERANCE
+
+
+def test_tolerance_edge_both_sides():
+    before, k = 1.0, 2
+    for last, expected in ((1.049, C.CONVERGED), (1.051, C.NOT_CONVERGED), (0.951, C.CONVERGED),
+                           (0.949, C.NOT_CONVERGED)):
+        sharp = np.r_[np.full(10 - 2 * k, 5.0), np.full(k, before), np.full(k, last)]
+        assert C.judge(_curves(10, sharp)).status == expected, last
+
+
+def test_too_short_not_tracked_and_nan():
+    assert C.judge(_curves(9, np.full(9, 0.1))).status == C.TOO_SHORT
+    assert C.judge(_curves(10, np.full(10, 0.1))).status == C.CONVERGED
+    assert C.judge(pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5]})).status == C.NOT_TRACKED
+    # track_every > 1: untracked epochs are NaN rows and do not count
+    sparse = _curves(20, np.full(20, 0.1))
+    sparse.loc[sparse["epoch"] % 2 == 1, [column(m) for m in C.RULE_METRICS]] = np.nan
+    assert C.judge(sparse).status == C.CONVERGED and C.judge(sparse).n_epochs == 10
+    diverged = np.full(12, 0.1)
+    diverged[-1] = np.nan
+    v = C.judge(_curves(12, diverged))
+    assert v.status == C.NOT_CONVERGED and math.isnan(v.changes["sharpness"])
+
+
+def test_relative_change_windows_and_zero():
+    assert C.relative_change([1, 1, 1, 1, 2, 2, 2, 2, 4, 4]) == pytest.approx(1.0)  # fifths of 2: [2, 2] -> [4, 4]
+    assert C.relative_change([0.0] * 10) == 0.0
+    assert C.relative_change([0.0] * 8 + [1.0, 1.0]) == math.inf
+
+
+def test_summary_counts_seeds():
+    conv, notc, short = C.Verdict(C.CONVERGED, 20), C.Verdict(C.NOT_CONVERGED, 20), C.Verdict(C.TOO_SHORT, 3)
+    assert C.summary([conv, conv, notc]) == "2 of 3 seeds"
+    assert C.summary([conv, short]) == "1 of 2 seeds (1 not judged)"
+    assert C.summary([short, short]) == "too short"
+    assert C.summary([]) == "n/a"
