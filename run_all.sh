@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # pie-bench: set up (venv, package, MNIST) and run the default protocol, or the tests.
 #   ./run_all.sh                      Table 1 (pie,vae,wae x 5 seeds, latent 8) + Fig. 7 sweep + report
-#   ./run_all.sh --config configs/paper.yaml [runner args...]   the paper-sized protocol (GPU)
+#   ./run_all.sh --config configs/long.yaml     the converged CPU protocol (~3 h) -> results/long
+#   ./run_all.sh --config configs/paper.yaml [runner args...]   the paper-sized protocol (GPU) -> results/paper
+#   (--out DIR overrides; the default preset writes to results/)
 #   ./run_all.sh test                 the whole test suite (pytest + ruff)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -27,7 +29,7 @@ if [ "${1:-}" = "test" ]; then
 fi
 
 CONFIG=configs/default.yaml
-OUT=results
+OUT=
 # Two single-threaded runs at a time use 2 CPU cores better than one run on 2 threads;
 # later flags win, so e.g. `./run_all.sh --executor local` overrides this.
 ARGS=(--executor process --jobs "${PIE_BENCH_JOBS:-2}")
@@ -38,6 +40,12 @@ while [ $# -gt 0 ]; do
     *) ARGS+=("$1"); shift ;;
   esac
 done
+
+# Each other preset gets its own results directory (results/<preset>): one table per protocol.
+if [ -z "$OUT" ]; then
+  name=$(basename "$CONFIG" .yaml)
+  if [ "$name" = default ]; then OUT=results; else OUT="results/$name"; fi
+fi
 
 start=$(date +%s)
 status=0

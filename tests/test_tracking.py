@@ -13,7 +13,7 @@ from bench.registry import build_model
 from bench.run import main
 from bench.tracking import TRACKED, Tracker, column
 from bench.train import train_model
-from tests.conftest import SMOKE
+from tests.conftest import ROOT, SMOKE
 
 TRACK_SETTINGS = ["eval.track_every=1", "eval.track_samples=200", "train.epochs=3"]
 TIMING = ["seconds", "track_seconds", "track_share"]
@@ -66,3 +66,14 @@ def test_resume_keeps_the_curve_and_tracking_leaves_training_unchanged(tmp_path,
 def test_tracking_config_ranges(override):
     with pytest.raises(UserError, match=override.split("=")[0]):
         load_config(SMOKE, overrides=[override])
+
+
+def test_long_preset_tracks_every_epoch_on_the_scaled_reference_schedule():
+    cfg = load_config(ROOT / "configs" / "long.yaml")
+    default = load_config(ROOT / "configs" / "default.yaml")
+    t = cfg.train
+    assert cfg.eval.track_every == 1 and t.epochs >= 10  # the rule needs 10 tracked epochs
+    # the reference x0.5 at epoch 30 and x0.2 at 50 of 100, scaled to the epoch count
+    assert t.lr_milestones == [round(30 * t.epochs / 100), round(50 * t.epochs / 100)]
+    assert t.lr_factors == [0.5, 0.2]
+    assert cfg.models == default.models  # more epochs, not wider nets
