@@ -279,3 +279,34 @@ def training_curves(logs: pd.DataFrame, path: Path, panels: Sequence[str]) -> Pa
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def convergence_curves(curves: pd.DataFrame, real: dict[str, float], path: Path, metrics: Sequence[str]) -> Path:
+    """Each tracked metric against the epoch: one line per model (mean over seeds, band ± std).
+
+    ``curves`` is long: model, seed, epoch, metric, value. ``real`` maps a metric to the real
+    data's value at the same sample size, drawn as a dashed horizontal line.
+    """
+    import seaborn as sns
+
+    n = max(1, len(metrics))
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=False):
+        data = curves[curves["metric"] == metric]
+        if data.empty:
+            _missing_axes(ax, metric, "no learning curves (eval.track_every = 0)")
+            continue
+        sns.lineplot(data=data, x="epoch", y="value", hue="model", errorbar="sd", marker="o", markersize=3, ax=ax)
+        if np.isfinite(real.get(metric, np.nan)):
+            ax.axhline(real[metric], ls="--", lw=1, color="grey", label=f"real digits ({real[metric]:.3g})")
+        if metric == "fd_lenet" or (data["value"] > 0).all() and data["value"].max() > 50 * data["value"].min():
+            ax.set_yscale("log")  # FD falls by orders of magnitude; so do artefact scores between models
+        ax.set_title(metric, fontsize=9)
+        ax.set_ylabel("")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7)
+    fig.suptitle("Learning curves of Table 1's metrics (mean ± std over seeds)", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench import convergence
 from bench.errors import UserError
 from bench.results import COLUMNS, TABLE, atomic_write_bytes, write_csv_atomic
 
@@ -38,7 +39,10 @@ ROWS = ("real", "vae", "wae", "pie")  # Table 1 row order
 LABELS = {"real": "True", "vae": "VAE", "wae": "WAE", "pie": "PIE"}
 PAPER_SHARPNESS = {"real": 0.18, "vae": 0.08, "wae": 0.07, "pie": 0.49}
 TABLE1_LATENT = 8
-TABLE1_METRICS = ("sharpness", "fd_lenet", "recon_mse", "bits_per_dim", "probe_accuracy")
+TABLE1_METRICS = ("sharpness", "fd_lenet", "recon_mse", "bits_per_dim", "probe_accuracy", "artefact_corner")
+# Artefact flag: sharper than the real digits *and* corner Laplacian energy (black in real digits,
+# ~3e-4) above this fraction of the real digits' whole-image sharpness: the sharpness is artefact.
+ARTEFACT_FLAG_FRACTION = 0.1
 FIG7_MODEL = "pie"
 FIG7_LATENT = 10
 FIG7_EPS2 = (0.01, 0.1, 1.0)
@@ -48,6 +52,9 @@ DEFAULT_RECIPE = ("grey images in [0, 1], 3×3 Laplacian [[0,1,0],[1,-4,1],[0,1,
                   "variance of the activations per image, mean over images (WAE reference code; REFERENCE.md §3)")
 PAPER_SIGN_NOTE = ("The paper prints the True row as −0.18. A variance cannot be negative and the same recipe "
                    "measures 0.1825 on the real MNIST test digits, so we read it as 0.18 (a stray minus sign).")
+CONVERGENCE_RULE = (f"for each of {', '.join(convergence.RULE_METRICS)}, the mean over the last fifth of the tracked "
+                    f"epochs is within {convergence.TOLERANCE:.0%} of the mean over the fifth before; at least "
+                    f"{convergence.MIN_EPOCHS} tracked epochs, else 'too short'; 'not tracked' without learning curves")
 UMAP_MAX_POINTS = 3000
 UMAP_RANDOM_STATE = 0
 FIG_DIR = "figures"
@@ -254,9 +261,41 @@ class Table1:
     footnotes: list[str]
     protocol: list[str]
     metric_notes: dict[str, str]
+    artefact_flags: list[str] = field(default_factory=list)
 
 
-def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]) -> Table1:
+def run_logs(results: Path, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """run_id -> its train_log.csv (unreadable or absent logs are left out)."""
+    out = {}
+    for rid in runs["run_id"]:
+        try:
+            out[rid] = pd.read_csv(results / "runs" / rid / "train_log.csv")
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            continue
+    return out
+
+
+def artefact_flags(frame: pd.DataFrame) -> list[str]:
+    """Models sharper than the real digits whose corner artefact score is large (see ARTEFACT_FLAG_FRACTION)."""
+    real = frame[frame["model"] == "real"]
+    if real.empty or not np.isfinite(real["sharpness_mean"].iloc[0]):
+        return []
+    real_sharp = float(real["sharpness_mean"].iloc[0])
+    real_art = real["artefact_corner_mean"].iloc[0]
+    flags = []
+    for _, r in frame[frame["model"] != "real"].iterrows():
+        limit = ARTEFACT_FLAG_FRACTION * real_sharp
+        if r["sharpness_mean"] > real_sharp and r["artefact_corner_mean"] > limit:
+            flags.append(f"{r['row']}: sharpness {fmt_num(r['sharpness_mean'])} exceeds the real digits' "
+                         f"{fmt_num(real_sharp)}, but its corner artefact score is "
+                         f"{fmt_num(r['artefact_corner_mean'])} (real digits {fmt_num(real_art)}; flag above "
+                         f"{fmt_num(limit)}): "
+                         "the extra Laplacian energy is pattern where real digits are black, not detail.")
+    return flags
+
+
+def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
+                 logs: dict[str, pd.DataFrame] | None = None) -> Table1:
     row_runs: dict[str, list[str]] = {m: sel.table1[m].query("status == 'ok'")["run_id"].tolist()
                                       for m in ROWS[1:]}
     row_runs["real"] = [sel.real_run] if sel.real_run else []
@@ -292,11 +331,16 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]) 
             if metric == "sharpness":
                 rec["paper_sharpness"] = PAPER_SHARPNESS[row]
         rec["run_ids"] = " ".join(row_runs[row])
+        # the convergence rule on each finished run's learning curves (bench.convergence)
+        rec["converged"] = "—" if row == "real" else convergence.summary(
+            [convergence.judge((logs or {}).get(r)) for r in row_runs[row]])
         records.append(rec)
     frame = pd.DataFrame(records)
     order = ["row", "model", "n_runs", "n_failed", "seeds", "sharpness_mean", "sharpness_std", "sharpness_n",
              "paper_sharpness"]
     frame = frame[order + [c for c in frame.columns if c not in order]]
+    flags = artefact_flags(frame)
+    frame["artefact_flag"] = [any(f.startswith(f"{r}:") for f in flags) for r in frame["row"]]
 
     metric_notes = {}  # each model's most common note (one text if all agree), else the real-data row's
     for metric in TABLE1_METRICS:
@@ -311,7 +355,7 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]) 
         elif len(rows):
             metric_notes[metric] = rows["note"].value_counts().index[0]
     return Table1(frame, per_run, real_sharpness, footnotes, protocol_lines(table, sel, configs, metric_notes),
-                  metric_notes)
+                  metric_notes, flags)
 
 
 def _env_info(configs: list[dict], table: pd.DataFrame, run_ids: list[str]) -> str:
@@ -363,8 +407,7 @@ def protocol_lines(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
 
 
 def table1_markdown(t1: Table1, sel: Selection, heading: str = "#") -> str:
-    header = ["", "n", "Sharpness", "Paper", "Gap to real", "fd_lenet", "recon_mse", "bits_per_dim",
-              "probe_accuracy"]
+    header = ["", "n", "Sharpness", "Paper", "Gap to real", *TABLE1_METRICS[1:], "converged"]
     rows = []
     for _, r in t1.frame.iterrows():
         n = f"{r['n_runs']}" + (f" ({r['n_failed']} failed)" if r["n_failed"] else "")
@@ -373,11 +416,19 @@ def table1_markdown(t1: Table1, sel: Selection, heading: str = "#") -> str:
         cells = [f"**{r['row']}**", n, fmt_mean_std(r["sharpness_mean"], r["sharpness_std"], r["sharpness_n"]),
                  fmt_num(r["paper_sharpness"], 3), gap]
         cells += [fmt_mean_std(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]) for m in TABLE1_METRICS[1:]]
+        cells.append(r["converged"])
         rows.append(cells)
     parts = [f"{heading} Table 1: sharpness of generated MNIST digits (latent {TABLE1_LATENT})", "",
              "Protocol:", ""]
     parts += [f"- {line}" for line in t1.protocol]
     parts += ["", md_table(header, rows), ""]
+    parts += [f"converged: runs meeting the convergence rule ({CONVERGENCE_RULE}).", ""]
+    if t1.artefact_flags:
+        parts += ["**Artefact flag** (sharper than real digits with a large corner artefact score):", ""]
+        parts += [f"- {f}" for f in t1.artefact_flags] + [""]
+    else:
+        parts += ["Artefact check: no model is both sharper than the real digits and above the corner artefact "
+                  f"threshold ({ARTEFACT_FLAG_FRACTION:g} × the real digits' sharpness).", ""]
     if t1.metric_notes:
         parts += ["Metrics (as recorded by the runner):", ""]
         parts += [f"- `{k}`: {v}" for k, v in t1.metric_notes.items()]
@@ -576,8 +627,32 @@ def training_logs(results: Path, sel: Selection) -> tuple[pd.DataFrame, list[str
     return logs, panels
 
 
+def tracking_frame(logs: dict[str, pd.DataFrame], sel: Selection) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Long frame model, seed, epoch, metric, value of the Table 1 runs' learning curves, and the
+    real data's value of each tracked metric at the same sample size (mean over the runs' logs)."""
+    from bench.tracking import REAL_PREFIX, TRACKED, column
+
+    frames, real = [], {}
+    for model, runs in sel.table1.items():
+        for _, run in runs.query("status == 'ok'").iterrows():
+            log = logs.get(run["run_id"])
+            if log is None or "epoch" not in log:
+                continue
+            for metric in TRACKED:
+                if column(metric) in log:
+                    frames.append(pd.DataFrame({"model": LABELS[model], "seed": run["seed"], "epoch": log["epoch"],
+                                                "metric": metric,
+                                                "value": pd.to_numeric(log[column(metric)], errors="coerce")}))
+                if f"{REAL_PREFIX}{metric}" in log:
+                    real.setdefault(metric, []).extend(pd.to_numeric(log[f"{REAL_PREFIX}{metric}"],
+                                                                     errors="coerce").dropna().tolist())
+    frame = pd.concat(frames, ignore_index=True).dropna(subset=["value"]) if frames else pd.DataFrame(
+        columns=["model", "seed", "epoch", "metric", "value"])
+    return frame, {m: float(np.mean(v)) for m, v in real.items() if v}
+
+
 def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, configs: dict[str, dict],
-                  umap_points: int) -> dict[str, Any]:
+                  umap_points: int, run_logs_by_id: dict[str, pd.DataFrame] | None = None) -> dict[str, Any]:
     from bench import plots
 
     out: dict[str, Any] = {}
@@ -630,6 +705,17 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
         "(band: ± std), the Fig. 7 panel has one line per eps². Loss units differ by model (VAE: negative ELBO, "
         "WAE: cost + λ·MMD, PIE: negative Eq. 17 log-likelihood as the model reports it).",
         lambda p: plots.training_curves(logs, p, panels))
+
+    # Learning curves of Table 1's metrics (bench.tracking) and the convergence rule.
+    from bench.tracking import TRACKED
+
+    curves, real = tracking_frame(run_logs_by_id or {}, sel)
+    out["convergence"] = rep.draw(
+        "convergence.png", "Convergence: Table 1's metrics against the epoch",
+        "Measured after each tracked epoch on fixed inputs (eval.track_samples latent draws at T = 1 and as many "
+        "validation images); line: mean over seeds, band: ± std; dashed: the real digits at the same sample size "
+        f"(validation images as samples). Table 1's converged column applies the rule: {CONVERGENCE_RULE}.",
+        lambda p: plots.convergence_curves(curves, real, p, TRACKED))
     return out
 
 
@@ -686,6 +772,7 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
             lines += _figure_md(o, heading="####")
     lines += ['<a id="training-curves"></a>', "", "## Training curves", ""]
     lines += _figure_md(figs["curves"], heading="###")
+    lines += _figure_md(figs["convergence"], heading="###")
     lines += ['<a id="runs-used"></a>', "", "## Runs used", ""]
     used = []
     for model, frame in sel.table1.items():
@@ -725,12 +812,13 @@ def build_report(results: Path, umap_points: int = UMAP_MAX_POINTS, log=print) -
     configs = {r: read_json(results / "runs" / r / "config.json") for r in table["run_id"].unique()
                if not r.startswith("real-")}
     sel = select_runs(table, configs)
-    t1 = build_table1(table, sel, configs)
+    logs = run_logs(results, pd.concat([f.query("status == 'ok'") for f in sel.table1.values()]))
+    t1 = build_table1(table, sel, configs, logs)
     write_csv_atomic(results / "table1.csv", t1.frame)
     write_text(results / "table1.md", table1_markdown(t1, sel))
     rep = Report(results)
-    figs = build_figures(rep, table, sel, t1, configs, umap_points)
-    outputs = [figs[k] for k in ("bars", "side", "fig7_overview", "curves")]
+    figs = build_figures(rep, table, sel, t1, configs, umap_points, logs)
+    outputs = [figs[k] for k in ("bars", "side", "fig7_overview", "curves", "convergence")]
     outputs += [o for entry in figs["fig7"] for o in entry.panels]
     for o in outputs:  # a panel missing now must not show an older report's picture
         if o.missing and (results / o.name).is_file():

@@ -18,6 +18,7 @@ import pytest
 
 from bench import report
 from bench.results import COLUMNS, replace_run_rows
+from bench.tracking import TRACKED, column
 from tests.conftest import ROOT, SMOKE
 
 EPS = (0.01, 0.1, 1.0)
@@ -26,6 +27,8 @@ EVAL = {"batch_size": 250, "n_samples": 400, "test_subset": 300, "grid_size": 4,
         "second_temperature_is": "variance"}
 EVAL_HASH = hashlib.sha256(json.dumps(EVAL, sort_keys=True).encode()).hexdigest()[:8]
 REAL_ID = f"real-0badc0de-{EVAL_HASH}"
+TRACK_CURVES = {"vae": lambda e: np.full(len(e), 0.05), "wae": lambda e: 0.01 * e}
+ARTEFACT = {"vae": 0.0002, "wae": 0.0004, "pie": 0.05}  # PIE: sharper than real (0.3) with a large artefact score
 
 
 def _images(rng, n):
@@ -42,9 +45,14 @@ def _write_run(out, rng, model, seed, latent, metrics, sweep=None, status="ok", 
     cfg = {"model": model, "seed": seed, "sweep": sweep, "preset": "synthetic", "run_id": run_id, "eval": EVAL,
            model: {"latent_dim": latent, "eps2": sweep.get("pie.eps2", 0.1)}}
     (d / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-    epochs = np.arange(1, 4)
-    pd.DataFrame({"epoch": epochs, "step": epochs * 10, "lr": 1e-3, "train_loss": 5.0 / epochs + seed,
-                  "val_loss": 5.5 / epochs + seed, "seconds": 1.0}).to_csv(d / "train_log.csv", index=False)
+    epochs = np.arange(1, 13)
+    log = pd.DataFrame({"epoch": epochs, "step": epochs * 10, "lr": 1e-3, "train_loss": 5.0 / epochs + seed,
+                        "val_loss": 5.5 / epochs + seed, "seconds": 1.0})
+    if model in TRACK_CURVES and latent == 8:  # learning curves (bench.tracking): flat VAE, rising WAE, none for PIE
+        for metric in TRACKED:
+            log[column(metric)] = TRACK_CURVES[model](epochs) * (1 + 0.001 * seed)
+            log[f"track_real_{metric}"] = 0.18
+    log.to_csv(d / "train_log.csv", index=False)
     if status == "ok":
         n = 300
         labels = rng.integers(0, 10, n)
@@ -70,6 +78,7 @@ def _metrics(rng, model):
     bpd = np.nan if model == "wae" else rng.uniform(1, 2)
     return [("samples", "sharpness", base + rng.normal(0, 0.01), "Laplacian variance, valid padding"),
             ("samples", "fd_lenet", rng.uniform(5, 50), "LeNet features, samples vs test"),
+            ("samples", "artefact_corner", ARTEFACT[model] * rng.uniform(0.9, 1.1), "corner Laplacian"),
             ("test", "recon_mse", rng.uniform(0.01, 0.05), "per pixel, test images"),
             ("test", "bits_per_dim", bpd, "not applicable: WAE has no density" if model == "wae" else "IWAE"),
             ("test", "probe_accuracy", rng.uniform(0.8, 0.95), "linear probe on latents"),
@@ -83,7 +92,7 @@ def make_synthetic(out: Path) -> Path:
                           "metric": m, "value": v, "note": "real test images", "status": "ok", "latent_dim": pd.NA,
                           "preset": "synthetic", "config_hash": "", "git_commit": "abc1234",
                           "started_at": "2026-01-01T00:00:00+00:00", "elapsed_s": 1.0}
-                         for m, v in (("sharpness", 0.1825), ("fd_lenet", 0.5))])
+                         for m, v in (("sharpness", 0.1825), ("fd_lenet", 0.5), ("artefact_corner", 0.0003))])
     replace_run_rows(out / "metrics.csv", real)
     # A real-data run of another evaluation config: must not be picked.
     replace_run_rows(out / "metrics.csv", real.assign(run_id="real-0badc0de-ffffffff", value=9.0,
@@ -109,7 +118,8 @@ def synthetic(tmp_path_factory):
 
 
 def expected_figures():
-    names = ["table1_sharpness.png", "samples_vae_wae_pie.png", "fig7_overview.png", "training_curves.png"]
+    names = ["table1_sharpness.png", "samples_vae_wae_pie.png", "fig7_overview.png", "training_curves.png",
+             "convergence.png"]
     for eps in EPS:
         for letter, what in report.PANELS:
             names.append(report.fig7_name(eps, letter, what))
@@ -252,3 +262,16 @@ def test_real_smoke_sweep_then_report(tmp_path):
         else:
             assert "**missing**" in index
     assert "## Problems while drawing" not in index
+
+
+def test_converged_column_and_artefact_flag(synthetic):
+    t = pd.read_csv(synthetic / "table1.csv").set_index("model")
+    assert t.loc["vae", "converged"] == "3 of 3 seeds"  # flat curves over 12 tracked epochs
+    assert t.loc["wae", "converged"] == "0 of 3 seeds"  # rising sharpness
+    assert t.loc["pie", "converged"] == "not tracked"
+    assert t["artefact_flag"].to_dict() == {"real": False, "vae": False, "wae": False, "pie": True}
+    md = (synthetic / "table1.md").read_text()
+    assert "| converged |" in md and "3 of 3 seeds" in md
+    assert re.search(r"\*\*Artefact flag\*\*.*\n\n- PIE: sharpness", md)
+    assert (synthetic / "figures" / "convergence.png").is_file()
+    assert "figures/convergence.png" in (synthetic / "index.md").read_text()
