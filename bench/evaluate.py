@@ -235,6 +235,9 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
         MetricRow("test", M.N_SAMPLES, float(n), "generated samples per temperature"),
         MetricRow("test", M.N_TEST, float(n_test), "test images evaluated"),
     ]
+    n_diag = min(cfg.batch_size, n_test)  # the model's own diagnostics (models/contract.py), one batch
+    rows += [MetricRow("test", f"diag_{k}", v, f"model.diagnostics on the first {n_diag} test images")
+             for k, v in model.diagnostics(x[:n_diag]).items()]
     n_bpd = min(cfg.bpd_subset, n_test) if cfg.bpd_subset > 0 else n_test
     rows.append(MetricRow("test", M.N_BPD, float(n_bpd) if model.has_density else math.nan,
                           "test images scored for bits/dim"))
@@ -278,8 +281,26 @@ def evaluate_real(data: MNISTData, cfg: EvalConfig) -> list[MetricRow]:
         floor = [MetricRow(r.split, r.metric, r.value, f"noise floor: held-out validation images as samples; {r.note}")
                  for r in feature_rows(val, "validation", real, extractor, cfg)]
         rows += floor
+    rows += reference_reconstruction_rows(data, cfg)
     rows += [
         MetricRow("test", M.N_SAMPLES, float(len(val)), "validation images standing in for samples"),
         MetricRow("test", M.N_TEST, float(n_test), "test images evaluated"),
     ]
     return rows
+
+
+def reference_reconstruction_rows(data: MNISTData, cfg: EvalConfig) -> list[MetricRow]:
+    """recon_mse of two code-free "reconstructions" of the test images, the floor a model
+    with a code must beat: the mean training image, and the mean training image of the
+    test image's class (what a code holding only the digit label could give)."""
+    n = _n_test(data, cfg)
+    test, labels = _unit(data.test_images[:n]), data.test_labels[:n]
+    train, train_labels = _unit(data.train_images), data.train_labels
+    class_means = torch.stack([train[train_labels == k].mean(0) for k in range(10)])
+    scale = "pixels k/255 (models' recon_mse uses their own inputs; dequantised differ by ~1e-3 relative)"
+    return [
+        MetricRow("test", M.RECON_MSE_MEAN_IMAGE, float((test - train.mean(0)).pow(2).mean()),
+                  f"per pixel, {n} test images vs the mean of {len(train)} training images; {scale}"),
+        MetricRow("test", M.RECON_MSE_CLASS_MEAN, float((test - class_means[labels]).pow(2).mean()),
+                  f"per pixel, {n} test images vs the mean training image of their class; {scale}"),
+    ]

@@ -55,6 +55,9 @@ PAPER_SIGN_NOTE = ("The paper prints the True row as −0.18. A variance cannot 
 CONVERGENCE_RULE = (f"for each of {', '.join(convergence.RULE_METRICS)}, the mean over the last fifth of the tracked "
                     f"epochs is within {convergence.TOLERANCE:.0%} of the mean over the fifth before; at least "
                     f"{convergence.MIN_EPOCHS} tracked epochs, else 'too short'; 'not tracked' without learning curves")
+# Code-free reconstruction baselines, measured on the real-data run (bench.evaluate).
+REFERENCE_RECON = {"recon_mse_mean_image": "Mean image (reference)",
+                   "recon_mse_class_mean_image": "Class-mean image (reference)"}
 UMAP_MAX_POINTS = 3000
 UMAP_RANDOM_STATE = 0
 FIG_DIR = "figures"
@@ -253,6 +256,25 @@ def per_run_values(table: pd.DataFrame, run_ids: list[str], metrics: tuple[str, 
     return rows[["run_id", "model", "seed", "metric", "value", "note"]]
 
 
+def reference_recon(table: pd.DataFrame, sel: Selection) -> dict[str, float]:
+    """label -> recon_mse of the code-free references (mean image, class-mean image) of the
+    real-data run; absent when that run predates them."""
+    if not sel.real_run:
+        return {}
+    vals = per_run_values(table, [sel.real_run], tuple(REFERENCE_RECON))
+    return {REFERENCE_RECON[m]: float(v) for m, v in zip(vals["metric"], vals["value"], strict=True)}
+
+
+def reference_rows_md(refs: dict[str, float], n_columns: int, recon_column: int) -> list[list[str]]:
+    """Markdown rows with only the recon_mse cell filled (at ``recon_column``)."""
+    rows = []
+    for label, value in refs.items():
+        cells = [f"*{label}*"] + ["—"] * (n_columns - 1)
+        cells[recon_column] = fmt_num(value)
+        rows.append(cells)
+    return rows
+
+
 @dataclass
 class Table1:
     frame: pd.DataFrame  # the CSV
@@ -262,6 +284,7 @@ class Table1:
     protocol: list[str]
     metric_notes: dict[str, str]
     artefact_flags: list[str] = field(default_factory=list)
+    references: dict[str, float] = field(default_factory=dict)  # label -> recon_mse, reference_recon
 
 
 def run_logs(results: Path, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -355,7 +378,7 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
         elif len(rows):
             metric_notes[metric] = rows["note"].value_counts().index[0]
     return Table1(frame, per_run, real_sharpness, footnotes, protocol_lines(table, sel, configs, metric_notes),
-                  metric_notes, flags)
+                  metric_notes, flags, reference_recon(table, sel))
 
 
 def _env_info(configs: list[dict], table: pd.DataFrame, run_ids: list[str]) -> str:
@@ -418,6 +441,7 @@ def table1_markdown(t1: Table1, sel: Selection, heading: str = "#") -> str:
         cells += [fmt_mean_std(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]) for m in TABLE1_METRICS[1:]]
         cells.append(r["converged"])
         rows.append(cells)
+    rows += reference_rows_md(t1.references, len(header), header.index("recon_mse"))
     parts = [f"{heading} Table 1: sharpness of generated MNIST digits (latent {TABLE1_LATENT})", "",
              "Protocol:", ""]
     parts += [f"- {line}" for line in t1.protocol]
@@ -761,6 +785,7 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
               "(c) samples at the second temperature, (d) linear interpolations in z between pairs of test images, "
               "(e) UMAP of the test latents coloured by digit. All images are decoded from z.", ""]
     lines += _figure_md(figs["fig7_overview"])
+    lines += fig7_numbers_md(table, figs["fig7"], t1.references)
     for entry in figs["fig7"]:
         lines += [f"### eps² = {eps_label(entry.eps2)}", ""]
         if entry.run is None:
@@ -797,6 +822,27 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
     lines += ["Every run's own records: `runs/<run_id>/` (config.json, train_log.csv, metrics.csv, samples.png, "
               "artefacts.npz). Rebuild this page: `python -m bench.report --results DIR`.", ""]
     return "\n".join(lines)
+
+
+FIG7_NUMBERS = ("recon_mse", "probe_accuracy", "sharpness", "fd_lenet", "bits_per_dim")
+
+
+def fig7_numbers_md(table: pd.DataFrame, entries: list[Fig7Entry], refs: dict[str, float]) -> list[str]:
+    """Per eps², the drawn run's numbers and its model diagnostics (``diag_*`` rows), with the
+    code-free reconstruction references below: a recon_mse above them means the code helps
+    less than predicting the mean image."""
+    runs = [(e.eps2, e.run["run_id"]) for e in entries if e.run is not None]
+    if not runs:
+        return []
+    ids = [r for _, r in runs]
+    diag = sorted(m for m in table.loc[table["run_id"].isin(ids), "metric"].unique() if str(m).startswith("diag_"))
+    metrics = (*FIG7_NUMBERS, *diag)
+    vals = per_run_values(table, ids, metrics).set_index(["run_id", "metric"])["value"]
+    header = ["eps²", *metrics]
+    rows = [[eps_label(e), *(fmt_num(vals.get((r, m), float("nan"))) for m in metrics)] for e, r in runs]
+    rows += reference_rows_md(refs, len(header), header.index("recon_mse"))
+    return ["Numbers of the drawn runs (diag_*: the model's own diagnostics, `models/pie.py` "
+            "`PIE.diagnostics`):", "", md_table(header, rows), ""]
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -137,8 +137,12 @@ def execute_run(spec: RunSpec, data=None, log=print) -> RunOutcome:
     t0 = time.perf_counter()
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, spec.config)
+    train_cfg = spec.config.train
+    model_beta1 = getattr(spec.config.models[spec.model], "beta1", None)  # e.g. pie.beta1; None: train.beta1
+    if model_beta1 is not None:
+        train_cfg = dataclasses.replace(train_cfg, beta1=model_beta1)
     try:
-        result = train_model(model, train_data, spec.config.train, seed=spec.seed, run_dir=run_dir,
+        result = train_model(model, train_data, train_cfg, seed=spec.seed, run_dir=run_dir,
                              config_dict=cfg_dict, progress=spec.progress, log=log,
                              on_epoch_end=make_tracker(data, spec.config, spec.seed))
     except Diverged as e:

@@ -26,7 +26,8 @@ class GenerativeEncoder(nn.Module):
             with ``u ~ U(0, 1)`` (density models, so bits/dim are comparable).
 
     Methods to implement: ``loss``, ``encode``, ``decode`` and, for density models,
-    ``log_prob``. ``reconstruct`` and ``sample`` follow from them.
+    ``log_prob``. ``reconstruct`` and ``sample`` follow from them; ``diagnostics`` is
+    optional.
     """
 
     latent_dim: int
@@ -65,6 +66,14 @@ class GenerativeEncoder(nn.Module):
         dtype = next(self.parameters()).dtype
         z = torch.randn(n, self.latent_dim, generator=generator, device=device, dtype=dtype)
         return self.decode(temperature * z)
+
+    def diagnostics(self, x: torch.Tensor) -> dict[str, float]:
+        """Cheap scalar diagnostics of a batch ``x`` (as the model sees it, preprocessed).
+
+        Logged per epoch and at evaluation (as ``diag_<name>``); a model with nothing to
+        report returns ``{}`` (the default).
+        """
+        return {}
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Log-density of dequantised images in nats per image, ``[B]``.

@@ -69,7 +69,9 @@ class PIEConfig:
     final_blocks: int = 1
     # K_l: [coupling, Householder map] pairs per block (paper: 3).
     couplings_per_block: int = 3
-    # Householder reflections per 1×1 conv / linear map (paper: 3).
+    # Householder reflections per 1×1 conv / linear map (paper: 3). 0 means "full": as many as
+    # the map's width C, so the map can be any orthogonal matrix of determinant (-1)^C
+    # (3 reflections only move a 3-d subspace of a 196-wide map).
     n_reflections: int = 3
     # Hidden channels of the conv coupling sub-networks (3×3, 1×1, 3×3 convolutions).
     coupling_conv_hidden: int = 64
@@ -81,6 +83,12 @@ class PIEConfig:
     g_linear_hidden: int = 256
     # Coupling scales are s = exp(c tanh(a / c)) with c = scale_clamp, so s in (e^-c, e^c).
     scale_clamp: float = 2.0
+    # "affine": Eq. 18 (the paper). "additive": s ≡ 1, volume-preserving (ablation): no
+    # coupling can shrink the residuals before a split (README, "Does eps² matter?").
+    coupling: Literal["affine", "additive"] = "affine"
+    # Adam's beta1 for this model; None uses train.beta1 (the shared WAE recipe, 0.5).
+    # Read by the training harness, not by the model; flows usually train with 0.9.
+    beta1: float | None = None
 
 
 class LogitTransform(Bijector):
@@ -213,6 +221,14 @@ class PIE(GenerativeEncoder):
             raise ValueError(f"eps2 is a variance and must be > 0, got {cfg.eps2}")
         if not cfg.scale_clamp > 0:
             raise ValueError(f"scale_clamp must be > 0, got {cfg.scale_clamp}")
+        if cfg.coupling not in ("affine", "additive"):
+            raise ValueError(f"coupling must be 'affine' or 'additive', got {cfg.coupling!r}")
+        if cfg.beta1 is not None and not 0 <= cfg.beta1 < 1:
+            raise ValueError(f"beta1 must lie in [0, 1) or be null, got {cfg.beta1}")
+        if cfg.n_reflections < 0:
+            raise ValueError(
+                f"n_reflections must be >= 1, or 0 for the map's full width, got {cfg.n_reflections}"
+            )
         if cfg.input_transform not in ("logit", "center"):
             raise ValueError(
                 f"input_transform must be 'logit' or 'center', got {cfg.input_transform!r}"
@@ -225,7 +241,6 @@ class PIE(GenerativeEncoder):
             raise ValueError(f"image_shape must be [C, H, W], positive, got {cfg.image_shape}")
         for name in (
             "couplings_per_block",
-            "n_reflections",
             "coupling_conv_hidden",
             "coupling_linear_hidden",
             "g_conv_hidden",
@@ -238,8 +253,17 @@ class PIE(GenerativeEncoder):
         if cfg.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {cfg.latent_dim}")
 
+    @staticmethod
+    def _coupling(shape: Shape, subnet: SubnetFactory, cfg: PIEConfig) -> AffineCoupling:
+        return AffineCoupling(shape, subnet, cfg.scale_clamp, additive=cfg.coupling == "additive")
+
+    @staticmethod
+    def _reflections(width: int, cfg: PIEConfig) -> int:
+        """Householder reflections of a map of this width (``n_reflections``; 0 = the width)."""
+        return cfg.n_reflections if cfg.n_reflections > 0 else width
+
     def _build_blocks(self, cfg: PIEConfig) -> list[PIEBlock]:
-        k, n_refl, clamp = cfg.couplings_per_block, cfg.n_reflections, cfg.scale_clamp
+        k = cfg.couplings_per_block
         conv_sub = partial(conv_net, hidden=cfg.coupling_conv_hidden)
         lin_sub = partial(mlp, hidden=cfg.coupling_linear_hidden)
         blocks: list[PIEBlock] = []
@@ -252,8 +276,8 @@ class PIE(GenerativeEncoder):
                 raise ValueError(f"conv block {i} cannot downsample {list(shape)}: {err}") from None
             layers: list[Bijector] = [down]
             for _ in range(k):
-                layers.append(AffineCoupling((c, h, w), conv_sub, clamp))
-                layers.append(HouseholderConv1x1(c, n_refl))
+                layers.append(self._coupling((c, h, w), conv_sub, cfg))
+                layers.append(HouseholderConv1x1(c, self._reflections(c, cfg)))
             kept = keep * c
             if not (0 < keep < 1 and abs(kept - round(kept)) < 1e-9 and 1 <= round(kept) < c):
                 raise ValueError(
@@ -280,9 +304,9 @@ class PIE(GenerativeEncoder):
             blocks.append(self._linear_block(size, None, lin_sub, cfg))
         return blocks
 
-    @staticmethod
+    @classmethod
     def _linear_block(
-        size: int, keep: int | None, lin_sub: SubnetFactory, cfg: PIEConfig
+        cls, size: int, keep: int | None, lin_sub: SubnetFactory, cfg: PIEConfig
     ) -> PIEBlock:
         if size < 2:
             raise ValueError(
@@ -292,8 +316,8 @@ class PIE(GenerativeEncoder):
         layers: list[Bijector] = []
         for _ in range(cfg.couplings_per_block):
             layers += [
-                AffineCoupling((size,), lin_sub, cfg.scale_clamp),
-                HouseholderLinear(size, cfg.n_reflections),
+                cls._coupling((size,), lin_sub, cfg),
+                HouseholderLinear(size, cls._reflections(size, cfg)),
             ]
         split = None
         if keep is not None:
@@ -372,6 +396,41 @@ class PIE(GenerativeEncoder):
         """
         z, log_prs, logdet = self._forward(x, with_density=True)
         return self._log_standard_normal(z) + sum(log_prs, torch.zeros_like(logdet)) + logdet
+
+    @torch.no_grad()
+    def diagnostics(self, x: torch.Tensor) -> dict[str, float]:
+        """How the split constraint is met, on a batch of images in [0, 1] (as the model sees them).
+
+        - ``resid_ratio_l<l>``: E‖r_l − g_l(z_l)‖² / (d_l · eps²), d_l the discarded dims of
+          split l, in the flow's own coordinates. Near 1 means the flow met eps² by scaling
+          r_l (the fit of N(r; g(z), eps² I) is as good as its variance allows); the
+          residual term alone does not say whether r is small in pixel terms.
+        - ``flow_logdet_per_dim``: mean log|det| of all coupling/Householder layers, per
+          dimension, without the input transform's (which does not depend on the flow).
+          A flow that meets a smaller eps² by shrinking r pays for it here.
+        - ``recon_mse_rg``: per-pixel squared error of decoding with r_l = g_l(z_l) at every
+          level, i.e. of :meth:`reconstruct` — what the residual constraint buys in pixels.
+
+        Reference: Eq. 17 and 20 of the PIE paper; README "Does eps² matter?".
+        """
+        self._check_images(x)
+        h, _ = self.input_transform(x)
+        flow_logdet = h.new_zeros(h.shape[0])
+        out: dict[str, float] = {}
+        level = 0
+        for block in self.blocks:
+            h = h.reshape(h.shape[0], *block.in_shape)
+            h, ld = block.flow(h)
+            flow_logdet = flow_logdet + ld
+            if block.split is not None:
+                level += 1
+                h, r = block.split.split(h)
+                err = (r - block.split.predict_residual(h)).pow(2).mean()
+                out[f"resid_ratio_l{level}"] = float(err / block.split.eps2)
+        out["flow_logdet_per_dim"] = float(flow_logdet.mean() / math.prod(self.image_shape))
+        recon = self.decode(h.reshape(h.shape[0], self.latent_dim))  # = reconstruct(x)
+        out["recon_mse_rg"] = float((recon - x).pow(2).mean())
+        return out
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Negative Eq. 17 per dimension (nats/dim, D = C·H·W), mean over the batch.

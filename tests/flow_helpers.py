@@ -93,6 +93,32 @@ def coupling_linear_odd(batch: int) -> tuple[Bijector, torch.Tensor]:
     return perturb(layer.to(DTYPE), scale=0.5), _randn(batch, 5)
 
 
+def coupling_additive_conv(batch: int) -> tuple[Bijector, torch.Tensor]:
+    """``pie.coupling=additive``: s ≡ 1, log-det 0."""
+    torch.manual_seed(0)
+    layer = AffineCoupling((4, 3, 3), partial(conv_net, hidden=6), additive=True)
+    return perturb(layer.to(DTYPE)), _randn(batch, 4, 3, 3)
+
+
+def coupling_additive_linear_odd(batch: int) -> tuple[Bijector, torch.Tensor]:
+    torch.manual_seed(0)
+    layer = AffineCoupling((5,), partial(mlp, hidden=8), additive=True)
+    return perturb(layer.to(DTYPE), scale=0.5), _randn(batch, 5)
+
+
+def coupling_saturated(batch: int) -> tuple[Bijector, torch.Tensor]:
+    """Weights large enough to drive raw log-scales past the clamp c = 0.5: s = exp(c tanh(a/c))."""
+    torch.manual_seed(0)
+    layer = AffineCoupling((6,), partial(mlp, hidden=8), scale_clamp=0.5)
+    return perturb(layer.to(DTYPE), scale=1.0), _randn(batch, 6)
+
+
+def householder_linear_full(batch: int) -> tuple[Bijector, torch.Tensor]:
+    """``pie.n_reflections=0``: as many reflections as the width."""
+    torch.manual_seed(0)
+    return perturb(HouseholderLinear(6, 6).to(DTYPE)), _randn(batch, 6)
+
+
 def logit_transform(batch: int) -> tuple[Bijector, torch.Tensor]:
     x = torch.rand(batch, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=DTYPE)
     return LogitTransform(0.05), x
@@ -126,15 +152,27 @@ def pie_linear_block_flow(batch: int) -> tuple[Bijector, torch.Tensor]:
     return model.blocks[1].flow, _randn(batch, 32)
 
 
+def pie_linear_block_flow_ablations(batch: int) -> tuple[Bijector, torch.Tensor]:
+    """A linear block built with the ablation switches: additive couplings, full Householder."""
+    torch.manual_seed(0)
+    model = PIE(tiny_pie_config(coupling="additive", n_reflections=0)).to(DTYPE)
+    return perturb(model, scale=0.1).blocks[1].flow, _randn(batch, 32)
+
+
 BIJECTORS = [
     downsample,
     householder_conv,
     householder_linear,
     coupling_conv,
     coupling_linear_odd,
+    coupling_additive_conv,
+    coupling_additive_linear_odd,
+    coupling_saturated,
+    householder_linear_full,
     logit_transform,
     center_transform,
     sequential,
     pie_conv_block_flow,
     pie_linear_block_flow,
+    pie_linear_block_flow_ablations,
 ]

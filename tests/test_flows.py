@@ -6,7 +6,14 @@ from functools import partial
 
 import pytest
 import torch
-from flow_helpers import BIJECTORS, DTYPE, autograd_logdet, perturb
+from flow_helpers import (
+    BIJECTORS,
+    DTYPE,
+    autograd_logdet,
+    coupling_additive_conv,
+    coupling_saturated,
+    perturb,
+)
 from torch.distributions import Normal
 
 from models.flows import (
@@ -62,6 +69,40 @@ def test_forward_and_inverse_logdets_cancel(make):
     y, logdet = layer(x)
     _, logdet_inv = layer.inverse(y)
     torch.testing.assert_close(logdet + logdet_inv, torch.zeros_like(logdet), atol=1e-10, rtol=0)
+
+
+def test_additive_coupling_preserves_volume_and_still_mixes():
+    layer, x = coupling_additive_conv(batch=3)
+    y, logdet = layer(x)
+    assert torch.equal(logdet, torch.zeros(3, dtype=DTYPE))
+    # Sub-networks output only the shift: one channel per feature of the half they update.
+    assert layer.net1[-1].out_channels == layer.c1 and layer.net2[-1].out_channels == layer.c2
+    assert (y - x).abs().max() > 1e-2  # both halves are shifted, it is not the identity
+
+
+def test_scale_clamp_bounds_every_scale():
+    layer, x = coupling_saturated(batch=64)
+    c = layer.scale_clamp
+    x1, x2 = x.split([layer.c1, layer.c2], dim=1)
+    log_s1, _ = layer._scale_shift(layer.net1, x2, layer.c1)
+    raw = layer.net1(x2)[:, : layer.c1]
+    assert raw.abs().max() > 3 * c  # the raw log-scales do reach far past the clamp...
+    assert log_s1.abs().max() <= c  # ...and the applied scales stay in [e^-c, e^c]
+    assert log_s1.abs().max() > 0.9 * c
+    _, logdet = layer(x)
+    assert logdet.abs().max() <= c * 6  # 6 scaled features, each |log s| <= c
+
+
+@pytest.mark.parametrize("cls", [HouseholderConv1x1, HouseholderLinear])
+def test_householder_full_rank_reaches_any_direction(cls):
+    """3 reflections in a width-8 map fix a 5-d subspace (W - I has rank <= 3); 8 do not."""
+    torch.manual_seed(0)
+    few, full = cls(8, 3).to(DTYPE), cls(8, 8).to(DTYPE)
+    eye = torch.eye(8, dtype=DTYPE)
+    assert torch.linalg.matrix_rank(few.matrix() - eye) == 3
+    assert torch.linalg.matrix_rank(full.matrix() - eye) == 8
+    w = full.matrix()
+    torch.testing.assert_close(w @ w.T, eye, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("cls", [HouseholderConv1x1, HouseholderLinear])

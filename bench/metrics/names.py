@@ -7,6 +7,8 @@ SHARPNESS_GAP = "sharpness_gap"  # |sharpness - sharpness of the real test image
 ARTEFACT_CORNER = "artefact_corner"  # Laplacian energy in the image corners (black in real digits)
 RECON_MSE = "recon_mse"  # per pixel
 RECON_SSE = "recon_sse"  # per image
+RECON_MSE_MEAN_IMAGE = "recon_mse_mean_image"  # real rows: test images vs the mean training image
+RECON_MSE_CLASS_MEAN = "recon_mse_class_mean_image"  # real rows: vs the mean training image of the class
 BITS_PER_DIM = "bits_per_dim"
 CLASSIFIER_ACCURACY = "classifier_accuracy"  # test accuracy of the LeNet feature extractor
 FD_LENET = "fd_lenet"
@@ -25,4 +27,4 @@ MODEL_METRICS = (
     N_SAMPLES, N_TEST, N_BPD,
 )
 REAL_METRICS = (SHARPNESS, SHARPNESS_STD, ARTEFACT_CORNER, FD_LENET, KID_LENET, PRECISION, RECALL, CLASSIFIER_ACCURACY,
-                N_SAMPLES, N_TEST)
+                RECON_MSE_MEAN_IMAGE, RECON_MSE_CLASS_MEAN, N_SAMPLES, N_TEST)
