@@ -819,6 +819,9 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
         lines.append("")
     if errors:
         lines += ["## Problems while drawing", ""] + [f"- {e}" for e in errors] + [""]
+    if mechanism_markdown(table) is not None:
+        lines += ["PIE runs with diagnostics, one row each (eps², coupling, Householder ablations): "
+                  "[mechanism.md](mechanism.md).", ""]
     lines += ["Every run's own records: `runs/<run_id>/` (config.json, train_log.csv, metrics.csv, samples.png, "
               "artefacts.npz). Rebuild this page: `python -m bench.report --results DIR`.", ""]
     return "\n".join(lines)
@@ -843,6 +846,40 @@ def fig7_numbers_md(table: pd.DataFrame, entries: list[Fig7Entry], refs: dict[st
     rows += reference_rows_md(refs, len(header), header.index("recon_mse"))
     return ["Numbers of the drawn runs (diag_*: the model's own diagnostics, `models/pie.py` "
             "`PIE.diagnostics`):", "", md_table(header, rows), ""]
+
+
+def mechanism_markdown(table: pd.DataFrame) -> str | None:
+    """``mechanism.md``: every finished PIE run with diagnostics, one row each, by its swept
+    ``pie.*`` values (the mechanism sweep of README "Does eps² matter?"); None if there is none."""
+    runs = run_frame(table)
+    with_diag = set(table.loc[table["metric"].astype(str).str.startswith("diag_"), "run_id"])
+    pie = runs[(runs["model"] == "pie") & (runs["status"] == "ok") & runs["run_id"].isin(with_diag)]
+    if pie.empty:
+        return None
+    swept = [c for c in sweep_columns(table) if c.startswith("pie.") and pie[c].notna().any()]
+    pie = pie.sort_values([*swept, "latent_dim", "seed"], na_position="first", kind="stable")
+    diag = sorted(m for m in table.loc[table["run_id"].isin(pie["run_id"]), "metric"].unique()
+                  if str(m).startswith("diag_"))
+    metrics = (*FIG7_NUMBERS, *diag)
+    vals = per_run_values(table, pie["run_id"].tolist(), metrics).set_index(["run_id", "metric"])["value"]
+    header = ["run", *swept, "latent", "seed", *metrics]
+    rows = [[f"`{r['run_id']}`", *(str(r[c]) if pd.notna(r[c]) else "—" for c in swept),
+             fmt_num(r["latent_dim"]), str(int(r["seed"])),
+             *(fmt_num(vals.get((r["run_id"], m), float("nan"))) for m in metrics)] for _, r in pie.iterrows()]
+    real = runs[(runs["model"] == "real") & (runs["status"] == "ok")].sort_values("started_at")
+    refs = {}
+    if len(real):
+        ref_vals = per_run_values(table, [real["run_id"].iloc[-1]], tuple(REFERENCE_RECON))
+        refs = {REFERENCE_RECON[m]: float(v) for m, v in zip(ref_vals["metric"], ref_vals["value"], strict=True)}
+    rows += reference_rows_md(refs, len(header), header.index("recon_mse"))
+    return "\n".join([
+        "# PIE mechanism: eps², coupling and Householder ablations", "",
+        "Every finished PIE run that recorded diagnostics (README \"Does eps² matter?\"). `diag_resid_ratio_l<l>`: "
+        "E‖r − g(z)‖² / (d·eps²) at split l in flow coordinates (near 1: the flow met eps² by scaling r); "
+        "`diag_flow_logdet_per_dim`: the flow's log-det per image dimension without the input transform; "
+        "`diag_recon_mse_rg`: decoding with r = g(z) (the reconstruction). The reference rows are code-free "
+        "reconstructions (mean training image, class-mean image) of the real-data run.", "",
+        md_table(header, rows), ""])
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -871,6 +908,10 @@ def build_report(results: Path, umap_points: int = UMAP_MAX_POINTS, log=print) -
             (results / o.name).unlink()
     write_text(results / "index.md", index_markdown(results, table, sel, t1, figs, rep.errors))
     written = ["table1.md", "table1.csv", "index.md"]
+    mechanism = mechanism_markdown(table)
+    if mechanism is not None:
+        write_text(results / "mechanism.md", mechanism)
+        written.append("mechanism.md")
     written += rep.drawn
     for name in written:
         log(f"wrote {results / name}")

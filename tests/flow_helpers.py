@@ -113,6 +113,11 @@ def coupling_saturated(batch: int) -> tuple[Bijector, torch.Tensor]:
     return perturb(layer.to(DTYPE), scale=1.0), _randn(batch, 6)
 
 
+def householder_conv_full(batch: int) -> tuple[Bijector, torch.Tensor]:
+    torch.manual_seed(0)
+    return perturb(HouseholderConv1x1(4, 4).to(DTYPE)), _randn(batch, 4, 2, 2)
+
+
 def householder_linear_full(batch: int) -> tuple[Bijector, torch.Tensor]:
     """``pie.n_reflections=0``: as many reflections as the width."""
     torch.manual_seed(0)
@@ -168,6 +173,7 @@ BIJECTORS = [
     coupling_additive_conv,
     coupling_additive_linear_odd,
     coupling_saturated,
+    householder_conv_full,
     householder_linear_full,
     logit_transform,
     center_transform,

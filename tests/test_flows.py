@@ -93,6 +93,16 @@ def test_scale_clamp_bounds_every_scale():
     assert logdet.abs().max() <= c * 6  # 6 scaled features, each |log s| <= c
 
 
+@pytest.mark.parametrize("n", [1, 3, 4, 8, 20])  # <= 3: one by one; more: compact WY form
+def test_householder_matrix_is_the_product_of_its_reflections(n):
+    torch.manual_seed(n)
+    layer = HouseholderLinear(8, n).to(DTYPE)
+    expected = torch.eye(8, dtype=DTYPE)
+    for v in layer.vectors:  # W = H(v_n) ... H(v_1), each H(v) = I - 2 v vᵀ / vᵀv built densely
+        expected = (torch.eye(8, dtype=DTYPE) - 2 * torch.outer(v, v) / v.dot(v)) @ expected
+    torch.testing.assert_close(layer.matrix(), expected, atol=1e-13, rtol=0)
+
+
 @pytest.mark.parametrize("cls", [HouseholderConv1x1, HouseholderLinear])
 def test_householder_full_rank_reaches_any_direction(cls):
     """3 reflections in a width-8 map fix a 5-d subspace (W - I has rank <= 3); 8 do not."""
