@@ -19,6 +19,8 @@ import torch
 from flow_helpers import DTYPE
 from torch import nn
 
+from bench import report
+from bench.results import replace_run_rows
 from bench.run import main as run_main
 from models.flows import AffineCoupling, PseudoSplit
 from models.pie import PIE
@@ -132,3 +134,43 @@ def test_switches_work_from_the_command_line(tmp_path):
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         assert state["optimizer"]["param_groups"][0]["betas"][0] == 0.9
         assert state["config"]["pie"]["n_reflections"] == 0
+
+
+def _tidy(out, run_id, model, rows, sweep=None):
+    real = model == "real"
+    frame = pd.DataFrame([{"run_id": run_id, "dataset": "mnist", "model": model, "seed": pd.NA if real else 0,
+                           "split": "test", "metric": m, "value": v, "note": "synthetic", "status": "ok",
+                           "latent_dim": pd.NA if real else 10, "preset": "synthetic", "config_hash": "h",
+                           "git_commit": "abc1234", "started_at": "2026-01-01T00:00:00+00:00", "elapsed_s": 1.0,
+                           **(sweep or {})} for m, v in rows])
+    replace_run_rows(out / "metrics.csv", frame)
+
+
+def test_mechanism_page_lists_each_pie_run_with_diagnostics_and_the_references(tmp_path):
+    _tidy(tmp_path, "real-x-y", "real", [("sharpness", 0.18), ("recon_mse_mean_image", 0.0675),
+                                         ("recon_mse_class_mean_image", 0.0529)])
+    _tidy(tmp_path, "vae-a-s0", "vae", [("recon_mse", 0.02)])
+    for coupling, ratio in (("affine", 0.93), ("additive", 41.5)):
+        _tidy(tmp_path, f"pie-{coupling}-s0", "pie", [("recon_mse", 0.071), ("diag_resid_ratio_l1", ratio),
+                                                     ("diag_flow_logdet_per_dim", -2.5)],
+              sweep={"pie.coupling": coupling})
+    table = report.load_table(tmp_path)
+    page = report.mechanism_markdown(table)
+    lines = page.splitlines()
+    header = next(line for line in lines if line.startswith("| run"))
+    cells = [c.strip() for c in header.strip("|").split("|")]
+    assert cells[:4] == ["run", "pie.coupling", "latent", "seed"]
+    assert "diag_resid_ratio_l1" in cells and "vae-a-s0" not in page
+    additive = next(line for line in lines if "pie-additive-s0" in line)
+    assert [c.strip() for c in additive.strip("|").split("|")][cells.index("diag_resid_ratio_l1")] == "41.5"
+    mean_row = next(line for line in lines if "Mean image (reference)" in line)
+    assert [c.strip() for c in mean_row.strip("|").split("|")][cells.index("recon_mse")] == "0.0675"
+    assert "Class-mean image (reference)" in page
+    assert report.mechanism_markdown(table[~table["metric"].str.startswith("diag_")]) is None
+    # Table 1 shows the same references under the model rows.
+    sel = report.select_runs(table, {})
+    t1_md = report.table1_markdown(report.build_table1(table, sel, {}), sel)
+    row = next(line for line in t1_md.splitlines() if "Class-mean image (reference)" in line)
+    t1_header = next(line for line in t1_md.splitlines() if "recon_mse" in line and line.startswith("|"))
+    column = [c.strip() for c in t1_header.strip("|").split("|")].index("recon_mse")
+    assert [c.strip() for c in row.strip("|").split("|")][column] == "0.0529"
