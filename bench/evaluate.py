@@ -184,7 +184,8 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
 
     Rows (split ``test``): sharpness, sharpness_std, sharpness_t05, sharpness_gap,
     artefact_corner, recon_mse, recon_sse, bits_per_dim, classifier_accuracy, fd_lenet, kid_lenet,
-    precision, recall, probe_accuracy, and the counts n_samples, n_test, n_bpd.
+    precision, recall, probe_accuracy, the counts n_samples, n_test, n_bpd, and one
+    ``diag_<name>`` row per entry of ``model.diagnostics`` (first evaluation batch).
     Artefacts: samples_t1, samples_t2, recon_inputs, recon_outputs, interpolations,
     test_latents, test_labels.
     """
