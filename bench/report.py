@@ -848,22 +848,28 @@ def fig7_numbers_md(table: pd.DataFrame, entries: list[Fig7Entry], refs: dict[st
             "`PIE.diagnostics`):", "", md_table(header, rows), ""]
 
 
-def mechanism_markdown(table: pd.DataFrame) -> str | None:
-    """``mechanism.md``: every finished PIE run with diagnostics, one row each, by its swept
-    ``pie.*`` values (the mechanism sweep of README "Does eps² matter?"); None if there is none."""
+def mechanism_markdown(table: pd.DataFrame, configs: dict[str, dict] | None = None) -> str | None:
+    """``mechanism.md``: every finished PIE run with diagnostics, one row each, by the ``pie.*``
+    settings that differ between them (swept, or set with --set and read from each run's
+    config.json) — the mechanism sweep of README "Does eps² matter?"; None if there is none."""
     runs = run_frame(table)
     with_diag = set(table.loc[table["metric"].astype(str).str.startswith("diag_"), "run_id"])
-    pie = runs[(runs["model"] == "pie") & (runs["status"] == "ok") & runs["run_id"].isin(with_diag)]
+    pie = runs[(runs["model"] == "pie") & (runs["status"] == "ok") & runs["run_id"].isin(with_diag)].copy()
     if pie.empty:
         return None
-    swept = [c for c in sweep_columns(table) if c.startswith("pie.") and pie[c].notna().any()]
+    settings = [(configs or {}).get(r, {}).get("pie") or {} for r in pie["run_id"]]
+    for key in sorted({k for s in settings for k in s}):
+        values = [json.dumps(s.get(key), sort_keys=True) for s in settings]
+        if len(set(values)) > 1 and f"pie.{key}" not in pie:
+            pie[f"pie.{key}"] = [s.get(key) for s in settings]
+    swept = sorted(c for c in pie.columns if c.startswith("pie.") and pie[c].notna().any())
     pie = pie.sort_values([*swept, "latent_dim", "seed"], na_position="first", kind="stable")
     diag = sorted(m for m in table.loc[table["run_id"].isin(pie["run_id"]), "metric"].unique()
                   if str(m).startswith("diag_"))
     metrics = (*FIG7_NUMBERS, *diag)
     vals = per_run_values(table, pie["run_id"].tolist(), metrics).set_index(["run_id", "metric"])["value"]
     header = ["run", *swept, "latent", "seed", *metrics]
-    rows = [[f"`{r['run_id']}`", *(str(r[c]) if pd.notna(r[c]) else "—" for c in swept),
+    rows = [[f"`{r['run_id']}`", *(str(r[c]) if not pd.isna(r[c]) else "—" for c in swept),
              fmt_num(r["latent_dim"]), str(int(r["seed"])),
              *(fmt_num(vals.get((r["run_id"], m), float("nan"))) for m in metrics)] for _, r in pie.iterrows()]
     real = runs[(runs["model"] == "real") & (runs["status"] == "ok")].sort_values("started_at")
@@ -908,7 +914,7 @@ def build_report(results: Path, umap_points: int = UMAP_MAX_POINTS, log=print) -
             (results / o.name).unlink()
     write_text(results / "index.md", index_markdown(results, table, sel, t1, figs, rep.errors))
     written = ["table1.md", "table1.csv", "index.md"]
-    mechanism = mechanism_markdown(table)
+    mechanism = mechanism_markdown(table, configs)
     if mechanism is not None:
         write_text(results / "mechanism.md", mechanism)
         written.append("mechanism.md")

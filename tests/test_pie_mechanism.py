@@ -167,6 +167,12 @@ def test_mechanism_page_lists_each_pie_run_with_diagnostics_and_the_references(t
     assert [c.strip() for c in mean_row.strip("|").split("|")][cells.index("recon_mse")] == "0.0675"
     assert "Class-mean image (reference)" in page
     assert report.mechanism_markdown(table[~table["metric"].str.startswith("diag_")]) is None
+    # Settings given with --set are read from each run's config: only those that differ are shown.
+    configs = {"pie-affine-s0": {"pie": {"n_reflections": 3, "eps2": 0.1}},
+               "pie-additive-s0": {"pie": {"n_reflections": 0, "eps2": 0.1}}}
+    with_configs = report.mechanism_markdown(table, configs)
+    header = next(line for line in with_configs.splitlines() if line.startswith("| run"))
+    assert "pie.n_reflections" in header and "pie.eps2" not in header
     # Table 1 shows the same references under the model rows.
     sel = report.select_runs(table, {})
     t1_md = report.table1_markdown(report.build_table1(table, sel, {}), sel)
