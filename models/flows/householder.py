@@ -8,7 +8,6 @@ from torch import nn
 
 from models.flows.base import Bijector, Shape, check_shape
 
-
 # Up to this many reflections, ``matrix`` multiplies them in one by one (the paper's 3: the
 # path of every committed run, kept so their numbers do not move); more use the compact WY
 # form, a handful of kernels whatever n (full-width maps: 196 sequential steps otherwise).
