@@ -34,6 +34,7 @@ from bench.data import load_mnist
 from bench.errors import UserError
 from bench.evaluate import MetricRow, evaluate_model, evaluate_real
 from bench.executors import EXECUTORS
+from bench.metrics import RECON_MSE_MEAN_IMAGE
 from bench.registry import build_model, check_model_names
 from bench.results import TABLE, atomic_write_bytes, read_table, replace_run_rows, write_csv_atomic
 from bench.tracking import make_tracker
@@ -174,7 +175,7 @@ def record_real(out: Path, config: Config, data) -> None:
     run_id = f"real-{data.checksum[:8]}-{hashlib.sha256(eval_blob).hexdigest()[:8]}"
     table = read_table(out / TABLE)
     recorded = set(table.loc[table["run_id"].astype(str) == run_id, "metric"])
-    if "recon_mse_mean_image" in recorded:  # done; a record from before the reference rows is redone
+    if RECON_MSE_MEAN_IMAGE in recorded:  # done; a record from before the reference rows is redone
         return
     t0 = time.perf_counter()
     rows = evaluate_real(data, config.eval)
