@@ -180,3 +180,20 @@ def test_mechanism_page_lists_each_pie_run_with_diagnostics_and_the_references(t
     t1_header = next(line for line in t1_md.splitlines() if "recon_mse" in line and line.startswith("|"))
     column = [c.strip() for c in t1_header.strip("|").split("|")].index("recon_mse")
     assert [c.strip() for c in row.strip("|").split("|")][column] == "0.0529"
+
+
+def test_a_real_data_record_without_the_references_is_redone(tmp_path, mnist):
+    from bench.config import load_config
+    from bench.results import read_table
+    from bench.run import record_real
+
+    config = load_config(SMOKE, overrides=["eval.test_subset=100", "eval.n_samples=100"])
+    record_real(tmp_path, config, mnist)
+    table = read_table(tmp_path / "metrics.csv")
+    old = table[~table["metric"].str.startswith("recon_mse_")]  # as recorded before the references
+    replace_run_rows(tmp_path / "metrics.csv", old)
+    assert "recon_mse_mean_image" not in set(read_table(tmp_path / "metrics.csv")["metric"])
+    record_real(tmp_path, config, mnist)
+    again = read_table(tmp_path / "metrics.csv")
+    assert {"recon_mse_mean_image", "recon_mse_class_mean_image"} <= set(again["metric"])
+    assert not again.duplicated(["run_id", "metric"]).any() and len(again) == len(table)
