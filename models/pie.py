@@ -83,8 +83,8 @@ class PIEConfig:
     g_linear_hidden: int = 256
     # Coupling scales are s = exp(c tanh(a / c)) with c = scale_clamp, so s in (e^-c, e^c).
     scale_clamp: float = 2.0
-    # "affine": Eq. 18 (the paper). "additive": s ≡ 1, volume-preserving (ablation): no
-    # coupling can shrink the residuals before a split (README, "Does eps² matter?").
+    # "affine": Eq. 18 (the paper). "additive": s ≡ 1, volume-preserving (ablation): the flow
+    # cannot shrink the residuals for free before a split (README, "Does eps² matter?").
     coupling: Literal["affine", "additive"] = "affine"
     # Adam's beta1 for this model; None uses train.beta1 (the shared WAE recipe, 0.5).
     # Read by the training harness, not by the model; flows usually train with 0.9.

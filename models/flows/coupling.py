@@ -30,8 +30,8 @@ class AffineCoupling(Bijector):
     never near zero (invertibility) nor huge (the NaN losses coupling flows are known for).
 
     ``additive=True`` fixes ``s ≡ 1`` (the additive coupling of NICE, Dinh et al. 2014): the
-    layer is volume-preserving, ``log|det J| = 0``, so it cannot shrink a direction that a
-    later split discards (README, "Does eps² matter?").
+    layer is volume-preserving, ``log|det J| = 0``: shrinking the directions a later split
+    discards must stretch others by the same factor (README, "Does eps² matter?").
 
     Args:
         shape: per-sample input shape, ``(C,)`` or ``(C, H, W)``; needs ``C >= 2``.
