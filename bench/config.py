@@ -324,8 +324,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise UserError(f"config file '{path}' must hold a mapping of sections (data:, train:, ...), "
-                        f"not a {type(raw).__name__}")
+        kind = "a list" if isinstance(raw, list) else f"the single value {str(raw)[:40]!r}"
+        raise UserError(f"config file '{path}' must hold a mapping of sections (data:, train:, ...), not {kind}")
     return raw
 
 

@@ -18,6 +18,7 @@ import torch
 
 import bench.data
 import bench.run
+from bench.errors import UserError
 from bench.report import load_table
 from bench.results import DONE
 from bench.run import main, parse_args, plan_runs
@@ -107,7 +108,7 @@ def _bad_inputs(tmp_path):
     return {
         "lr nan": (["--set", "train.lr=.nan"], {}),
         "lr inf": (["--set", "train.lr=.inf"], {}),
-        "lr inf in a sweep": (["--sweep", "train.lr=0.001,-.inf"], {}),
+        "nan in a sweep": (["--sweep", "train.grad_clip=1,.nan"], {}),
         "batch larger than the training set": (["--set", "train.batch_size=601"], {}),
         "config is a list": (["--config", str(tmp_path / "list.yaml")], {}),
         "config is a scalar": (["--config", str(tmp_path / "scalar.yaml")], {}),
@@ -135,7 +136,7 @@ def _bad_inputs(tmp_path):
     }
 
 
-CASES = ["lr nan", "lr inf", "lr inf in a sweep", "batch larger than the training set", "config is a list",
+CASES = ["lr nan", "lr inf", "nan in a sweep", "batch larger than the training set", "config is a list",
          "config is a scalar", "duplicate section", "duplicate key", "a million runs without --yes",
          "unknown model", "seeds 0", "seeds negative", "seeds not a number", "unknown config key", "wrong type",
          "malformed yaml", "missing config", "eps2 zero", "eps2 negative", "temperature zero", "batch size zero",
@@ -198,6 +199,7 @@ def _cut_mid_line(data: bytes) -> bytes:
 
 DAMAGE = {
     "cut mid-line": _cut_mid_line,
+    "cut in the last field": lambda data: data[:-3],  # the field count is right; the line end is missing
     "emptied": lambda data: b"",
     "header only": lambda data: data[:data.index(b"\n") + 1],
     "junk appended": lambda data: data + bytes(range(128, 256)) + b"\n\x00,\xff,\n\"x,\n",
@@ -220,7 +222,7 @@ def test_damaged_table_is_rebuilt_from_the_run_directories(damage, reference, tm
     assert "Traceback" not in stderr and all(line.startswith(("warning: ", "note: ")) for line in lines), stderr
     lost_rows = damage != "junk appended"
     assert sum(line.startswith("note: restored the rows of") for line in lines) == lost_rows, stderr
-    if damage in ("cut mid-line", "junk appended"):
+    if damage in ("cut mid-line", "cut in the last field", "junk appended"):
         assert any("malformed line" in line for line in lines), stderr
     if damage == "no run_id column":  # unreadable as a table: kept aside for the user, not deleted
         (aside,) = out.glob("metrics.csv.broken-*")
@@ -332,6 +334,8 @@ def test_repeated_models_and_sweep_values_are_planned_once():
                        "--sweep", "train.lr=0.001,1e-3"])
     specs = plan_runs(args)
     assert len(specs) == 1 and specs[0].config.train.lr == 0.001
+    args = parse_args(["--config", SMOKE, "--models", "wae", "--sweep", "wae.mmd_weight=1,1.0"])  # one run id
+    assert len(plan_runs(args)) == 1
 
 
 HAMMER = """
@@ -377,7 +381,10 @@ def test_scientific_notation_is_accepted_and_sweeps_keep_their_values(tmp_path):
     assert [s.sweep["train.lr"] for s in specs] == [0.001, 1e-5]
 
 
-def test_a_plan_over_the_limit_starts_with_yes():
+def test_a_plan_over_the_limit_starts_only_with_yes():
+    args = parse_args(["--config", SMOKE, "--models", "vae", "--seeds", "101"])
+    with pytest.raises(UserError, match="101 runs.*--yes"):
+        plan_runs(args)
     args = parse_args(["--config", SMOKE, "--models", "vae", "--seeds", "101", "--yes"])
     assert len(plan_runs(args)) == 101
 
