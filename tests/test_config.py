@@ -71,8 +71,8 @@ def test_every_config_field_has_a_default():
 @pytest.mark.parametrize(
     "text, fragment",
     [
-        ("train:\n  epochs: 1\ntrain:\n  epochs: 2\n", "the key 'train' twice (lines 1 and 3)"),
-        ("train:\n  lr: 0.1\n  lr: 0.2\n", "the key 'lr' twice (lines 2 and 3)"),
+        ("train:\n  epochs: 1\ntrain:\n  epochs: 2\n", r"the key 'train' twice \(lines 1 and 3\)"),
+        ("train:\n  lr: 0.1\n  lr: 0.2\n", r"the key 'lr' twice \(lines 2 and 3\)"),
         ("- train\n- data\n", "mapping of sections.*not a list"),
         ("42\n", "mapping of sections.*not the single value '42'"),
     ],
