@@ -174,7 +174,7 @@ def execute_run(spec: RunSpec, data=None, log=print) -> RunOutcome:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         t0 = time.perf_counter()
         try:
-            _train_and_record(spec, data, run_dir, started, t0, log)
+            _train_and_record(spec, data, run_dir, log)
             return RunOutcome(spec.run_id, "ok")
         except Diverged as e:
             reason = f"diverged: {e}"
@@ -187,7 +187,7 @@ def execute_run(spec: RunSpec, data=None, log=print) -> RunOutcome:
         return RunOutcome(spec.run_id, "failed", reason)
 
 
-def _train_and_record(spec: RunSpec, data, run_dir: Path, started: str, t0: float, log) -> None:
+def _train_and_record(spec: RunSpec, data, run_dir: Path, log) -> None:
     out = Path(spec.out_dir)
     cfg_dict = {"model": spec.model, "seed": spec.seed, "sweep": spec.sweep, "preset": spec.config.preset,
                 "run_id": spec.run_id, "device": describe_device(spec.device), "torch_version": torch.__version__,
@@ -200,6 +200,8 @@ def _train_and_record(spec: RunSpec, data, run_dir: Path, started: str, t0: floa
     if spec.config.data.train_subset > 0:
         train_data = dataclasses.replace(data, train_images=data.train_images[:spec.config.data.train_subset],
                                          train_labels=data.train_labels[:spec.config.data.train_subset])
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, spec.config)
     result = train_model(model, train_data, spec.config.train, seed=spec.seed, run_dir=run_dir,
