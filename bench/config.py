@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -87,6 +89,7 @@ class EvalConfig:
         return t**0.5 if self.second_temperature_is == "variance" else t
 
 
+MNIST_TRAIN_IMAGES = 60000  # the standard train split, before the validation hold-out
 SECTION_TYPES: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
@@ -146,6 +149,8 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise UserError(f"config key '{key}' must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise UserError(f"config key '{key}' must be a finite number, got {value}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -171,6 +176,53 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
     return cls(**kwargs)
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark):
+        super().__init__(f"the key '{key}' twice (lines {first.line + 1} and {again.line + 1})")
+        self.key = key
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` semantics, except: scientific notation without a dot (``1e-4``)
+    is a float, not a string (YAML 1.1 requires ``1.0e-4``), and a mapping that names a key
+    twice is an error (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base" may be overridden on purpose
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise DuplicateKeyError(key, seen[key], key_node.start_mark)
+                seen[key] = key_node.start_mark
+            except TypeError:  # unhashable key: the base class reports it
+                pass
+        return super().construct_mapping(node, deep)
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=ConfigLoader)
+
+
+def parse_value(text: str, what: str) -> Any:
+    """One value as typed on the command line, read as a YAML scalar (``1e-4`` is a float)."""
+    if not text.strip():
+        return ""
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as e:
+        raise UserError(f"{what} has an unreadable value ({str(e).splitlines()[0]})") from None
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"wae.mmd_weight=5"`` -> (["wae", "mmd_weight"], 5); values parsed as YAML scalars."""
     if "=" not in text:
@@ -179,11 +231,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     path = key.strip().split(".")
     if len(path) != 2 or not all(path):
         raise UserError(f"override key '{key}' must look like section.key")
-    try:
-        value = yaml.safe_load(raw_value) if raw_value.strip() else ""
-    except yaml.YAMLError as e:
-        raise UserError(f"override '{text}' has an unreadable value") from e
-    return path, value
+    return path, parse_value(raw_value, f"override '{text}'")
 
 
 def config_from_dict(raw: dict[str, Any], preset: str = "custom") -> Config:
@@ -226,18 +274,36 @@ def check_ranges(cfg: Config) -> None:
         raise UserError("config keys 'train.lr_milestones' and 'train.lr_factors' must have the same length")
     if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):
         raise UserError("config keys 'train.beta1' and 'train.beta2' must lie in [0, 1)")
+    if d.val_size >= MNIST_TRAIN_IMAGES:
+        raise UserError(f"config key 'data.val_size' must be < {MNIST_TRAIN_IMAGES}, got {d.val_size}")
+    n_train = MNIST_TRAIN_IMAGES - d.val_size
+    if d.train_subset:
+        n_train = min(n_train, d.train_subset)
+    if t.batch_size > n_train:  # an epoch would have no step (the last partial batch is dropped)
+        raise UserError(f"config key 'train.batch_size' ({t.batch_size}) exceeds the {n_train} training images "
+                        "(data.train_subset, data.val_size); lower it")
+
+
+def set_value(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``section.key`` in a raw (YAML-shaped) dict in place, typed value as it is."""
+    section, key = dotted.split(".", 1)
+    if raw.get(section) is None:
+        raw[section] = {}
+    if not isinstance(raw[section], dict):
+        raise UserError(f"config section '{section}' must be a mapping")
+    raw[section][key] = value
+
+
+def copy_raw(raw: dict[str, Any]) -> dict[str, Any]:
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of the raw dict with ``section.key=value`` overrides applied."""
-    out = {k: dict(v or {}) if isinstance(v, dict) or v is None else v for k, v in raw.items()}
+    out = copy_raw(raw)
     for text in overrides:
         (section, key), value = parse_override(text)
-        if section not in out or out[section] is None:
-            out[section] = {}
-        if not isinstance(out[section], dict):
-            raise UserError(f"config section '{section}' must be a mapping")
-        out[section][key] = value
+        set_value(out, f"{section}.{key}", value)
     return out
 
 
@@ -246,12 +312,21 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"config file '{path}' does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
+    except DuplicateKeyError as e:
+        raise UserError(f"config file '{path}' has {e}; keep one") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"config file '{path}' is not valid YAML{where}") from e
-    return raw or {}
+        raise UserError(f"config file '{path}' is not valid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"config file '{path}' is not UTF-8 text") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        kind = "a list" if isinstance(raw, list) else f"the single value {str(raw)[:40]!r}"
+        raise UserError(f"config file '{path}' must hold a mapping of sections (data:, train:, ...), not {kind}")
+    return raw
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,10 +60,17 @@ def locate_files(root: Path) -> dict[str, Path]:
     paths = {name: _find(root, name) for name in FILES}
     missing = [n for n, p in paths.items() if p is None]
     if missing and os.environ.get("PIE_BENCH_OFFLINE") != "1":
+        created = not root.exists()
+        if created and not root.parent.is_dir():  # create the folder asked for, never its parents
+            raise UserError(f"MNIST folder '{root}' does not exist, nor does its parent '{root.parent}'; "
+                            "create it or pass another --data-root")
         try:
+            if created:
+                root.mkdir()
             _download(root)
         except Exception:  # any network or disk failure: fall through to the clear error
-            pass
+            if created:
+                shutil.rmtree(root, ignore_errors=True)  # leave no half-made folder behind
         paths = {name: _find(root, name) for name in FILES}
         missing = [n for n, p in paths.items() if p is None]
     if missing:

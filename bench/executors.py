@@ -29,7 +29,9 @@ Ray cluster both must name the same place on every node: a shared filesystem (NF
 Lustre, GPFS, ...) mounted at the same path, with working POSIX ``flock`` for the
 table's lock. See ``docs/scale-out.md``.
 
-A run that raises becomes a ``failed`` outcome and the sweep goes on. A worker that
+A run that raises becomes a ``failed`` outcome (and a failed row) and the sweep goes on.
+A run another runner has claimed comes back ``busy``; :func:`bench.run.run_all` hands
+those to the executor once more at the end, to wait for them. A worker that
 dies (killed, out of memory) costs no run: the process pool reruns the runs it took
 down in fresh workers (see :func:`run_process`); Ray retries the task
 (``max_retries``). Either way the rerun resumes from the run's last checkpoint.
@@ -55,7 +57,7 @@ RAY_MAX_RETRIES = 2  # reruns of a task whose worker died; each resumes from its
 
 def run_local(specs, data, jobs: int = 1, address: str | None = None, log=print, cpus_per_run: float | None = None):
     """In-process, one run after another (the default)."""
-    from bench.run import RunOutcome, execute_run
+    from bench.run import execute_run
 
     outcomes = []
     for spec in specs:
@@ -63,7 +65,7 @@ def run_local(specs, data, jobs: int = 1, address: str | None = None, log=print,
             outcome = execute_run(spec, data, log=log)
         except Exception as e:  # one broken run must not end the sweep
             traceback.print_exc()
-            outcome = RunOutcome(spec.run_id, "failed", f"{type(e).__name__}: {e}")
+            outcome = _failed(spec, f"{type(e).__name__}: {e}")
         _report(outcome)
         outcomes.append(outcome)
     return outcomes
@@ -103,7 +105,7 @@ def _run_one(spec, threads: int | None = None):
     """Worker side of every parallel executor: one run, never raising."""
     import torch
 
-    from bench.run import RunOutcome, execute_run
+    from bench.run import execute_run
 
     if threads:
         torch.set_num_threads(threads)
@@ -111,12 +113,17 @@ def _run_one(spec, threads: int | None = None):
         return execute_run(spec, None, log=_log)
     except Exception as e:  # a failed outcome, never a dead sweep
         traceback.print_exc()
-        return RunOutcome(spec.run_id, "failed", f"{type(e).__name__}: {e}")
+        return _failed(spec, f"{type(e).__name__}: {e}")
 
 
 def _failed(spec, reason: str):
-    from bench.run import RunOutcome
+    """A failed outcome, and its row in the table (every failure leaves one)."""
+    from bench.run import RunOutcome, record_failure
 
+    try:
+        record_failure(spec, reason)
+    except Exception as e:  # e.g. the results folder is gone: the outcome still says what happened
+        print(f"warning: could not record the failure of {spec.run_id} ({type(e).__name__}: {e})", flush=True)
     return RunOutcome(spec.run_id, "failed", reason)
 
 
@@ -184,7 +191,8 @@ def _skip_finished(specs, outcomes: dict) -> list:
     The same test :func:`bench.run.execute_run` makes first, done by the driver so that a
     rerun of a finished sweep starts no worker (and, on Ray, ships no task).
     """
-    from bench.run import DONE, RunOutcome
+    from bench.results import DONE
+    from bench.run import RunOutcome
 
     todo = []
     for i, spec in enumerate(specs):

@@ -33,7 +33,7 @@ import pandas as pd
 
 from bench import convergence
 from bench.errors import UserError
-from bench.results import COLUMNS, TABLE, atomic_write_bytes, write_csv_atomic
+from bench.results import COLUMNS, TABLE, atomic_write_bytes, parse_table, runs_missing_rows, write_csv_atomic
 
 ROWS = ("real", "vae", "wae", "pie")  # Table 1 row order
 LABELS = {"real": "True", "vae": "VAE", "wae": "WAE", "pie": "PIE"}
@@ -75,14 +75,18 @@ def load_table(results: Path) -> pd.DataFrame:
     path = results / TABLE
     if not path.is_file():
         raise UserError(f"'{results}' holds no {TABLE} (run python -m bench.run --out {results} first)")
-    try:
-        table = pd.read_csv(path, keep_default_na=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise UserError(f"'{path}' is not a readable CSV ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-                        ) from None
-    missing = [c for c in ("run_id", "model", "seed", "metric", "value", "status") if c not in table.columns]
-    if missing:
-        raise UserError(f"'{path}' lacks the column(s) {', '.join(missing)}: not a pie-bench results table")
+    read = parse_table(path)  # malformed lines are left out, never read as data
+    if read.broken:
+        raise UserError(f"'{path}' is not a pie-bench results table ({read.broken}); "
+                        f"python -m bench.run --out {results} ... rebuilds it from {results / 'runs'}")
+    table = read.frame
+    if read.dropped:
+        print(f"warning: left out {len(read.dropped)} malformed line(s) of {path} ({read.dropped[0]})",
+              file=sys.stderr)
+    lagging = runs_missing_rows(results, table)
+    if lagging:
+        print(f"warning: {path} lacks rows of {len(lagging)} finished run(s) in {results / 'runs'} (e.g. "
+              f"{lagging[0]}); re-run the same python -m bench.run command to rebuild it", file=sys.stderr)
     for col in COLUMNS:
         if col not in table.columns:
             table[col] = pd.NA

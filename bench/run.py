@@ -15,11 +15,13 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,19 +31,39 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.config import Config, apply_overrides, config_from_dict, parse_override, read_yaml
+from bench.config import (
+    Config,
+    apply_overrides,
+    config_from_dict,
+    copy_raw,
+    parse_override,
+    parse_value,
+    read_yaml,
+    set_value,
+)
 from bench.data import load_mnist
 from bench.errors import UserError
 from bench.evaluate import MetricRow, evaluate_model, evaluate_real
 from bench.executors import EXECUTORS
 from bench.metrics import RECON_MSE_MEAN_IMAGE
 from bench.registry import build_model, check_model_names
-from bench.results import TABLE, atomic_write_bytes, read_table, replace_run_rows, write_csv_atomic
+from bench.results import (
+    DONE,
+    RUNS,
+    TABLE,
+    atomic_write_bytes,
+    claim,
+    read_table,
+    replace_run_rows,
+    sync_table,
+    warn,
+    write_csv_atomic,
+)
 from bench.tracking import make_tracker
 from bench.train import Diverged, train_model
 
 DEFAULT_CONFIG = "configs/default.yaml"
-DONE = "done.json"
+MAX_RUNS_WITHOUT_YES = 100  # a bigger plan is more likely a typo (--seeds 1000000) than a wish
 
 
 @dataclass
@@ -56,6 +78,7 @@ class RunSpec:
     data_root: str | None = None
     device: str = "cpu"
     progress: bool = False
+    wait: bool = False  # if another runner has claimed the run: wait for it (True) or move on (False)
 
     @property
     def run_id(self) -> str:
@@ -65,7 +88,7 @@ class RunSpec:
 @dataclass
 class RunOutcome:
     run_id: str
-    status: str  # "ok", "skipped" or "failed"
+    status: str  # "ok", "skipped", "failed", or "busy" (claimed by another runner; not run here)
     reason: str = ""
 
 
@@ -116,13 +139,57 @@ def save_grid(images: np.ndarray, path: Path, nrow: int) -> None:
     torchvision.utils.save_image(torch.from_numpy(images), str(path), nrow=nrow, padding=2)
 
 
+def record_failure(spec: RunSpec, reason: str, started: str | None = None, elapsed: float = 0.0) -> None:
+    """A ``status = failed`` row with the reason, in the table (and the run's folder, if it has one)."""
+    started = started or datetime.now(timezone.utc).isoformat(timespec="seconds")
+    frame = _rows_frame(spec, [MetricRow("train", "failed", float("nan"), reason)], "failed", started, elapsed)
+    run_dir = Path(spec.out_dir) / RUNS / spec.run_id
+    if run_dir.is_dir():
+        write_csv_atomic(run_dir / TABLE, frame)
+    replace_run_rows(Path(spec.out_dir) / TABLE, frame)
+
+
 def execute_run(spec: RunSpec, data=None, log=print) -> RunOutcome:
-    """Train, evaluate and record one run; idempotent (skips a finished run)."""
-    out = Path(spec.out_dir)
-    run_dir = out / "runs" / spec.run_id
+    """Claim, train, evaluate and record one run; idempotent (skips a finished run).
+
+    The run is claimed by a lock on ``runs/<run_id>/.lock`` held until it is recorded: a
+    run claimed by another runner comes back ``busy`` (or, with ``spec.wait``, is waited
+    for and then skipped if that runner finished it). Any failure becomes a failed row
+    with its reason.
+    """
+    run_dir = Path(spec.out_dir) / RUNS / spec.run_id
     if (run_dir / DONE).is_file():
         return RunOutcome(spec.run_id, "skipped")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        what = "exists and is not a directory" if run_dir.exists() else f"cannot be created ({e.strerror})"
+        reason = f"run directory {run_dir} {what}; move it away and re-run"
+        record_failure(spec, reason)
+        return RunOutcome(spec.run_id, "failed", reason)
+    with claim(run_dir, spec.wait, log) as claimed:
+        if not claimed:
+            return RunOutcome(spec.run_id, "busy", "claimed by another runner; coming back to it at the end")
+        if (run_dir / DONE).is_file():  # the runner that held it finished it
+            return RunOutcome(spec.run_id, "skipped")
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        t0 = time.perf_counter()
+        try:
+            _train_and_record(spec, data, run_dir, log)
+            return RunOutcome(spec.run_id, "ok")
+        except Diverged as e:
+            reason = f"diverged: {e}"
+        except UserError as e:  # e.g. MNIST missing where a worker looks for it: its one line says it all
+            reason = f"UserError: {e}"
+        except Exception as e:  # any other failure is recorded too; the sweep goes on
+            traceback.print_exc()
+            reason = f"{type(e).__name__}: {e}"
+        record_failure(spec, reason, started, time.perf_counter() - t0)
+        return RunOutcome(spec.run_id, "failed", reason)
+
+
+def _train_and_record(spec: RunSpec, data, run_dir: Path, log) -> None:
+    out = Path(spec.out_dir)
     cfg_dict = {"model": spec.model, "seed": spec.seed, "sweep": spec.sweep, "preset": spec.config.preset,
                 "run_id": spec.run_id, "device": describe_device(spec.device), "torch_version": torch.__version__,
                 **spec.config.run_dict(spec.model)}
@@ -142,17 +209,9 @@ def execute_run(spec: RunSpec, data=None, log=print) -> RunOutcome:
     model_beta1 = getattr(spec.config.models[spec.model], "beta1", None)  # e.g. pie.beta1; None: train.beta1
     if model_beta1 is not None:
         train_cfg = dataclasses.replace(train_cfg, beta1=model_beta1)
-    try:
-        result = train_model(model, train_data, train_cfg, seed=spec.seed, run_dir=run_dir,
-                             config_dict=cfg_dict, progress=spec.progress, log=log,
-                             on_epoch_end=make_tracker(data, spec.config, spec.seed))
-    except Diverged as e:
-        reason = f"diverged: {e}"
-        rows = [MetricRow("train", "failed", float("nan"), reason)]
-        frame = _rows_frame(spec, rows, "failed", started, time.perf_counter() - t0)
-        write_csv_atomic(run_dir / "metrics.csv", frame)
-        replace_run_rows(out / TABLE, frame)
-        return RunOutcome(spec.run_id, "failed", reason)
+    result = train_model(model, train_data, train_cfg, seed=spec.seed, run_dir=run_dir,
+                         config_dict=cfg_dict, progress=spec.progress, log=log,
+                         on_epoch_end=make_tracker(data, spec.config, spec.seed))
     rows = [MetricRow("train", f"final_{k}", v, "mean over the last epoch") for k, v in result.final_parts.items()]
     rows.append(MetricRow("val", "loss", result.val_loss, "held-out validation images"))
     rows.append(MetricRow("train", "train_seconds", result.seconds, "wall time of training in this process"))
@@ -163,31 +222,48 @@ def execute_run(spec: RunSpec, data=None, log=print) -> RunOutcome:
     np.savez_compressed(run_dir / "artefacts.npz", **artefacts)
     save_grid(artefacts["samples_t1"], run_dir / "samples.png", spec.config.eval.grid_size)
     frame = _rows_frame(spec, rows, "ok", started, time.perf_counter() - t0)
-    write_csv_atomic(run_dir / "metrics.csv", frame)
+    write_csv_atomic(run_dir / TABLE, frame)
     replace_run_rows(out / TABLE, frame)
     atomic_write_bytes(run_dir / DONE, json.dumps({"run_id": spec.run_id, "finished": True}).encode())
-    return RunOutcome(spec.run_id, "ok")
 
 
 def record_real(out: Path, config: Config, data) -> None:
-    """Rows for the real test images ("True" in Table 1), once per results directory."""
+    """Rows for the real test images ("True" in Table 1), once per results directory.
+
+    Recorded like a run, in ``runs/real-<data>-<eval>/`` (``metrics.csv`` + ``done.json``),
+    so the table can be rebuilt from the run directories alone. Rows of an older table
+    without that directory are moved into it rather than measured again.
+    """
     eval_blob = json.dumps(dataclasses.asdict(config.eval), sort_keys=True).encode()
     run_id = f"real-{data.checksum[:8]}-{hashlib.sha256(eval_blob).hexdigest()[:8]}"
-    table = read_table(out / TABLE)
-    recorded = set(table.loc[table["run_id"].astype(str) == run_id, "metric"])
-    if RECON_MSE_MEAN_IMAGE in recorded:  # done; a record from before the reference rows is redone
+    run_dir = out / RUNS / run_id
+    if (run_dir / DONE).is_file():
         return
-    t0 = time.perf_counter()
-    rows = evaluate_real(data, config.eval)
-    if not rows:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        warn(f"warning: {run_dir} exists and is not a directory; the real-image rows are not recorded")
         return
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    frame = pd.DataFrame([{
-        "run_id": run_id, "dataset": "mnist", "model": "real", "seed": pd.NA, "split": r.split,
-        "metric": r.metric, "value": r.value, "note": r.note, "status": "ok", "latent_dim": pd.NA,
-        "preset": config.preset, "config_hash": "", "git_commit": git_commit(), "started_at": started,
-        "elapsed_s": round(time.perf_counter() - t0, 3)} for r in rows])
-    replace_run_rows(out / TABLE, frame)
+    with claim(run_dir, wait=False) as claimed:
+        if not claimed or (run_dir / DONE).is_file():
+            return  # another runner records them
+        table = read_table(out / TABLE)
+        frame = table[table["run_id"].astype(str) == run_id]
+        if frame.empty or RECON_MSE_MEAN_IMAGE not in set(frame["metric"]):  # none, or from before the references
+            t0 = time.perf_counter()
+            rows = evaluate_real(data, config.eval)
+            if not rows:
+                return
+            started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            frame = pd.DataFrame([{
+                "run_id": run_id, "dataset": "mnist", "model": "real", "seed": pd.NA, "split": r.split,
+                "metric": r.metric, "value": r.value, "note": r.note, "status": "ok", "latent_dim": pd.NA,
+                "preset": config.preset, "config_hash": "", "git_commit": git_commit(), "started_at": started,
+                "elapsed_s": round(time.perf_counter() - t0, 3)} for r in rows])
+            replace_run_rows(out / TABLE, frame)
+        frame = frame.dropna(axis=1, how="all")
+        write_csv_atomic(run_dir / TABLE, frame)
+        atomic_write_bytes(run_dir / DONE, json.dumps({"run_id": run_id, "finished": True}).encode())
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -217,6 +293,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ray-cpus", type=float, default=None, help="CPUs each Ray task requests (default 1)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: a local Ray)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    p.add_argument("--yes", action="store_true", help=f"start a plan of more than {MAX_RUNS_WITHOUT_YES} runs")
     return p.parse_args(argv)
 
 
@@ -230,21 +307,48 @@ def parse_seeds(text: str) -> list[int]:
     return list(range(n))
 
 
+def _unique(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        if not any(v == w and type(v) is type(w) for w in out):
+            out.append(v)
+    return out
+
+
 def parse_sweeps(sweeps: list[str]) -> list[tuple[str, list[Any]]]:
+    """``--sweep section.key=v1,v2`` -> [("section.key", [v1, v2])], values typed as YAML scalars."""
     out = []
     for text in sweeps:
         (section, key), _ = parse_override(text.split(",")[0])
         values_text = text.partition("=")[2]
-        values = [parse_override(f"{section}.{key}={v}")[1] for v in values_text.split(",") if v.strip()]
+        values = _unique([parse_value(v, f"--sweep '{text}'") for v in values_text.split(",") if v.strip()])
         if not values:
             raise UserError(f"--sweep '{text}' lists no values")
         out.append((f"{section}.{key}", values))
     return out
 
 
+def _with_values(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """The raw config with swept values set as they were parsed (no text round trip)."""
+    out = copy_raw(raw)
+    for key, value in values.items():
+        set_value(out, key, value)
+    return out
+
+
+def _resolved(cfg: Config, key: str) -> Any:
+    """A field's value after type checking (e.g. 1 -> 1.0 for a float field): what a sweep column shows."""
+    section, name = key.split(".", 1)
+    return getattr(cfg.models[section] if section in cfg.models else getattr(cfg, section), name)
+
+
 def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
-    """Expand models × sweep points × seeds into RunSpecs, validating every config first."""
-    models = check_model_names([m.strip() for m in args.models.split(",") if m.strip()])
+    """Expand models × sweep points × seeds into RunSpecs, validating every config first.
+
+    Repeated models, sweep values or run ids are planned once. A plan of more than
+    ``MAX_RUNS_WITHOUT_YES`` runs needs ``--yes``.
+    """
+    models = check_model_names(_unique([m.strip() for m in args.models.split(",") if m.strip()]))
     if not models:
         raise UserError("--models lists no model")
     seeds = parse_seeds(args.seeds)
@@ -252,22 +356,26 @@ def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
     preset = Path(args.config).stem
     base = config_from_dict(raw, preset)
     sweeps = parse_sweeps(args.sweep)
-    for key, _ in sweeps:  # a swept key must exist: build once with its first value
-        config_from_dict(apply_overrides(raw, [f"{key}={json.dumps(_[0])}"]), preset)
-    specs: list[RunSpec] = []
+    for key, values in sweeps:  # a swept key must exist: build once with its first value
+        config_from_dict(_with_values(raw, {key: values[0]}), preset)
+    # A sweep over another model's section does not multiply this model's runs.
+    relevant = {m: [(k, v) for k, v in sweeps if k.split(".")[0] in (m, "data", "train", "eval")] for m in models}
+    planned = len(seeds) * sum(math.prod(len(v) for _, v in relevant[m]) for m in models)
+    if planned > MAX_RUNS_WITHOUT_YES and not args.yes:
+        raise UserError(f"this plans {planned} runs (--models, --seeds, --sweep); more than {MAX_RUNS_WITHOUT_YES} "
+                        "need --yes")
+    specs: dict[str, RunSpec] = {}
     for model in models:
-        # A sweep over another model's section does not multiply this model's runs.
-        relevant = [(k, v) for k, v in sweeps if k.split(".")[0] in (model, "data", "train", "eval")]
-        grid = itertools.product(*[v for _, v in relevant]) if relevant else [()]
+        grid = itertools.product(*[v for _, v in relevant[model]]) if relevant[model] else [()]
         for point in grid:
-            sweep = {k: v for (k, _), v in zip(relevant, point, strict=True)}
-            cfg = config_from_dict(apply_overrides(raw, [f"{k}={json.dumps(v)}" for k, v in sweep.items()]),
-                                   preset) if sweep else copy.deepcopy(base)
+            values = {k: v for (k, _), v in zip(relevant[model], point, strict=True)}
+            cfg = config_from_dict(_with_values(raw, values), preset) if values else copy.deepcopy(base)
             build_model(model, cfg)  # size checks now, before anything is written
+            sweep = {k: _resolved(cfg, k) for k in values}
             for seed in seeds:
-                specs.append(RunSpec(model, seed, cfg, sweep, args.out, args.data_root, args.device,
-                                     not args.no_progress))
-    return specs
+                spec = RunSpec(model, seed, cfg, sweep, args.out, args.data_root, args.device, not args.no_progress)
+                specs.setdefault(spec.run_id, spec)
+    return list(specs.values())
 
 
 def check_writable(out: Path) -> None:
@@ -290,6 +398,21 @@ def summarize(out: Path, run_ids: list[str]) -> str:
     return agg.pivot(index="model", columns="metric", values="mean").to_string(float_format="%.4g")
 
 
+def run_all(executor: str, specs: list[RunSpec], data, args: argparse.Namespace) -> list[RunOutcome]:
+    """Carry out ``specs``; runs another runner had claimed are waited for at the end."""
+    def carry(todo):
+        return EXECUTORS[executor](todo, data, jobs=args.jobs, address=args.ray_address, cpus_per_run=args.ray_cpus)
+
+    outcomes = carry(specs)
+    busy = [i for i, o in enumerate(outcomes) if o.status == "busy"]
+    if busy:
+        print(f"{len(busy)} run(s) were claimed by another runner: waiting for them", flush=True)
+        again = carry([dataclasses.replace(specs[i], wait=True) for i in busy])
+        for i, o in zip(busy, again, strict=True):
+            outcomes[i] = o
+    return outcomes
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
@@ -305,10 +428,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     torch.set_num_threads(int(os.environ.get("PIE_BENCH_THREADS", torch.get_num_threads())))
+    sync_table(out)  # the table is an index of the run directories: repair it before anything else
+    finished = sum((out / RUNS / s.run_id / DONE).is_file() for s in specs)
+    print(f"{len(specs)} run(s) planned: {len(specs) - finished} to start, {finished} already finished", flush=True)
     record_real(out, specs[0].config, data)
     try:
-        outcomes = EXECUTORS[args.executor](specs, data, jobs=args.jobs, address=args.ray_address,
-                                            cpus_per_run=args.ray_cpus)
+        outcomes = run_all(args.executor, specs, data, args)
     except UserError as e:  # e.g. Ray missing or its cluster unreachable; finished runs stay written
         print(f"error: {e}", file=sys.stderr)
         return 2

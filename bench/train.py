@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import random
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ import torch
 
 from bench.config import TrainConfig
 from bench.data import MNISTData, iterate_batches, preprocess
-from bench.results import atomic_write_bytes, write_csv_atomic
+from bench.results import write_csv_atomic
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_PREV = "checkpoint.prev.pt"
@@ -75,13 +77,30 @@ def _set_rng_state(state: dict, gen: torch.Generator) -> None:
 
 
 def save_checkpoint(run_dir: Path, payload: dict) -> None:
-    """Atomic save keeping the previous good checkpoint as a fall-back."""
+    """Atomic save keeping the previous good checkpoint as a fall-back.
+
+    The new checkpoint is written whole to a temporary file of its own first; then the
+    current one becomes the previous one and the new one takes its name, each by one
+    ``os.replace``. Safe against a concurrent writer: temporary names never collide, and
+    a current checkpoint that vanished in between (rotated by the other writer) is fine.
+    """
     buf = io.BytesIO()
     torch.save(payload, buf)
-    current = run_dir / CHECKPOINT
-    if current.exists():
-        current.replace(run_dir / CHECKPOINT_PREV)
-    atomic_write_bytes(current, buf.getvalue())
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{CHECKPOINT}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.replace(run_dir / CHECKPOINT, run_dir / CHECKPOINT_PREV)
+        except FileNotFoundError:  # the first checkpoint, or another writer just rotated it
+            pass
+        os.replace(tmp, run_dir / CHECKPOINT)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def load_checkpoint(run_dir: Path, log=print) -> dict | None:

@@ -66,3 +66,30 @@ def test_every_config_field_has_a_default():
     for entry in MODELS.values():
         for f in dataclasses.fields(entry.config_cls):
             assert f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("train:\n  epochs: 1\ntrain:\n  epochs: 2\n", r"the key 'train' twice \(lines 1 and 3\)"),
+        ("train:\n  lr: 0.1\n  lr: 0.2\n", r"the key 'lr' twice \(lines 2 and 3\)"),
+        ("- train\n- data\n", "mapping of sections.*not a list"),
+        ("42\n", "mapping of sections.*not the single value '42'"),
+    ],
+)
+def test_yaml_that_is_no_config_names_the_problem(tmp_path, text, fragment):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match=fragment):
+        load_config(path)
+
+
+def test_scientific_notation_and_merge_keys_in_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  lr: 1e-4\n  grad_clip: 2E+1\nwae: &w {mmd_weight: 3}\nvae: {<<: *w, mmd_weight: 4}\n")
+    with pytest.raises(UserError, match="vae.mmd_weight"):  # the merge itself is fine; vae has no such key
+        load_config(path)
+    path.write_text("train:\n  lr: 1e-4\n  grad_clip: 2E+1\n")
+    cfg = load_config(path)
+    assert cfg.train.lr == 1e-4 and cfg.train.grad_clip == 20.0
+    assert load_config(SMOKE, ["train.lr=5e-4"]).train.lr == 5e-4

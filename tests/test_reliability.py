@@ -1,9 +1,14 @@
-"""Runs that survive: resume after SIGKILL, divergence guard, bad input, concurrent writers."""
+"""Runs that survive: resume after SIGKILL, divergence guard, bad input, concurrent writers,
+a damaged table rebuilt from the run directories, runs claimed by one runner at a time."""
 
+import csv
+import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -11,7 +16,12 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.run import main
+import bench.data
+import bench.run
+from bench.errors import UserError
+from bench.report import load_table
+from bench.results import DONE
+from bench.run import main, parse_args, plan_runs
 from bench.train import CHECKPOINT, CHECKPOINT_PREV, load_checkpoint, save_checkpoint
 from tests.conftest import ROOT, SMOKE
 
@@ -39,7 +49,7 @@ def test_sigkill_then_resume_gives_identical_metrics(tmp_path):
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    (run_dir,) = list((out / "runs").iterdir())
+    (run_dir,) = list((out / "runs").glob("vae-*"))
     assert not (run_dir / "done.json").exists()
 
     resumed = subprocess.run([*RUNNER, "--out", str(out), *args], cwd=ROOT, env=os.environ,
@@ -90,7 +100,21 @@ def _bad_inputs(tmp_path):
             (corrupt / name).write_bytes((Path(os.environ["MNIST_ROOT"]) / name).read_bytes())
     (corrupt / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b not really")
     env_empty = {"MNIST_ROOT": str(tmp_path / "nothing")}
+    configs = {"list": "- train\n- data\n", "scalar": "42\n",
+               "dup section": "train:\n  epochs: 1\ndata:\n  val_size: 500\ntrain:\n  epochs: 2\n",
+               "dup key": "train:\n  lr: 0.1\n  lr: 0.2\n"}
+    for name, text in configs.items():
+        (tmp_path / f"{name.replace(' ', '_')}.yaml").write_text(text)
     return {
+        "lr nan": (["--set", "train.lr=.nan"], {}),
+        "lr inf": (["--set", "train.lr=.inf"], {}),
+        "nan in a sweep": (["--sweep", "train.grad_clip=1,.nan"], {}),
+        "batch larger than the training set": (["--set", "train.batch_size=601"], {}),
+        "config is a list": (["--config", str(tmp_path / "list.yaml")], {}),
+        "config is a scalar": (["--config", str(tmp_path / "scalar.yaml")], {}),
+        "duplicate section": (["--config", str(tmp_path / "dup_section.yaml")], {}),
+        "duplicate key": (["--config", str(tmp_path / "dup_key.yaml")], {}),
+        "a million runs without --yes": (["--seeds", "1000000"], {}),
         "unknown model": (["--models", "nope"], {}),
         "seeds 0": (["--seeds", "0"], {}),
         "seeds negative": (["--seeds", "-3"], {}),
@@ -112,7 +136,9 @@ def _bad_inputs(tmp_path):
     }
 
 
-CASES = ["unknown model", "seeds 0", "seeds negative", "seeds not a number", "unknown config key", "wrong type",
+CASES = ["lr nan", "lr inf", "nan in a sweep", "batch larger than the training set", "config is a list",
+         "config is a scalar", "duplicate section", "duplicate key", "a million runs without --yes",
+         "unknown model", "seeds 0", "seeds negative", "seeds not a number", "unknown config key", "wrong type",
          "malformed yaml", "missing config", "eps2 zero", "eps2 negative", "temperature zero", "batch size zero",
          "latent does not fit", "sweep unknown key", "missing mnist offline", "corrupt mnist",
          "output not writable", "cuda without gpu"]
@@ -143,15 +169,272 @@ def test_bad_input_from_the_shell_has_no_traceback(tmp_path):
     assert proc.stderr.strip().startswith("error: ") and "eps2" in proc.stderr
 
 
-def test_two_concurrent_runners_lose_no_rows(tmp_path):
-    procs = [subprocess.Popen([*RUNNER, "--out", str(tmp_path), "--models", m, "--seeds", "2"], cwd=ROOT,
-                              env=os.environ, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-             for m in ("vae", "wae")]
+# ----------------------------------------------------------------------------- the table is an index of the runs
+
+GRID = ["--config", SMOKE, "--no-progress", "--models", "vae,wae", "--seeds", "1"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """One finished smoke grid (2 runs and the real-image rows); tests work on copies of it."""
+    out = tmp_path_factory.mktemp("reference")
+    assert main([*GRID, "--out", str(out)]) == 0
+    return out
+
+
+def _copy(reference: Path, dest: Path) -> Path:
+    shutil.copytree(reference, dest)
+    return dest
+
+
+def _table(out: Path) -> pd.DataFrame:
+    t = pd.read_csv(out / "metrics.csv")
+    return t.sort_values(["run_id", "split", "metric"]).reset_index(drop=True)
+
+
+def _cut_mid_line(data: bytes) -> bytes:
+    start = data.rindex(b"\n", 0, 2 * len(data) // 3) + 1
+    return data[:start + 40]  # 40 bytes into a line of ~150
+
+
+DAMAGE = {
+    "cut mid-line": _cut_mid_line,
+    "cut in the last field": lambda data: data[:-3],  # the field count is right; the line end is missing
+    "emptied": lambda data: b"",
+    "header only": lambda data: data[:data.index(b"\n") + 1],
+    "junk appended": lambda data: data + bytes(range(128, 256)) + b"\n\x00,\xff,\n\"x,\n",
+    "no run_id column": lambda data: data.replace(b"run_id,", b"id,", 1),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_table_is_rebuilt_from_the_run_directories(damage, reference, tmp_path, capsys):
+    out = _copy(reference, tmp_path / "out")
+    original = (out / "metrics.csv").read_bytes()
+    (out / "metrics.csv").write_bytes(DAMAGE[damage](original))
+    capsys.readouterr()
+    assert main([*GRID, "--out", str(out)]) == 0
+    stdout, stderr = capsys.readouterr()
+    pd.testing.assert_frame_equal(_table(out), _table(reference))
+    assert "2 run(s) planned: 0 to start, 2 already finished" in stdout
+    assert "(no finished runs)" not in stdout and "vae" in stdout.split("finished")[-1]
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr and all(line.startswith(("warning: ", "note: ")) for line in lines), stderr
+    lost_rows = damage != "junk appended"
+    assert sum(line.startswith("note: restored the rows of") for line in lines) == lost_rows, stderr
+    if damage in ("cut mid-line", "cut in the last field", "junk appended"):
+        assert any("malformed line" in line for line in lines), stderr
+    if damage == "no run_id column":  # unreadable as a table: kept aside for the user, not deleted
+        (aside,) = out.glob("metrics.csv.broken-*")
+        assert aside.read_bytes() == DAMAGE[damage](original)
+    capsys.readouterr()
+    assert main([*GRID, "--out", str(out)]) == 0  # a sound table is left as it is
+    assert capsys.readouterr().err == ""
+
+
+def test_rows_that_differ_from_the_run_directory_are_restored(reference, tmp_path, capsys):
+    out = _copy(reference, tmp_path / "out")
+    table = pd.read_csv(out / "metrics.csv")
+    table.loc[table["metric"] == "recon_mse", "value"] = 0.5  # a stale or edited value
+    table[table["metric"] != "sharpness"].to_csv(out / "metrics.csv", index=False)
+    assert main([*GRID, "--out", str(out)]) == 0
+    assert "note: restored the rows of 3 finished run(s)" in capsys.readouterr().err
+    pd.testing.assert_frame_equal(_table(out), _table(reference))
+
+
+def test_seed_and_latent_dim_are_written_as_integers(reference):
+    with open(reference / "metrics.csv", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["model"] == "vae"]
+    assert rows and {r["seed"] for r in rows} == {"0"} and {r["latent_dim"] for r in rows} == {"8"}
+
+
+def test_report_warns_when_the_table_lacks_finished_runs(reference, tmp_path, capsys):
+    out = _copy(reference, tmp_path / "out")
+    table = pd.read_csv(out / "metrics.csv")
+    table[~table["run_id"].str.startswith("vae")].to_csv(out / "metrics.csv", index=False)
+    loaded = load_table(out)
+    assert not loaded["run_id"].str.startswith("vae").any()
+    err = capsys.readouterr().err
+    assert "warning:" in err and "lacks rows of 1 finished run(s)" in err
+    cut = _cut_mid_line((reference / "metrics.csv").read_bytes())
+    (out / "metrics.csv").write_bytes(cut)
+    loaded = load_table(out)  # the half line is left out, not read as data, and said so
+    assert len(loaded) == cut.count(b"\n") - 1
+    assert "malformed line" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- one runner per run
+
+
+def _epoch_lines(text: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        if " epoch 1/1 " in line:
+            run_id = line.split()[0]
+            counts[run_id] = counts.get(run_id, 0) + 1
+    return counts
+
+
+def test_two_runners_on_one_grid_train_each_run_once(reference, tmp_path):
+    out = tmp_path / "out"
+    (out / "runs").mkdir(parents=True)
+    for real in (reference / "runs").glob("real-*"):  # the real-image rows are not what is tested here
+        shutil.copytree(real, out / "runs" / real.name)
+    grid = ["--models", "vae,wae", "--seeds", "2", "--out", str(out)]
+    procs = [subprocess.Popen([*RUNNER, *grid], cwd=ROOT, env=os.environ, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, results, strict=True):
+        assert p.returncode == 0, err
+    trained = _epoch_lines(results[0][0] + results[1][0])
+    table = pd.read_csv(out / "metrics.csv")
+    runs = table[table["model"] != "real"]
+    assert sorted(trained) == sorted(runs["run_id"].unique()) and len(trained) == 4
+    assert set(trained.values()) == {1}, trained  # no run trained by both runners
+    assert not table.duplicated(["run_id", "split", "metric"]).any()
+    assert runs.groupby("run_id")["metric"].nunique().nunique() == 1  # every run wrote its complete row set
+
+
+def test_a_claimed_run_is_left_for_later_then_skipped_if_finished(reference, tmp_path, capsys):
+    """The runner moves on past a run another process holds, and comes back to it at the end."""
+    out = _copy(reference, tmp_path / "out")
+    vae, wae = (next((out / "runs").glob(f"{m}-*")) for m in ("vae", "wae"))
+    for d in (vae, wae):
+        (d / DONE).rename(d / "done.saved")
+    holder_done = threading.Event()
+
+    def other_runner():  # holds the vae run until this runner has finished wae, then finishes vae
+        with open(vae / ".lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            deadline = time.time() + 300
+            while not (wae / DONE).exists() and time.time() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)  # let the runner reach its waiting round
+            (vae / "done.saved").rename(vae / DONE)
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        holder_done.set()
+
+    thread = threading.Thread(target=other_runner)
+    thread.start()
+    time.sleep(0.2)
+    try:
+        code = main([*GRID, "--out", str(out)])
+    finally:
+        thread.join(timeout=300)
+    assert code == 0 and holder_done.is_set()
+    stdout = capsys.readouterr().out
+    order = [stdout.index(s) for s in (f"[busy] {vae.name}", f"[ok] {wae.name}", "waiting for them",
+                                       f"[skipped] {vae.name}")]
+    assert order == sorted(order), stdout
+    assert f"resuming {vae.name}" not in stdout and f"resuming {wae.name}" in stdout
+
+
+def test_repeated_models_and_sweep_values_are_planned_once():
+    args = parse_args(["--config", SMOKE, "--models", "vae,vae", "--executor", "process", "--jobs", "2",
+                       "--sweep", "train.lr=0.001,1e-3"])
+    specs = plan_runs(args)
+    assert len(specs) == 1 and specs[0].config.train.lr == 0.001
+    args = parse_args(["--config", SMOKE, "--models", "wae", "--sweep", "wae.mmd_weight=1,1.0"])  # one run id
+    assert len(plan_runs(args)) == 1
+
+
+HAMMER = """
+import sys
+from pathlib import Path
+from bench.train import save_checkpoint
+for i in range(300):
+    save_checkpoint(Path(sys.argv[1]), {"writer": sys.argv[2], "i": i})
+"""
+
+
+def test_checkpoint_rotation_tolerates_a_concurrent_writer(tmp_path, monkeypatch):
+    save_checkpoint(tmp_path, {"epoch": 1})
+    real_replace = os.replace
+
+    def replace_after_the_other_writer(src, dst):  # the other writer rotates the checkpoint first
+        if Path(src).name == CHECKPOINT and Path(dst).name == CHECKPOINT_PREV:
+            real_replace(src, dst)
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_after_the_other_writer)
+    save_checkpoint(tmp_path, {"epoch": 2})
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path)["epoch"] == 2
+    assert not list(tmp_path.glob(".*.tmp"))
+    # and for real: two processes rotating in one folder
+    procs = [subprocess.Popen([sys.executable, "-c", HAMMER, str(tmp_path), str(w)], cwd=ROOT, env=os.environ,
+                              stderr=subprocess.PIPE, text=True) for w in range(2)]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
-    table = pd.read_csv(tmp_path / "metrics.csv")
-    runs = table[table["model"] != "real"]
-    assert runs["run_id"].nunique() == 4
-    assert not table.duplicated(["run_id", "split", "metric"]).any()
-    per_run = runs.groupby("run_id")["metric"].nunique()
-    assert per_run.nunique() == 1  # every run wrote its complete row set
+    assert load_checkpoint(tmp_path)["i"] == 299 and not list(tmp_path.glob(".*.tmp"))
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def test_scientific_notation_is_accepted_and_sweeps_keep_their_values(tmp_path):
+    args = parse_args(["--config", SMOKE, "--models", "vae", "--set", "train.lr=1e-4", "--set", "wae.mmd_weight=2E1"])
+    assert plan_runs(args)[0].config.train.lr == 1e-4
+    args = parse_args(["--config", SMOKE, "--models", "vae", "--sweep", "train.lr=0.001,0.00001"])
+    specs = plan_runs(args)
+    assert [s.config.train.lr for s in specs] == [0.001, 1e-5]
+    assert [s.sweep["train.lr"] for s in specs] == [0.001, 1e-5]
+
+
+def test_a_plan_over_the_limit_starts_only_with_yes():
+    args = parse_args(["--config", SMOKE, "--models", "vae", "--seeds", "101"])
+    with pytest.raises(UserError, match="101 runs.*--yes"):
+        plan_runs(args)
+    args = parse_args(["--config", SMOKE, "--models", "vae", "--seeds", "101", "--yes"])
+    assert len(plan_runs(args)) == 101
+
+
+def test_a_file_where_a_run_directory_should_be_fails_that_run_on_one_line(reference, tmp_path, capsys):
+    out = _copy(reference, tmp_path / "out")
+    wae = next((out / "runs").glob("wae-*"))
+    shutil.rmtree(wae)
+    wae.write_text("not a directory")
+    capsys.readouterr()
+    assert main([*GRID, "--out", str(out)]) == 1
+    _, err = capsys.readouterr()
+    assert "Traceback" not in err and f"{wae.name}: run directory" in err and "not a directory" in err
+    table = pd.read_csv(out / "metrics.csv")
+    failed = table[table["run_id"] == wae.name]
+    assert failed["status"].tolist() == ["failed"] and "not a directory" in failed["note"].iloc[0]
+    assert (table[table["run_id"].str.startswith("vae")]["status"] == "ok").all()
+
+
+def test_any_failure_of_a_run_leaves_a_failed_row(reference, tmp_path, capsys, monkeypatch):
+    out = _copy(reference, tmp_path / "out")
+    vae = next((out / "runs").glob("vae-*"))
+    (vae / DONE).unlink()  # resumes from its last checkpoint, then evaluation fails
+
+    def broken_evaluation(*args, **kwargs):
+        raise RuntimeError("evaluation broke")
+
+    monkeypatch.setattr(bench.run, "evaluate_model", broken_evaluation)
+    assert main([*GRID, "--out", str(out)]) == 1
+    assert f"{vae.name}: RuntimeError: evaluation broke" in capsys.readouterr().err
+    rows = pd.read_csv(out / "metrics.csv").query("run_id == @vae.name")
+    assert rows["status"].tolist() == ["failed"] and rows["note"].tolist() == ["RuntimeError: evaluation broke"]
+
+
+def test_a_missing_data_root_creates_only_the_folder_asked_for(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("PIE_BENCH_OFFLINE")
+    calls = []
+
+    def download_without_network(root):  # what torchvision does before it fails offline
+        calls.append(root)
+        (root / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)
+        raise OSError("no network")
+
+    monkeypatch.setattr(bench.data, "_download", download_without_network)
+    deep = tmp_path / "a" / "b" / "mnist"
+    assert main([*GRID, "--out", str(tmp_path / "out"), "--data-root", str(deep)]) == 2
+    assert not (tmp_path / "a").exists() and not calls
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and "does not exist" in err
+    shallow = tmp_path / "mnist"
+    assert main([*GRID, "--out", str(tmp_path / "out"), "--data-root", str(shallow)]) == 2
+    assert calls == [shallow] and not shallow.exists()  # made for the download, removed when it failed
+    assert not (tmp_path / "out").exists()
