@@ -52,6 +52,8 @@ class TrainConfig:
     float64: bool = False  # train in float64 (slow; for diverging flows)
     compile: bool = False  # torch.compile the model's loss (opt-in)
     bf16: bool = False  # bf16 autocast on CUDA for models that allow it
+    channels_last: bool = True  # channels-last model and batches (faster convolutions; bench.perf "levers")
+    fused_adam: bool = True  # one fused Adam kernel over all parameters (bench.perf "levers")
 
 
 @dataclass
@@ -82,6 +84,7 @@ class EvalConfig:
     # this many fixed latent draws / validation images; written to train_log.csv.
     track_every: int = 0
     track_samples: int = 2000
+    channels_last: bool = True  # channels-last model and inputs during evaluation (faster convolutions)
 
     def second_temperature_std(self) -> float:
         """Std multiplier T for the paper's second sampling distribution."""

@@ -37,6 +37,15 @@ table. Sections:
     PIE's Householder maps at the sizes they have in the model: materialised matrix (as
     implemented) vs successive reflections, per map (forward + backward) and for the whole
     training step, measured in alternation.
+``levers``
+    Each speed lever on and off, timed in alternation: training steps with channels-last,
+    fused Adam, both (the default) and optionally torch.compile (``--compile-levers``), against
+    contiguous tensors and foreach Adam; a whole evaluation with and without channels-last.
+``peer``
+    One training epoch of ``bench.train.train_model`` (validation and checkpoint included)
+    against Pythae's ``BaseTrainer`` on identical DCGAN nets (width 0.125), latent and batch
+    (VAE, WAE), in alternation. Optional: skipped with a note unless pythae is installed
+    (``pip install -e ".[peer]"``).
 ``targets``
     The speed targets of the project with ``met`` / ``not met`` in the note.
 
@@ -82,7 +91,7 @@ from bench.results import write_csv_atomic
 
 DEFAULT_CONFIG = "configs/default.yaml"
 PAPER_CONFIG = "configs/paper.yaml"
-SECTIONS = ("machine", "model", "harness", "data", "metrics", "householder", "targets")
+SECTIONS = ("machine", "model", "harness", "data", "metrics", "householder", "levers", "peer", "targets")
 COLUMNS = ("section", "model", "preset", "width", "metric", "value", "unit", "batch", "note",
            "device", "device_name", "threads", "torch_version")
 
@@ -91,6 +100,8 @@ TARGET_DATA_RATIO = 20.0
 TARGET_HARNESS_RATIO = 0.9
 TARGET_EVAL_FRACTION = 0.2
 TARGET_RUN_ALL_SECONDS = 30 * 60
+TARGET_PEER_RATIO = 1.5  # training throughput vs Pythae's BaseTrainer on the same nets and batch
+PEER_WIDTH = 0.125  # the peer comparison's DCGAN width (issue #13), latent and batch from --config
 
 
 @dataclass(frozen=True)
@@ -109,13 +120,17 @@ class Budget:
     bpd_images: int = 1000  # images actually pushed through log_prob (scaled to metric_images)
     householder_reps: int = 24
     val_images: int = 0  # 0 = keep the full validation split in the harness run
+    lever_reps: int = 5  # interleaved rounds of the levers section
+    lever_steps: int = 6  # training steps per model variant and round
+    peer_images: int = 0  # training images of the peer epoch (0 = the whole training split)
+    peer_reps: int = 2  # interleaved (ours, Pythae) epochs per model
     batch: int | None = None
 
 
 FULL = Budget()
 QUICK = Budget(warmup=1, min_steps=2, max_steps=2, seconds=0.0, big_max_steps=2, harness_steps=3,
                data_batches=20, loader_batches=10, metric_images=300, bpd_images=40, householder_reps=3,
-               val_images=40, batch=4)
+               val_images=40, batch=4, lever_reps=2, lever_steps=2, peer_images=40, peer_reps=1)
 
 
 @dataclass
@@ -290,9 +305,17 @@ def new_model(name: str, cfg: Config, device: torch.device, seed: int = 0) -> nn
 
 def bare_step_fn(model: nn.Module, cfg: Config, batches: list[torch.Tensor], bf16: bool,
                  compile_loss: bool) -> Callable[[], None]:
-    """One bare training step per call: forward, backward, Adam step, cycling through ``batches``."""
+    """One bare training step per call: forward, backward, Adam step, cycling through ``batches``.
+
+    Memory format and Adam flavour follow ``cfg.train`` (``channels_last``, ``fused_adam``), as
+    in :func:`bench.train.train_model`, so the harness ratio isolates the loop's own overhead.
+    """
+    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model.to(memory_format=fmt)
+    batches = [b.contiguous(memory_format=fmt) for b in batches]
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2))
+    opt = torch.optim.Adam(params, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2),
+                           fused=cfg.train.fused_adam or None)
     loss_fn = torch.compile(model.loss) if compile_loss else model.loss
     state = {"i": 0}
     model.train()
@@ -333,9 +356,6 @@ def bench_models(names: list[str], presets: list[tuple[Config, bool]], data: MNI
             batch = budget.batch or cfg.train.batch_size
             dtype = train_dtype(cfg)
             batches = make_batches(data.train_images, batch, 8, model.preprocessing, dtype)
-            if opts.channels_last:
-                model = model.to(memory_format=torch.channels_last)
-                batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
             bf16 = uses_bf16(name, model, device, opts.bf16)
             flops = training_flops_per_image(model, batches[0])
             step = bare_step_fn(model, cfg, batches, bf16, opts.compile)
@@ -344,7 +364,8 @@ def bench_models(names: list[str], presets: list[tuple[Config, bool]], data: MNI
             t_step = statistics.median(times)
             ips = batch / t_step
             note = (f"median of {len(times)} steps after {budget.warmup} warm-up" + (", bf16 autocast" if bf16 else "")
-                    + (", channels_last" if opts.channels_last else "") + (", torch.compile" if opts.compile else ""))
+                    + (", channels_last" if cfg.train.channels_last else "")
+                    + (", fused Adam" if cfg.train.fused_adam else "") + (", torch.compile" if opts.compile else ""))
             base = {"section": "model", "model": name, "preset": cfg.preset, "width": width}
             rows += [
                 Row(**base, metric="n_params", value=float(sum(p.numel() for p in model.parameters())),
@@ -360,7 +381,7 @@ def bench_models(names: list[str], presets: list[tuple[Config, bool]], data: MNI
             s_flops, s_times = _sampling(model, s_batch, device, bf16, budget, few)
             s_ips = s_batch / statistics.median(s_times)
             s_note = f"model.sample(n, T=1), median of {len(s_times)} calls" + (
-                ", channels_last" if opts.channels_last else "")
+                ", channels_last" if cfg.train.channels_last else "")
             rows += [
                 Row(**base, metric="sample_images_per_s", value=s_ips, unit="images/s", batch=s_batch, note=s_note),
                 Row(**base, metric="sample_flops_per_image", value=s_flops, unit="FLOP", batch=s_batch),
@@ -875,6 +896,228 @@ def bench_householder(names: list[str], presets: list[tuple[Config, bool]], data
     return rows
 
 
+# ----------------------------------------------------------------------------- section: levers
+
+
+def _lever_step(name: str, cfg: Config, device: torch.device, batches: list[torch.Tensor], bf16: bool, *,
+                channels_last: bool, fused: bool, compile_loss: bool = False) -> Callable[[], None]:
+    tcfg = dataclasses.replace(cfg.train, channels_last=channels_last, fused_adam=fused)
+    model = new_model(name, cfg, device)
+    return bare_step_fn(model, dataclasses.replace(cfg, train=tcfg), batches, bf16, compile_loss)
+
+
+def bench_levers(names: list[str], cfg: Config, data: MNISTData, device: torch.device, budget: Budget,
+                 opts: argparse.Namespace, log=print) -> list[Row]:
+    """Each speed lever on/off, measured in alternation in one process (ratios, robust to a loaded machine).
+
+    Training (bare step at ``--config``): contiguous + foreach Adam (the baseline), channels-last,
+    fused Adam, both (the harness default) and, with ``--compile-levers``, torch.compile on top.
+    Evaluation: a whole :func:`bench.evaluate.evaluate_model` with ``eval.channels_last`` off/on.
+    """
+    rows: list[Row] = []
+    batch = budget.batch or cfg.train.batch_size
+    for name in names:
+        base = {"section": "levers", "model": name, "preset": cfg.preset, "width": width_label(cfg.models[name])}
+        probe = new_model(name, cfg, device)
+        bf16 = uses_bf16(name, probe, device, opts.bf16)
+        batches = make_batches(data.train_images, batch, 4, probe.preprocessing, train_dtype(cfg))
+        variants = {
+            "baseline": dict(channels_last=False, fused=False),
+            "channels_last": dict(channels_last=True, fused=False),
+            "fused_adam": dict(channels_last=False, fused=True),
+            "channels_last+fused_adam": dict(channels_last=True, fused=True),
+        }
+        if opts.compile_levers:
+            variants["channels_last+fused_adam+compile"] = dict(channels_last=True, fused=True, compile_loss=True)
+        steps = {k: _lever_step(name, cfg, device, batches, bf16, **v) for k, v in variants.items()}
+        times = interleaved_steps(steps, device, budget.lever_reps, budget.lever_steps, budget.warmup)
+        t_base = statistics.median(times["baseline"])
+        for k, ts in times.items():
+            t = statistics.median(ts)
+            rows.append(Row(**base, metric=f"train_ratio[{k}]", value=t_base / t, unit="x", batch=batch,
+                            note=f"bare step images/s vs contiguous + foreach Adam ({batch / t:.0f} vs "
+                            f"{batch / t_base:.0f} img/s); median of {len(ts)} interleaved rounds of "
+                            f"{budget.lever_steps} steps"))
+        log(f"  levers {name}: " + ", ".join(f"{k} {t_base / statistics.median(ts):.2f}x" for k, ts in times.items()))
+        rows += _eval_lever(name, cfg, data, device, budget, base, log)
+    return rows
+
+
+def interleaved_steps(fns: dict[str, Callable[[], None]], device: torch.device, reps: int, steps: int,
+                      warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each function, ``reps`` rounds in alternation after ``warmup`` calls each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, fn in fns.items():
+            sync(device)
+            t = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            sync(device)
+            out[k].append((time.perf_counter() - t) / steps)
+    return out
+
+
+def _eval_lever(name: str, cfg: Config, data: MNISTData, device: torch.device, budget: Budget, base: dict,
+                log=print) -> list[Row]:
+    n = budget.metric_images
+    ecfg = dataclasses.replace(cfg.eval, n_samples=n, test_subset=n, probe_train_size=n,
+                               kid_subset_size=min(cfg.eval.kid_subset_size, n // 2),
+                               bpd_subset=min(cfg.eval.bpd_subset, n), batch_size=budget.batch or cfg.eval.batch_size)
+    model = new_model(name, cfg, device)
+    E.evaluate_model(model, data, ecfg, seed=0)  # warm-up; the real-image statistics are cached after it
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    values: dict[bool, dict[str, float]] = {}
+    for _ in range(2):
+        for cl in (False, True):
+            model = new_model(name, cfg, device)
+            t = time.perf_counter()
+            got, _ = E.evaluate_model(model, data, dataclasses.replace(ecfg, channels_last=cl), seed=0)
+            seconds[cl].append(time.perf_counter() - t)
+            values[cl] = {r.metric: r.value for r in got}
+    diff = max((abs(values[True][k] - v) / max(abs(v), 1e-12) for k, v in values[False].items() if math.isfinite(v)),
+               default=0.0)
+    ratio = min(seconds[False]) / min(seconds[True])
+    log(f"  levers {name}: evaluation channels_last {ratio:.2f}x (largest relative change of a metric {diff:.1e})")
+    return [Row(**base, metric="eval_ratio[channels_last]", value=ratio, unit="x", batch=ecfg.batch_size,
+                note=f"evaluate_model on {n} images, contiguous / channels-last seconds (best of 2 each, "
+                f"interleaved); largest relative change of a metric {diff:.1e}")]
+
+
+# ----------------------------------------------------------------------------- section: peer
+
+
+def _pythae_model(name: str, latent: int, width: float):
+    """Pythae's VAE / WAE-MMD around the harness's own DCGAN encoder and decoder (identical nets)."""
+    from pythae.models import VAE, WAE_MMD, VAEConfig, WAE_MMD_Config
+    from pythae.models.base.base_utils import ModelOutput
+    from pythae.models.nn import BaseDecoder, BaseEncoder
+
+    from baselines.nets import ConvDecoder, ConvEncoder
+
+    class Encoder(BaseEncoder):
+        def __init__(self):
+            BaseEncoder.__init__(self)
+            self.net = ConvEncoder(2 * latent if name == "vae" else latent, width)
+
+        def forward(self, x):
+            h = self.net(x)
+            if name == "vae":
+                mu, logvar = h.chunk(2, dim=1)
+                return ModelOutput(embedding=mu, log_covariance=logvar)
+            return ModelOutput(embedding=h)
+
+    class Decoder(BaseDecoder):
+        def __init__(self):
+            BaseDecoder.__init__(self)
+            self.net = ConvDecoder(latent, width)
+
+        def forward(self, z):
+            return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
+
+    if name == "vae":
+        cfg = VAEConfig(input_dim=(1, 28, 28), latent_dim=latent, reconstruction_loss="mse")
+        return VAE(cfg, encoder=Encoder(), decoder=Decoder())
+    cfg = WAE_MMD_Config(input_dim=(1, 28, 28), latent_dim=latent, kernel_choice="imq", reg_weight=10.0)
+    return WAE_MMD(cfg, encoder=Encoder(), decoder=Decoder())
+
+
+def _pythae_epoch(name: str, cfg: Config, images: torch.Tensor, device: torch.device, tmp: Path) -> float:
+    """Seconds of one ``BaseTrainer.train()`` epoch (Pythae's data loader, loop and final save)."""
+    import logging
+
+    from pythae.data.datasets import BaseDataset
+    from pythae.trainers import BaseTrainer, BaseTrainerConfig
+
+    logging.getLogger("pythae").setLevel(logging.ERROR)
+    for lname in list(logging.root.manager.loggerDict):
+        if lname.startswith("pythae"):
+            logging.getLogger(lname).setLevel(logging.ERROR)
+    torch.manual_seed(0)
+    model = _pythae_model(name, cfg.models[name].latent_dim, PEER_WIDTH)
+    x = images.float().div(255.0).reshape(-1, 1, 28, 28).cpu()
+    dataset = BaseDataset(x, torch.zeros(len(x)))
+    tcfg = BaseTrainerConfig(output_dir=str(tmp), num_epochs=1, per_device_train_batch_size=cfg.train.batch_size,
+                             per_device_eval_batch_size=1000, learning_rate=cfg.train.lr,
+                             optimizer_params={"betas": (cfg.train.beta1, cfg.train.beta2)},
+                             no_cuda=device.type != "cuda")
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
+        trainer = BaseTrainer(model, train_dataset=dataset, training_config=tcfg)
+        sync(device)
+        t = time.perf_counter()
+        trainer.train()
+        sync(device)
+    return time.perf_counter() - t
+
+
+def bench_peer(names: list[str], cfg: Config, data: MNISTData, device: torch.device, budget: Budget,
+               log=print) -> list[Row]:
+    """One training epoch: ``bench.train.train_model`` (validation and checkpoint included) vs Pythae's
+    ``BaseTrainer`` on identical DCGAN nets (width ``PEER_WIDTH``), latent and batch, in alternation.
+
+    Skipped with a note when pythae is not installed (``pip install -e ".[peer]"``).
+    """
+    from bench.train import train_model
+
+    base = {"section": "peer", "preset": cfg.preset, "width": f"{PEER_WIDTH:g}"}
+    todo = [n for n in names if n in ("vae", "wae")]
+    if not todo:
+        return []
+    try:
+        from importlib.metadata import version
+
+        import pythae  # noqa: F401
+
+        pythae_version = version("pythae")
+    except ImportError:
+        log("  peer: skipped (pythae is not installed; pip install -e '.[peer]')")
+        return [Row(**base, model="-", metric="peer_skipped", value=float("nan"), unit="-",
+                    note="pythae is not installed (pip install -e '.[peer]'): no side-by-side measured")]
+    rows: list[Row] = []
+    n_train = budget.peer_images or data.train_images.shape[0]
+    sliced = subset(data, n_train, budget.val_images)
+    batch = budget.batch or cfg.train.batch_size
+    pcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, batch_size=batch))
+    pcfg = _with_width(pcfg, todo, PEER_WIDTH)
+    for name in todo:
+        ours, theirs = [], []
+        for _ in range(budget.peer_reps):
+            with tempfile.TemporaryDirectory(prefix="pie-perf-peer-") as tmp:
+                run_dir = Path(tmp) / name
+                run_dir.mkdir()
+                model = new_model(name, pcfg, device)
+                result = train_model(model, sliced, pcfg.train, seed=0, run_dir=run_dir, config_dict={},
+                                     progress=False, log=lambda *a, **k: None)
+                ours.append(result.seconds)
+                theirs.append(_pythae_epoch(name, pcfg, sliced.train_images, device, Path(tmp) / "pythae"))
+        t_ours, t_theirs = min(ours), min(theirs)
+        ratio = t_theirs / t_ours
+        common = (f"{n_train} training images, batch {batch}, latent {pcfg.models[name].latent_dim}, width "
+                  f"{PEER_WIDTH:g}; best of {len(ours)} interleaved epochs; pythae {pythae_version}")
+        rows += [
+            Row(**base, model=name, metric="ours_images_per_s", value=n_train / t_ours, unit="images/s", batch=batch,
+                note=f"bench.train.train_model, one epoch incl. validation on {sliced.val_images.shape[0]} images "
+                f"and checkpoint; {common}"),
+            Row(**base, model=name, metric="pythae_images_per_s", value=n_train / t_theirs, unit="images/s",
+                batch=batch, note=f"pythae BaseTrainer.train(), one epoch, no eval set; {common}"),
+            Row(**base, model=name, metric="peer_ratio", value=ratio, unit="x", batch=batch,
+                note=f"ours / Pythae images/s; {common}"),
+        ]
+        log(f"  peer {name}: ours {n_train / t_ours:7.1f} img/s, pythae {n_train / t_theirs:7.1f} img/s, "
+            f"ratio {ratio:.2f}")
+    return rows
+
+
+def _with_width(cfg: Config, names: list[str], width: float) -> Config:
+    models = dict(cfg.models)
+    for n in names:
+        models[n] = dataclasses.replace(models[n], width=width)
+    return dataclasses.replace(cfg, models=models)
+
+
 # ----------------------------------------------------------------------------- section: targets
 
 
@@ -953,6 +1196,13 @@ def targets(frame: pd.DataFrame, cfg: Config, names: list[str], n_train: int, me
         rows.append(Row(**base, metric="harness_epoch_ratio_min", value=float(worst["value"]), unit="x",
                         note=f"same with per-epoch work over a full epoch, worst model {worst['model']}: "
                         f"{verdict(worst['value'] >= TARGET_HARNESS_RATIO)}"))
+    peer = frame[(frame["section"] == "peer") & (frame["metric"] == "peer_ratio")]
+    if len(peer):
+        worst = peer.loc[peer["value"].idxmin()]
+        rows.append(Row(**base, metric="peer_ratio_min", value=float(worst["value"]), unit="x",
+                        note=f"target >= {TARGET_PEER_RATIO:g}x Pythae's BaseTrainer (identical nets, width "
+                        f"{worst['width']}), worst model {worst['model']}: "
+                        f"{verdict(worst['value'] >= TARGET_PEER_RATIO)}"))
     measured = eval_fraction_from_table(metrics_csv, cfg.preset)
     estimates = {n: estimate_run(frame, n, cfg, n_train) for n in names}
     estimates = {n: e for n, e in estimates.items() if e is not None}
@@ -995,8 +1245,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch CPU threads (default: $PIE_BENCH_THREADS, else 1 with --quick, else torch's)")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast for the VAE/WAE on CUDA")
     p.add_argument("--compile", action="store_true", help="torch.compile model.loss in the training steps")
-    p.add_argument("--channels-last", action="store_true",
-                   help="channels-last model and batches in the model section (the harness cannot do it)")
+    p.add_argument("--compile-levers", action="store_true",
+                   help="also time torch.compile in the levers section (slow to warm up on a CPU)")
     p.add_argument("--metrics-csv", default="results/metrics.csv",
                    help="runner table for the eval-time target (default: %(default)s)")
     p.add_argument("--data-root", default=None, help="MNIST folder (else $MNIST_ROOT, else ./data)")
@@ -1068,6 +1318,10 @@ def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
         rows += bench_metrics(names, cfg, data, device, budget, log)
     if "householder" in sections:
         rows += bench_householder(names, presets, data, device, budget, log)
+    if "levers" in sections:
+        rows += bench_levers(names, cfg, data, device, budget, args, log)
+    if "peer" in sections:
+        rows += bench_peer(names, cfg, data, device, budget, log)
     if "machine" in sections:
         rows = machine_rows(cfg.preset, load_start, load_average()) + rows
     frame = pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=list(Row.__dataclass_fields__))

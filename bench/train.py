@@ -145,8 +145,11 @@ def train_model(
     device = data.train_images.device
     dtype = torch.float64 if cfg.float64 else torch.float32
     model.to(device=device, dtype=dtype)
+    # Channels-last convolutions are faster on CPU (oneDNN) and on GPU; results move ~1e-7 per step.
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    opt = torch.optim.Adam(params, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=cfg.fused_adam or None)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda e: lr_factor(e, cfg.lr_milestones, cfg.lr_factors)
     )
@@ -176,7 +179,8 @@ def train_model(
     steps_per_epoch = images.shape[0] // cfg.batch_size
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
-        sums: dict[str, torch.Tensor] = {}
+        sums: torch.Tensor | None = None  # running sums of the loss parts, one tensor op per step
+        names: list[str] = []
         n_batches = 0
         bar = None
         if progress:
@@ -185,6 +189,7 @@ def train_model(
             bar = tqdm(total=steps_per_epoch, desc=f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs}",
                        leave=False)
         for x in iterate_batches(images, cfg.batch_size, gen, model.preprocessing, dtype):
+            x = x.contiguous(memory_format=memory_format)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
                 parts = loss_fn(x)
             opt.zero_grad(set_to_none=True)
@@ -192,16 +197,17 @@ def train_model(
             gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
             step += 1
             n_batches += 1
-            detached = {k: v.detach().float() for k, v in parts.items()}
+            names = list(parts)
+            values = torch.stack([v.detach().float() for v in parts.values()])
             if step % check_every == 0 or n_batches == steps_per_epoch:
-                bad = _first_nonfinite(detached) or (None if torch.isfinite(gnorm) else "gradient norm")
-                if bad is not None:
+                # One finiteness test for every part and the gradient norm; name the culprit only on failure.
+                if not bool(torch.isfinite(torch.cat([values, gnorm.detach().float().view(1)])).all()):
+                    bad = _first_nonfinite(dict(zip(names, values, strict=True))) or "gradient norm"
                     raise Diverged(step, bad)
             opt.step()
-            for k, v in detached.items():
-                sums[k] = sums.get(k, 0.0) + v
+            sums = values if sums is None else sums + values
             if bar is not None and step % max(1, cfg.log_every) == 0:
-                bar.set_postfix(loss=f"{float(detached['loss']):.4f}")
+                bar.set_postfix(loss=f"{float(values[names.index('loss')]):.4f}")
                 bar.update(cfg.log_every)
         if bar is not None:
             bar.close()
@@ -209,7 +215,7 @@ def train_model(
         if n_batches == 0:
             raise ValueError(f"train.batch_size {cfg.batch_size} exceeds the {images.shape[0]} training images")
         row = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"]}
-        row.update({f"train_{k}": float(v) / n_batches for k, v in sums.items()})
+        row.update({f"train_{k}": float(v) / n_batches for k, v in zip(names, sums.tolist(), strict=True)})
         row["val_loss"] = validation_loss(model, data, cfg, dtype, seed)
         if on_epoch_end is not None:
             row.update(on_epoch_end(model, epoch + 1))
