@@ -128,6 +128,9 @@ class Budget:
 
 
 FULL = Budget()
+# A device call of a few minutes (bench.gpu): enough steps for a median, no 10-s windows.
+SHORT = Budget(warmup=3, min_steps=5, max_steps=40, seconds=2.0, big_max_steps=40, harness_steps=20,
+               val_images=1000, lever_reps=3, lever_steps=4, peer_reps=1)
 QUICK = Budget(warmup=1, min_steps=2, max_steps=2, seconds=0.0, big_max_steps=2, harness_steps=3,
                data_batches=20, loader_batches=10, metric_images=300, bpd_images=40, householder_reps=3,
                val_images=40, batch=4, lever_reps=2, lever_steps=2, peer_images=40, peer_reps=1)
@@ -1239,6 +1242,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--paper-config", default=PAPER_CONFIG, help="paper-width preset (default: %(default)s)")
     p.add_argument("--out", default="results/perf.csv", help="CSV to write (default: %(default)s)")
     p.add_argument("--quick", action="store_true", help="shrink everything (smoke test; numbers mean nothing)")
+    p.add_argument("--short", action="store_true", help="fewer, shorter timings (a GPU call of a few minutes)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated models (default: %(default)s)")
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated sections (default: all)")
     p.add_argument("--threads", type=int, default=None,
@@ -1285,7 +1289,7 @@ def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
     if threads:
         torch.set_num_threads(threads)
     notes = configure_device(device)
-    budget = QUICK if args.quick else FULL
+    budget = QUICK if args.quick else SHORT if args.short else FULL
     cfg = load_config(args.config)
     paper = load_config(args.paper_config)
     presets = [(cfg, False), (paper, True)]

@@ -1,0 +1,72 @@
+"""bench.gpu: the one-call GPU protocol, exercised on CPU with the smoke preset (--dry-run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from bench import gpu
+from bench.config import load_config
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu")
+    code = gpu.main(["--device", "cpu", "--dry-run", "--budget-s", "300", "--out", str(out),
+                     "--data-root", os.environ["MNIST_ROOT"]])
+    return code, out
+
+
+def test_dry_run_writes_perf_runs_table1_and_projection(dry_run):
+    code, out = dry_run
+    assert code == 0
+    perf = pd.read_csv(out / "perf.csv")
+    assert {"machine", "model", "harness"} <= set(perf["section"])
+    table = pd.read_csv(out / "metrics.csv")
+    ok = table[(table["status"] == "ok") & (table["metric"] == "sharpness")]
+    assert set(ok["model"]) >= {"pie", "vae", "wae"}
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["seeds"] >= 1 and plan["epochs"] == 1  # smoke preset: 1 epoch at most
+    assert "**VAE**" in (out / "table1.md").read_text()
+    summary = (out / "summary.md").read_text()
+    assert "projected full paper protocol (15 runs x 100 epochs" in summary
+    assert not list((out / "runs").glob("*/checkpoint*.pt"))  # dropped: the device call returns less
+
+
+def test_plan_fills_the_budget_without_exceeding_it():
+    cfg = load_config("configs/paper.yaml")
+    speeds = {"pie": (2000.0, 20000.0), "vae": (4000.0, 40000.0), "wae": (4000.0, 40000.0)}
+    plan = gpu.plan_protocol(speeds, cfg, 55000, budget_s=400.0)
+    work = plan.seeds * plan.run_seconds(plan.epochs)
+    assert work <= gpu.PLAN_SAFETY * 400.0
+    assert plan.seeds * plan.run_seconds(plan.epochs + 1) > gpu.PLAN_SAFETY * 400.0 or plan.epochs == 100
+    # Ten times the speed: more seeds or more epochs, never fewer.
+    fast = gpu.plan_protocol({m: (10 * a, 10 * b) for m, (a, b) in speeds.items()}, cfg, 55000, 400.0)
+    assert fast.seeds * fast.epochs > plan.seeds * plan.epochs
+
+
+def test_projection_counts_fifteen_runs_and_the_sweep():
+    plan = gpu.Plan(1, 1, {"pie": 2.0, "vae": 1.0, "wae": 1.0}, {"pie": 0.0, "vae": 0.0, "wae": 0.0}, 1.0, "")
+    assert gpu.projected_paper_seconds(plan, 100) == pytest.approx(100 * (8 * 2.0 + 5 * 1.0 + 5 * 1.0))
+
+
+def test_runners_are_stopped_at_the_deadline(tmp_path):
+    cmds = {m: [sys.executable, "-c", "import time; time.sleep(60)"] for m in ("a", "b")}
+    t = time.monotonic()
+    outcome = gpu.run_concurrently(cmds, time.monotonic() + 1.0, tmp_path, threads=1)
+    assert time.monotonic() - t < 15
+    assert outcome == {"a": "stopped at the deadline", "b": "stopped at the deadline"}
+
+
+@pytest.mark.parametrize("argv", [["--budget-s", "-1"], ["--device", "tpu"]]
+                         + ([] if torch.cuda.is_available() else [["--device", "cuda"]]))
+def test_bad_input_is_one_line_and_exit_2(argv, capsys, tmp_path):
+    assert gpu.main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
