@@ -130,7 +130,7 @@ class Budget:
 FULL = Budget()
 # A device call of a few minutes (bench.gpu): enough steps for a median, no 10-s windows.
 SHORT = Budget(warmup=3, min_steps=5, max_steps=40, seconds=2.0, big_max_steps=40, harness_steps=20,
-               val_images=1000, lever_reps=3, lever_steps=4, peer_reps=1)
+               val_images=1000, lever_reps=3, lever_steps=4, peer_reps=1, metric_images=2000, bpd_images=200)
 QUICK = Budget(warmup=1, min_steps=2, max_steps=2, seconds=0.0, big_max_steps=2, harness_steps=3,
                data_batches=20, loader_batches=10, metric_images=300, bpd_images=40, householder_reps=3,
                val_images=40, batch=4, lever_reps=2, lever_steps=2, peer_images=40, peer_reps=1)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -70,3 +72,10 @@ def test_bad_input_is_one_line_and_exit_2(argv, capsys, tmp_path):
     assert gpu.main([*argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_the_gpu_path_imports_neither_umap_nor_ray():
+    # The device machine has neither: importing them must stay lazy on every module bench.gpu uses.
+    code = ("import sys; sys.modules['umap'] = None; sys.modules['ray'] = None; "
+            "import bench.gpu, bench.perf, bench.run, bench.report, bench.evaluate, bench.train")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[1]))
