@@ -11,6 +11,7 @@ from torch import nn
 
 from baselines.vae import VAE, VAEConfig
 from baselines.wae import WAE, WAEConfig
+from bench import evaluate as bench_evaluate
 from bench import metrics as M
 from bench.classifier import get_classifier
 from bench.config import EvalConfig
@@ -106,3 +107,30 @@ def test_the_same_seed_gives_the_same_numbers(mnist, extractor):
     real_a, real_b = as_dict(evaluate_real(mnist, SMALL)), as_dict(evaluate_real(mnist, SMALL))
     assert set(real_a) == set(M.REAL_METRICS)
     np.testing.assert_equal(real_a, real_b)
+
+
+def test_channels_last_evaluation_moves_no_metric_beyond_float_rounding(mnist, extractor):
+    a = as_dict(evaluate_model(small_vae(), mnist, dataclasses.replace(SMALL, channels_last=False), seed=2)[0])
+    b = as_dict(evaluate_model(small_vae(), mnist, dataclasses.replace(SMALL, channels_last=True), seed=2)[0])
+    for name in M.MODEL_METRICS:
+        assert b[name] == pytest.approx(a[name], rel=1e-5, abs=1e-7), name
+
+
+class ZeroReconstruction(GaussianPixels):
+    """Overrides the contract's reconstruct: evaluation must call it, not decode(encode(x))."""
+
+    def reconstruct(self, x):
+        return torch.zeros_like(x)
+
+
+def test_reconstructions_reuse_the_test_codes_only_under_the_contracts_reconstruct(mnist, extractor):
+    torch.manual_seed(0)
+    model = GaussianPixels()
+    rows, art = evaluate_model(model, mnist, SMALL, seed=0)
+    with torch.inference_mode():
+        direct = model.reconstruct(torch.from_numpy(art["recon_inputs"]))
+    np.testing.assert_allclose(art["recon_outputs"], direct.numpy(), rtol=0, atol=1e-6)
+    rows, art = evaluate_model(ZeroReconstruction(), mnist, SMALL, seed=0)
+    assert np.all(art["recon_outputs"] == 0)
+    x, _ = bench_evaluate.test_inputs(ZeroReconstruction(), mnist, SMALL, seed=0)
+    assert as_dict(rows)[M.RECON_MSE] == pytest.approx(float(x.double().pow(2).mean()), rel=1e-6)

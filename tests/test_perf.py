@@ -3,6 +3,7 @@
 No timed assertions: speed targets live in the benchmark's CSV, not in tests.
 """
 
+import importlib.util
 import math
 import os
 import subprocess
@@ -35,6 +36,9 @@ def test_quick_csv_has_every_section_and_finite_positive_values(quick_csv):
     frame, stdout = quick_csv
     assert tuple(frame.columns) == perf.COLUMNS
     assert set(frame["section"]) == set(perf.SECTIONS)
+    skipped = frame["metric"] == "peer_skipped"  # the one NaN row: pythae not installed (optional extra)
+    assert skipped.sum() == (0 if importlib.util.find_spec("pythae") else 1)
+    frame = frame[~skipped]
     assert frame["value"].map(math.isfinite).all(), frame[~frame["value"].map(math.isfinite)]
     timing = frame[frame["section"] != "machine"]  # the load average may be 0 on an idle machine
     assert (timing["value"] > 0).all(), timing[timing["value"] <= 0]
@@ -74,6 +78,15 @@ def test_quick_csv_harness_data_metrics_and_targets(quick_csv):
     assert {"data_path_ratio", "harness_ratio_min", "eval_fraction_estimate"} <= metrics("targets")
     notes = frame.loc[frame["section"] == "targets", "note"]
     assert notes.str.contains(r"\bmet\b").all()
+    levers = frame[frame["section"] == "levers"]
+    base = levers[levers["metric"] == "train_ratio[baseline]"]
+    assert set(base["model"]) == {"pie", "vae", "wae"} and (base["value"] == 1.0).all()
+    assert set(levers.loc[levers["metric"] == "eval_ratio[channels_last]", "model"]) == {"pie", "vae", "wae"}
+    assert {"train_ratio[channels_last]", "train_ratio[fused_adam]",
+            "train_ratio[channels_last+fused_adam]"} <= metrics("levers")
+    peer = metrics("peer")
+    assert peer == ({"ours_images_per_s", "pythae_images_per_s", "peer_ratio"} if importlib.util.find_spec("pythae")
+                    else {"peer_skipped"})
 
 
 def test_quick_csv_describes_the_machine(quick_csv):
