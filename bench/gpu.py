@@ -106,8 +106,14 @@ def projected_paper_seconds(plan: Plan, paper_epochs: int = 100) -> float:
     return sum(PAPER_RUNS[m] * (paper_epochs * plan.epoch_s[m] + plan.eval_s[m]) for m in MODELS)
 
 
+# The runner, started with the GPU path's speed settings (TF32, cuDNN autotuning) that bench.perf measures with.
+RUNNER_BOOT = ("import sys, torch; from bench import perf, run; "
+               "perf.configure_device(torch.device(sys.argv[sys.argv.index('--device') + 1])); "
+               "sys.exit(run.main(sys.argv[1:]))")
+
+
 def runner_command(model: str, plan: Plan, args, config: str) -> list[str]:
-    cmd = [sys.executable, "-m", "bench.run", "--config", config, "--models", model, "--seeds", str(plan.seeds),
+    cmd = [sys.executable, "-c", RUNNER_BOOT, "--config", config, "--models", model, "--seeds", str(plan.seeds),
            "--out", str(Path(args.out)), "--device", args.device, "--no-progress",
            "--set", f"train.epochs={plan.epochs}"]
     if model in ("vae", "wae") and not args.no_bf16:
