@@ -1,7 +1,8 @@
 """Figure functions for the report. They take arrays and data frames, never models.
 
-Everything here is drawn from what the runner saved (CSV tables and ``artefacts.npz``
-arrays), so every figure can be rebuilt without checkpoints or retraining. Matplotlib
+Everything here is drawn from what the runner saved (CSV tables and the arrays of
+``figures.npz``, see ``bench.figure_data``), so every figure can be rebuilt without
+checkpoints or retraining. Matplotlib
 runs on the Agg backend; image grids come from ``torchvision.utils.make_grid``.
 """
 
@@ -122,14 +123,9 @@ def umap_embedding(latents: np.ndarray, labels: np.ndarray, max_points: int = 30
     """2-d UMAP of at most ``max_points`` latents (fixed subsample and random_state)."""
     import umap
 
-    z = np.asarray(latents, dtype=np.float32).reshape(len(latents), -1)
-    y = np.asarray(labels).reshape(-1)[: len(z)]
-    z, y = z[: len(y)], y
-    finite = np.isfinite(z).all(1)
-    z, y = z[finite], y[finite]
-    if len(z) > max_points:
-        keep = np.sort(np.random.default_rng(random_state).choice(len(z), max_points, replace=False))
-        z, y = z[keep], y[keep]
+    from bench.figure_data import umap_subset
+
+    z, y = umap_subset(latents, labels, max_points, random_state)
     if len(z) < 4:
         raise ValueError(f"only {len(z)} finite latents: too few for UMAP")
     k = min(n_neighbors, len(z) - 1)
@@ -227,10 +223,15 @@ def sharpness_bars(per_run: pd.DataFrame, paper: dict[str, float], path: Path,
     data = per_run[per_run["row"].isin(order)]
     present = [r for r in order if (data["row"] == r).any()]
     if len(data):
+        # The strip plot's jitter draws from NumPy's global RNG: seed it (and restore it), so the
+        # same table always gives the same PNG bytes.
+        rng_state = np.random.get_state()
+        np.random.seed(0)
         sns.barplot(data=data, x="row", y="value", order=order, errorbar="sd", capsize=0.15, ax=ax,
                     color="#7aa6c2", label="this reproduction (mean ± std over seeds)")
         sns.stripplot(data=data, x="row", y="value", order=order, color="black", size=3, jitter=0.12, ax=ax,
                       alpha=0.6)
+        np.random.set_state(rng_state)
     else:
         ax.set_xticks(range(len(order)), order)
     ax.scatter(range(len(order)), [paper[r] for r in order], marker="D", s=46, color="firebrick", zorder=5,

@@ -1,10 +1,17 @@
 """Report: ``python -m bench.report --results DIR`` builds Table 1, Figure 7 and an index.
 
 Reads only ``DIR/metrics.csv`` and the files the runner saved under ``DIR/runs/<run_id>/``
-(``config.json``, ``train_log.csv``, ``artefacts.npz``): no checkpoints, no models, no
-training. Writes ``DIR/table1.md``, ``DIR/table1.csv``, PNGs in ``DIR/figures/`` and
-``DIR/index.md``. Bad input exits 2 with one line on stderr; a figure that could not be
+(``config.json``, ``train_log.csv``, ``figures.npz``, else ``artefacts.npz``): no checkpoints,
+no models, no training. Writes ``DIR/table1.md``, ``DIR/table1.csv``, PNGs in ``DIR/figures/``
+and ``DIR/index.md``. Bad input exits 2 with one line on stderr; a figure that could not be
 drawn is named on stderr and makes the exit code 1 (the other outputs are still written).
+
+The report never deletes or overwrites a figure it cannot rebuild: when a panel's inputs are
+missing (e.g. a clone of results saved before ``figures.npz`` existed, whose uncommitted
+``artefacts.npz`` is gone), an existing PNG of that name is kept and ``index.md`` says it
+comes from an earlier build. A composite figure (the samples side by side, the Fig. 7
+overview) is kept the same way when a run it shows has neither ``figures.npz`` nor
+``artefacts.npz``.
 
 Which runs are used:
 
@@ -33,6 +40,7 @@ import pandas as pd
 
 from bench import convergence
 from bench.errors import UserError
+from bench.figure_data import UMAP_POINTS, UMAP_SEED, load_figure_data
 from bench.results import COLUMNS, TABLE, atomic_write_bytes, parse_table, runs_missing_rows, write_csv_atomic
 
 ROWS = ("real", "vae", "wae", "pie")  # Table 1 row order
@@ -58,8 +66,8 @@ CONVERGENCE_RULE = (f"for each of {', '.join(convergence.RULE_METRICS)}, the mea
 # Code-free reconstruction baselines, measured on the real-data run (bench.evaluate).
 REFERENCE_RECON = {"recon_mse_mean_image": "Mean image (reference)",
                    "recon_mse_class_mean_image": "Class-mean image (reference)"}
-UMAP_MAX_POINTS = 3000
-UMAP_RANDOM_STATE = 0
+UMAP_MAX_POINTS = UMAP_POINTS  # figures.npz keeps this many test latents
+UMAP_RANDOM_STATE = UMAP_SEED
 FIG_DIR = "figures"
 
 
@@ -125,17 +133,6 @@ def eval_hash(config: dict[str, Any]) -> str | None:
     if not isinstance(config.get("eval"), dict):
         return None
     return hashlib.sha256(json.dumps(config["eval"], sort_keys=True).encode()).hexdigest()[:8]
-
-
-def load_arrays(path: Path, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], str]:
-    """The named arrays of an ``artefacts.npz`` (absent ones left out), and an error text if unreadable."""
-    if not path.is_file():
-        return {}, f"{path.parent.name}/{path.name} does not exist"
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {n: np.asarray(npz[n]) for n in names if n in npz.files}, ""
-    except (OSError, ValueError) as e:
-        return {}, f"{path.parent.name}/{path.name} is unreadable ({e})"
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -478,6 +475,7 @@ class Output:
     title: str
     caption: str = ""
     missing: str = ""  # reason, when the figure could not be drawn from the inputs
+    kept: str = ""  # reason, when the inputs are missing and the PNG of an earlier build was kept
 
 
 class Report:
@@ -489,6 +487,7 @@ class Report:
         self.fig_dir.mkdir(parents=True, exist_ok=True)
         self.errors: list[str] = []
         self.drawn: list[str] = []
+        self.kept: list[str] = []
 
     def draw(self, name: str, title: str, caption: str, fn: Callable[[Path], Any]) -> Output:
         path = self.fig_dir / name
@@ -500,6 +499,13 @@ class Report:
             return Output(f"{FIG_DIR}/{name}", title, caption, missing=f"could not be drawn ({msg})")
         self.drawn.append(f"{FIG_DIR}/{name}")
         return Output(f"{FIG_DIR}/{name}", title, caption)
+
+    def keep(self, name: str, title: str, caption: str, why: str) -> Output | None:
+        """The existing PNG ``name``, left untouched because its inputs are missing; None if there is none."""
+        if not (self.fig_dir / name).is_file():
+            return None
+        self.kept.append(f"{FIG_DIR}/{name}")
+        return Output(f"{FIG_DIR}/{name}", title, caption, kept=why)
 
 
 def _grid_size(config: dict, n: int) -> int:
@@ -535,6 +541,7 @@ class Fig7Entry:
     run: pd.Series | None
     panels: list[Output]
     overview: list[tuple]  # for plots.fig7_overview
+    unavailable: str = ""  # why the run's figures.npz / artefacts.npz could not be read, if so
 
 
 FIG7_ARRAYS = ("recon_inputs", "recon_outputs", "samples_t1", "samples_t2", "interpolations", "test_latents",
@@ -552,8 +559,9 @@ def build_fig7(rep: Report, sel: Selection, configs: dict[str, dict], umap_point
         run = sel.fig7.get(eps2)
         if run is None:
             reason = f"no finished pie run with latent_dim {FIG7_LATENT} and eps² = {eps_label(eps2)}"
-            names = [f"{FIG_DIR}/{fig7_name(eps2, letter, what)}" for letter, what in PANELS]
-            panels = [Output(n, f"({letter})", missing=reason) for n, (letter, _) in zip(names, PANELS, strict=True)]
+            panels = [rep.keep(fig7_name(eps2, letter, what), f"({letter})", "", reason)
+                      or Output(f"{FIG_DIR}/{fig7_name(eps2, letter, what)}", f"({letter})", missing=reason)
+                      for letter, what in PANELS]
             entries.append(Fig7Entry(eps2, None, panels, [("missing", reason, f"({x})") for x, _ in PANELS]))
         else:
             entries.append(fig7_entry(rep, eps2, run, configs.get(run["run_id"], {}), umap_points))
@@ -565,25 +573,26 @@ def fig7_name(eps2: float, letter: str, what: str) -> str:
 
 
 def fig7_entry(rep: Report, eps2: float, run: pd.Series, cfg: dict, umap_points: int) -> Fig7Entry:
-    """The five panels of one eps² from one run's artefacts; an absent array gives a 'missing' panel."""
+    """The five panels of one eps² from one run's figure arrays; an absent array keeps the panel of an
+    earlier build if there is one, else gives a 'missing' panel."""
     from bench import plots
 
     rid = run["run_id"]
-    arrays, err = load_arrays(rep.results / "runs" / rid / "artefacts.npz", FIG7_ARRAYS)
+    arrays, err = load_figure_data(rep.results / "runs" / rid, FIG7_ARRAYS)
     head = f"PIE, eps² = {eps_label(eps2)}, seed {int(run['seed'])}"
     panels: list[Output] = []
     overview: list[tuple] = []
 
     def absent(*keys: str) -> str:
         gone = [k for k in keys if k not in arrays]
-        return (err or f"{', '.join(gone)} not in runs/{rid}/artefacts.npz") if gone else ""
+        return (err or f"{', '.join(gone)} not in runs/{rid}/figures.npz or artefacts.npz") if gone else ""
 
     def grid_panel(letter: str, what: str, title: str, short: str, keys: tuple[str, ...],
                    images: Callable[[], np.ndarray], nrow: Callable[[], int]) -> None:
         name = fig7_name(eps2, letter, what)
         why = absent(*keys)
         if why:
-            panels.append(Output(f"{FIG_DIR}/{name}", title, missing=why))
+            panels.append(rep.keep(name, title, "", why) or Output(f"{FIG_DIR}/{name}", title, missing=why))
             overview.append(("missing", why, short))
             return
         imgs, k = images(), nrow()
@@ -619,13 +628,13 @@ def fig7_entry(rep: Report, eps2: float, run: pd.Series, cfg: dict, umap_points:
             rep.errors.append(f"{FIG_DIR}/{name}: {msg}")
             why = f"UMAP failed ({msg})"
     if why:
-        panels.append(Output(f"{FIG_DIR}/{name}", title, missing=why))
+        panels.append(rep.keep(name, title, "", why) or Output(f"{FIG_DIR}/{name}", title, missing=why))
         overview.append(("missing", why, "(e) UMAP"))
     else:
         title = f"{title} ({len(emb)} points, random_state {UMAP_RANDOM_STATE})"
         panels.append(rep.draw(name, title, "", lambda p: plots.umap_figure(emb, labels, p, f"{head}\n{title}")))
         overview.append(("umap", (emb, labels), "(e) UMAP"))
-    return Fig7Entry(eps2, run, panels, overview)
+    return Fig7Entry(eps2, run, panels, overview, err)
 def training_logs(results: Path, sel: Selection) -> tuple[pd.DataFrame, list[str]]:
     """Long frame of train/val loss per epoch for the Table 1 runs (by model) and the Fig. 7 runs."""
     frames = []
@@ -696,34 +705,39 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
 
     # VAE, WAE, PIE samples side by side (lowest seed of the Table 1 runs).
     entries = []
+    unavailable = []  # runs whose figure arrays are gone: keep the earlier picture rather than lose it
     for model in ROWS[1:]:
         ok = sel.table1[model].query("status == 'ok'")
         if ok.empty:
             entries.append({"title": LABELS[model], "samples": None, "reason": "no finished Table 1 run"})
             continue
         run = ok.sort_values("seed").iloc[0]
-        arrays, err = load_arrays(rep.results / "runs" / run["run_id"] / "artefacts.npz", ("samples_t1",))
+        arrays, err = load_figure_data(rep.results / "runs" / run["run_id"], ("samples_t1",))
+        if err:
+            unavailable.append(err)
         vals = t1.per_run[(t1.per_run["run_id"] == run["run_id"]) & (t1.per_run["metric"] == "sharpness")]
         this = fmt_num(vals["value"].iloc[0]) if len(vals) else "n/a"
         row = t1.frame[t1.frame["model"] == model].iloc[0]
         mean = fmt_mean_std(row["sharpness_mean"], row["sharpness_std"], row["sharpness_n"])
         title = f"{LABELS[model]}, seed {int(run['seed'])}: sharpness {this}\n(all seeds: {mean}, n={row['n_runs']})"
         entries.append({"title": title, "samples": arrays.get("samples_t1"),
-                        "reason": err or "samples_t1 not in artefacts.npz"})
-    out["side"] = rep.draw("samples_vae_wae_pie.png", "Samples of VAE, WAE and PIE (T = 1, latent 8)",
-                           "Lowest seed of each model's Table 1 runs; the title gives that run's sharpness and the "
-                           "mean ± std over all seeds.",
-                           lambda p: plots.samples_side_by_side(entries, p))
+                        "reason": err or "samples_t1 not in figures.npz or artefacts.npz"})
+    side = ("samples_vae_wae_pie.png", "Samples of VAE, WAE and PIE (T = 1, latent 8)",
+            "Lowest seed of each model's Table 1 runs; the title gives that run's sharpness and the "
+            "mean ± std over all seeds.")
+    out["side"] = (unavailable and rep.keep(*side, "; ".join(unavailable))) or \
+        rep.draw(*side, lambda p: plots.samples_side_by_side(entries, p))
 
     # Figure 7.
     fig7 = build_fig7(rep, sel, configs, umap_points)
     out["fig7"] = fig7
     rows = [{"label": f"eps² = {eps_label(e.eps2)}", "panels": e.overview} for e in fig7]
-    out["fig7_overview"] = rep.draw(
-        "fig7_overview.png", "Figure 7 overview: PIE at latent 10, one row per eps²",
-        "Columns as in the paper: (a) test images / reconstructions in alternating rows, (b) samples at T = 1, "
-        "(c) samples at the second temperature, (d) interpolations, (e) UMAP of the test latents.",
-        lambda p: plots.fig7_overview(rows, p))
+    overview = ("fig7_overview.png", "Figure 7 overview: PIE at latent 10, one row per eps²",
+                "Columns as in the paper: (a) test images / reconstructions in alternating rows, (b) samples at "
+                "T = 1, (c) samples at the second temperature, (d) interpolations, (e) UMAP of the test latents.")
+    unavailable = [e.unavailable for e in fig7 if e.unavailable]
+    out["fig7_overview"] = (unavailable and rep.keep(*overview, "; ".join(unavailable))) or \
+        rep.draw(*overview, lambda p: plots.fig7_overview(rows, p))
 
     # Training curves.
     logs, panels = training_logs(rep.results, sel)
@@ -757,6 +771,8 @@ def _figure_md(o: Output, heading: str = "###") -> list[str]:
     else:
         lines += [f"![{o.title}]({o.name})", "", f"[{o.name}]({o.name})" + (f": {o.caption}" if o.caption else ""),
                   ""]
+    if o.kept:
+        lines += [f"**from an earlier build** (not redrawn: {o.kept}).", ""]
     return lines
 
 
@@ -793,7 +809,10 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
     for entry in figs["fig7"]:
         lines += [f"### eps² = {eps_label(entry.eps2)}", ""]
         if entry.run is None:
-            lines += [f"**missing**: {entry.panels[0].missing}", ""]
+            kept = [o for o in entry.panels if o.kept]
+            lines += [f"**missing**: {entry.panels[0].missing or entry.panels[0].kept}", ""]
+            for o in kept:
+                lines += _figure_md(o, heading="####")
             continue
         lines += [f"Run `{entry.run['run_id']}` (seed {int(entry.run['seed'])}; "
                   f"[config](runs/{entry.run['run_id']}/config.json)).", ""]
@@ -827,7 +846,8 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
         lines += ["PIE runs with diagnostics, one row each (eps², coupling, Householder ablations): "
                   "[mechanism.md](mechanism.md).", ""]
     lines += ["Every run's own records: `runs/<run_id>/` (config.json, train_log.csv, metrics.csv, samples.png, "
-              "artefacts.npz). Rebuild this page: `python -m bench.report --results DIR`.", ""]
+              "figures.npz; artefacts.npz is not committed). Rebuild this page: "
+              "`python -m bench.report --results DIR`.", ""]
     return "\n".join(lines)
 
 
@@ -911,11 +931,6 @@ def build_report(results: Path, umap_points: int = UMAP_MAX_POINTS, log=print) -
     write_text(results / "table1.md", table1_markdown(t1, sel))
     rep = Report(results)
     figs = build_figures(rep, table, sel, t1, configs, umap_points, logs)
-    outputs = [figs[k] for k in ("bars", "side", "fig7_overview", "curves", "convergence")]
-    outputs += [o for entry in figs["fig7"] for o in entry.panels]
-    for o in outputs:  # a panel missing now must not show an older report's picture
-        if o.missing and (results / o.name).is_file():
-            (results / o.name).unlink()
     write_text(results / "index.md", index_markdown(results, table, sel, t1, figs, rep.errors))
     written = ["table1.md", "table1.csv", "index.md"]
     mechanism = mechanism_markdown(table, configs)
@@ -925,6 +940,8 @@ def build_report(results: Path, umap_points: int = UMAP_MAX_POINTS, log=print) -
     written += rep.drawn
     for name in written:
         log(f"wrote {results / name}")
+    for name in rep.kept:
+        log(f"kept {results / name} (its inputs are missing; see index.md)")
     return rep.errors
 
 
@@ -937,7 +954,8 @@ def main(argv: list[str] | None = None) -> int:
     p = _Parser(prog="python -m bench.report", description=__doc__.splitlines()[0])
     p.add_argument("--results", required=True, help="results directory written by python -m bench.run")
     p.add_argument("--umap-points", type=int, default=UMAP_MAX_POINTS,
-                   help="most test latents embedded per UMAP panel (default: %(default)s)")
+                   help="most test latents embedded per UMAP panel (default and most: %(default)s, "
+                   "the number figures.npz keeps)")
     try:
         args = p.parse_args(argv)
         if args.umap_points < 10:

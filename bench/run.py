@@ -2,7 +2,7 @@
 
 Every (model, seed, sweep point) is one run with its own ``DIR/runs/<run_id>/``:
 resolved ``config.json``, ``train_log.csv``, ``metrics.csv``, ``samples.png``,
-``artefacts.npz`` and checkpoints. All runs' rows go into the tidy ``DIR/metrics.csv``.
+``artefacts.npz``, ``figures.npz`` (what the report's figures need) and checkpoints. All runs' rows go into the tidy ``DIR/metrics.csv``.
 Finished runs are skipped; unfinished ones resume from their last checkpoint.
 Bad input exits 2 with one line on stderr; any failed run makes the exit code 1.
 """
@@ -44,6 +44,7 @@ from bench.config import (
 from bench.data import load_mnist
 from bench.errors import UserError
 from bench.evaluate import MetricRow, evaluate_model, evaluate_real
+from bench.figure_data import save_figure_data
 from bench.executors import EXECUTORS
 from bench.metrics import RECON_MSE_MEAN_IMAGE
 from bench.registry import build_model, check_model_names
@@ -220,6 +221,7 @@ def _train_and_record(spec: RunSpec, data, run_dir: Path, log) -> None:
     rows += eval_rows
     rows.append(MetricRow("test", "eval_seconds", time.perf_counter() - eval_t0, "wall time of evaluation"))
     np.savez_compressed(run_dir / "artefacts.npz", **artefacts)
+    save_figure_data(run_dir, artefacts)  # the small, committed part: the report rebuilds figures from it
     save_grid(artefacts["samples_t1"], run_dir / "samples.png", spec.config.eval.grid_size)
     frame = _rows_frame(spec, rows, "ok", started, time.perf_counter() - t0)
     write_csv_atomic(run_dir / TABLE, frame)
