@@ -1,5 +1,8 @@
 """The only MNIST pipeline: verified files → one in-memory uint8 tensor → indexed batches.
 
+``python -m bench.data [--data-root D]`` checks the files (fetching them first where allowed)
+and prints their folder; ``./run_all.sh test`` runs it once before the offline tests.
+
 Root resolution: ``--data-root``, else ``$MNIST_ROOT``, else ``./data``. The four
 standard ``.gz`` files may lie flat in the root or in torchvision's ``MNIST/raw/``
 layout; each is verified against the md5 torchvision lists. Missing files are
@@ -12,10 +15,12 @@ out by a fixed permutation seeded with ``val_seed`` (independent of the run seed
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import hashlib
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,9 +79,12 @@ def locate_files(root: Path) -> dict[str, Path]:
         paths = {name: _find(root, name) for name in FILES}
         missing = [n for n, p in paths.items() if p is None]
     if missing:
+        why = "offline (PIE_BENCH_OFFLINE=1)" if os.environ.get("PIE_BENCH_OFFLINE") == "1" else \
+            "the download failed"
         raise UserError(
-            f"MNIST file(s) {', '.join(missing)} not found in '{root}' (or '{root}/MNIST/raw') "
-            "and could not be downloaded; copy the original .gz files there or pass --data-root"
+            f"MNIST file(s) {', '.join(missing)} not found in '{root}' (or '{root}/MNIST/raw') and {why}; "
+            "put the four original .gz files in ./data or set MNIST_ROOT (or --data-root) to their folder, "
+            "or run ./run_all.sh once with network"
         )
     for name, path in paths.items():
         if _md5(path) != FILES[name]:
@@ -166,3 +174,21 @@ def iterate_batches(
     perm = torch.randperm(n, generator=generator, device=generator.device)
     for start in range(0, n - batch_size + 1, batch_size):
         yield preprocess(images[perm[start:start + batch_size]], kind, generator, dtype)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Locate (and, unless offline, fetch) the four MNIST files; one line either way."""
+    p = argparse.ArgumentParser(prog="python -m bench.data", description=main.__doc__)
+    p.add_argument("--data-root", default=None, help="MNIST folder (else $MNIST_ROOT, else ./data)")
+    args = p.parse_args(argv)
+    try:
+        paths = locate_files(resolve_root(args.data_root))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"MNIST: {Path(next(iter(paths.values()))).parent.resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,7 +2,8 @@
 
 Every (model, seed, sweep point) is one run with its own ``DIR/runs/<run_id>/``:
 resolved ``config.json``, ``train_log.csv``, ``metrics.csv``, ``samples.png``,
-``artefacts.npz``, ``figures.npz`` (what the report's figures need) and checkpoints. All runs' rows go into the tidy ``DIR/metrics.csv``.
+``artefacts.npz``, ``figures.npz`` (what the report's figures need) and checkpoints.
+All runs' rows go into the tidy ``DIR/metrics.csv``.
 Finished runs are skipped; unfinished ones resume from their last checkpoint.
 Bad input exits 2 with one line on stderr; any failed run makes the exit code 1.
 """
@@ -44,8 +45,8 @@ from bench.config import (
 from bench.data import load_mnist
 from bench.errors import UserError
 from bench.evaluate import MetricRow, evaluate_model, evaluate_real
-from bench.figure_data import save_figure_data
 from bench.executors import EXECUTORS
+from bench.figure_data import save_figure_data
 from bench.metrics import RECON_MSE_MEAN_IMAGE
 from bench.registry import build_model, check_model_names
 from bench.results import (

@@ -1,24 +1,28 @@
-"""Shared fixtures: real MNIST from the shared folder, never the network."""
+"""Shared fixtures: real MNIST from $MNIST_ROOT, else ./data; never the network."""
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import MNIST_DIR, ROOT
+
 os.environ["PIE_BENCH_OFFLINE"] = "1"
-os.environ.setdefault("MNIST_ROOT", str(ROOT.parent / "shared" / "data" / "mnist"))
+# Absolute, so runner subprocesses started in another directory find the same files.
+os.environ["MNIST_ROOT"] = str(MNIST_DIR)
 # One classifier cache for the whole session, subprocesses included: the LeNet trains once.
 os.environ.setdefault("PIE_BENCH_CACHE", str(ROOT / ".cache" / "pie-bench"))
-SMOKE = str(ROOT / "configs" / "smoke.yaml")
 
 
 @pytest.fixture(scope="session")
 def mnist():
     from bench.data import load_mnist
+    from bench.errors import UserError
 
-    return load_mnist(os.environ["MNIST_ROOT"], val_size=500)
+    try:
+        return load_mnist(str(MNIST_DIR), val_size=500)
+    except UserError as e:  # one line saying how to get the data, not a traceback
+        pytest.fail(str(e), pytrace=False)
 
 
 @pytest.fixture

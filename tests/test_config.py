@@ -7,7 +7,7 @@ import pytest
 from bench.config import config_from_dict, load_config
 from bench.errors import UserError
 from bench.registry import MODELS, build_model
-from tests.conftest import ROOT, SMOKE
+from tests.helpers import ROOT, SMOKE
 
 PRESETS = ["smoke", "default", "paper"]
 

@@ -2,11 +2,13 @@
 
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
-from bench.data import FILES, iterate_batches, load_mnist, preprocess
+from bench.data import _read_idx, iterate_batches, load_mnist, locate_files, preprocess
 from bench.errors import UserError
+from tests.helpers import MNIST_DIR
 
 
 def test_split_sizes_and_types(mnist):
@@ -18,15 +20,31 @@ def test_split_sizes_and_types(mnist):
     assert counts == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-def test_validation_holdout_is_fixed_and_disjoint(mnist):
-    import os
+def _rows(images: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Each (image, label) as one 785-byte record, sorted: a multiset that can be compared."""
+    flat = np.asarray(images, dtype=np.uint8).reshape(len(images), -1)
+    rows = np.ascontiguousarray(np.concatenate([flat, np.asarray(labels, dtype=np.uint8)[:, None]], axis=1))
+    return np.sort(rows.view(np.dtype((np.void, rows.shape[1]))).ravel())
 
-    again = load_mnist(os.environ["MNIST_ROOT"], val_size=500)
-    assert torch.equal(again.val_images, mnist.val_images)
-    flat_train = mnist.train_images[:2000].flatten(1)
-    # No validation image is an exact copy of the first train images' rows (split is a partition).
-    assert mnist.train_images.shape[0] + mnist.val_images.shape[0] == 60000
-    assert flat_train.shape[0] == 2000
+
+def test_validation_holdout_is_fixed_and_disjoint(mnist):
+    # Fixed: the same split on every load, whatever the global RNG state (the run seed).
+    with torch.random.fork_rng():
+        torch.manual_seed(12345)
+        again = load_mnist(str(MNIST_DIR), val_size=500)
+    assert torch.equal(again.val_images, mnist.val_images) and torch.equal(again.train_images, mnist.train_images)
+    assert torch.equal(again.val_labels, mnist.val_labels)
+    # Disjoint and complete: validation + training are exactly the 60 000 original training
+    # records, each used once (compared as multisets of (image, label), so duplicates count).
+    assert len(mnist.val_images) == 500 and len(mnist.train_images) + len(mnist.val_images) == 60000
+    files = locate_files(MNIST_DIR)
+    train_x = _read_idx(files["train-images-idx3-ubyte.gz"], 16, (60000, 1, 28, 28))
+    train_y = _read_idx(files["train-labels-idx1-ubyte.gz"], 8, (60000,))
+    split = _rows(torch.cat([mnist.val_images, mnist.train_images]), torch.cat([mnist.val_labels, mnist.train_labels]))
+    assert np.array_equal(split, _rows(train_x, train_y))
+    # A shuffled draw (seeded by data.val_seed), not simply the first or the last 500 images.
+    val = mnist.val_images.numpy()
+    assert not np.array_equal(val, train_x[:500]) and not np.array_equal(val, train_x[-500:])
 
 
 def test_preprocessing_ranges():
@@ -44,27 +62,25 @@ def test_batches_cover_an_epoch_once():
     assert sorted(seen.round().long().tolist()) == list(range(10))
 
 
-def test_torchvision_raw_layout_accepted(tmp_path, monkeypatch):
-    import os
-
+def test_torchvision_raw_layout_accepted(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in FILES:
-        shutil.copy(os.path.join(os.environ["MNIST_ROOT"], name), raw / name)
+    for name, path in locate_files(MNIST_DIR).items():
+        shutil.copy(path, raw / name)
     data = load_mnist(str(tmp_path), val_size=0)
     assert data.test_images.shape[0] == 10000
 
 
-def test_missing_files_offline_names_them(tmp_path):
-    with pytest.raises(UserError, match="t10k-images-idx3-ubyte.gz"):
+def test_missing_files_offline_names_them_and_says_how_to_get_them(tmp_path):
+    with pytest.raises(UserError, match="t10k-images-idx3-ubyte.gz") as info:
         load_mnist(str(tmp_path))
+    message = str(info.value)
+    assert "\n" not in message and "./data" in message and "MNIST_ROOT" in message and "run_all.sh" in message
 
 
 def test_corrupt_file_fails_checksum(tmp_path):
-    import os
-
-    for name in FILES:
-        shutil.copy(os.path.join(os.environ["MNIST_ROOT"], name), tmp_path / name)
+    for name, path in locate_files(MNIST_DIR).items():
+        shutil.copy(path, tmp_path / name)
     path = tmp_path / "train-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-100])  # truncated
     with pytest.raises(UserError, match="md5"):

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from bench.errors import UserError
-from tests.conftest import ROOT, SMOKE
+from tests.helpers import MNIST_DIR, ROOT, SMOKE
 
 GRID = ["--config", SMOKE, "--models", "pie,vae", "--seeds", "2", "--no-progress"]
 N_RUNS = 4
@@ -31,7 +31,7 @@ VOLATILE_COLUMNS = ["started_at", "elapsed_s", "git_commit"]  # wall clock; HEAD
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(PIE_BENCH_OFFLINE="1", PIE_BENCH_THREADS="1", PYTHONUNBUFFERED="1")
-    env.setdefault("MNIST_ROOT", str(ROOT.parent / "shared" / "data" / "mnist"))
+    env["MNIST_ROOT"] = str(MNIST_DIR)
     env.pop("RAY_ADDRESS", None)  # --executor ray must start its own local instance here
     return env
 

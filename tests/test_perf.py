@@ -17,7 +17,7 @@ from torch import nn
 import bench.train
 from bench import perf
 from bench.errors import UserError
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="module")

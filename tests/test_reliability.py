@@ -23,7 +23,7 @@ from bench.report import load_table
 from bench.results import DONE
 from bench.run import main, parse_args, plan_runs
 from bench.train import CHECKPOINT, CHECKPOINT_PREV, load_checkpoint, save_checkpoint
-from tests.conftest import ROOT, SMOKE
+from tests.helpers import ROOT, SMOKE
 
 RUNNER = [sys.executable, "-m", "bench.run", "--config", SMOKE, "--no-progress"]
 TIMING = {"train_seconds", "eval_seconds"}

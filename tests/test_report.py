@@ -19,7 +19,7 @@ import pytest
 from bench import report
 from bench.results import COLUMNS, replace_run_rows
 from bench.tracking import TRACKED, column
-from tests.conftest import ROOT, SMOKE
+from tests.helpers import ROOT, SMOKE
 
 EPS = (0.01, 0.1, 1.0)
 SEEDS = (0, 1, 2)

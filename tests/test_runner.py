@@ -9,7 +9,7 @@ import pytest
 
 from bench.results import COLUMNS
 from bench.run import main
-from tests.conftest import ROOT, SMOKE
+from tests.helpers import ROOT, SMOKE
 
 DETERMINISTIC = ["recon_mse", "recon_sse", "final_loss", "loss"]
 

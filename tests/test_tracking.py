@@ -13,7 +13,7 @@ from bench.registry import build_model
 from bench.run import main
 from bench.tracking import TRACKED, Tracker, column
 from bench.train import train_model
-from tests.conftest import ROOT, SMOKE
+from tests.helpers import ROOT, SMOKE
 
 TRACK_SETTINGS = ["eval.track_every=1", "eval.track_samples=200", "train.epochs=3"]
 TIMING = ["seconds", "track_seconds", "track_share"]
