@@ -1,7 +1,10 @@
 """VAE and WAE-MMD: hand-checked losses, the MMD estimator, shapes, and learning."""
 
+import math
+
 import pytest
 import torch
+from torch.distributions import Normal
 
 from baselines.vae import VAE, VAEConfig
 from baselines.wae import WAE, WAEConfig, imq_mmd
@@ -29,11 +32,22 @@ def test_mmd_matches_slow_double_loop():
     assert float(imq_mmd(z, p, SCALES)) == pytest.approx(slow_mmd(z, p, SCALES), abs=1e-12)
 
 
-def test_biased_mmd_of_sample_with_itself_is_zero():
-    z = torch.randn(6, 4, dtype=torch.float64)
-    assert slow_mmd(z, z, SCALES, unbiased=False) == pytest.approx(0.0, abs=1e-12)
-    # The unbiased estimator on the same sample differs from 0 only by the diagonal terms.
-    assert abs(float(imq_mmd(z, z, SCALES))) < 2 * len(SCALES) / 6
+def test_mmd_of_a_sample_with_itself_is_the_biased_zero_minus_the_diagonal():
+    # The biased estimator of a sample against itself is exactly 0; the unbiased one differs
+    # only in leaving out the diagonal k(z_i, z_i) = 1 of the within-sample terms, which gives
+    # MMD²_u(z, z) = (2 / n) · Σ_s (mean off-diagonal k_s − 1): a known, negative value.
+    # n = 40 > 25 also takes torch.cdist's matrix-product path, whose diagonal is not exactly 0.
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(40, 4, generator=g, dtype=torch.float64)
+    n, d = z.shape
+    expected = 0.0
+    for s in SCALES:
+        c = 2 * d * s
+        off = [c / (c + float(((z[i] - z[j]) ** 2).sum())) for i in range(n) for j in range(n) if i != j]
+        expected += 2 / n * (sum(off) / len(off) - 1)
+    assert slow_mmd(z[:8], z[:8], SCALES, unbiased=False) == pytest.approx(0.0, abs=1e-12)
+    assert float(imq_mmd(z, z, SCALES)) == pytest.approx(expected, rel=1e-10, abs=1e-12)
+    assert expected < -0.01  # far from 0: the check above would notice a biased estimator
 
 
 def test_mmd_separates_shifted_distributions():
@@ -45,10 +59,40 @@ def test_mmd_separates_shifted_distributions():
     assert abs(float(same)) < 0.1 < 0.5 < float(shifted)
 
 
+class FixedPosterior(torch.nn.Module):
+    """Stands in for the VAE's encoder: outputs the given [mu, logvar] for every image."""
+
+    def __init__(self, mu: torch.Tensor, logvar: torch.Tensor):
+        super().__init__()
+        self.out = torch.cat([mu, logvar], dim=1)
+
+    def forward(self, x):
+        return self.out[: len(x)]
+
+
+def _vae_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """The ``kl`` part of the VAE's own loss for a posterior N(mu, exp(logvar))."""
+    model = VAE(VAEConfig(width=0.0625, latent_dim=mu.shape[1])).double()
+    model.encoder = FixedPosterior(mu, logvar)
+    torch.manual_seed(0)
+    return model.loss(torch.rand(len(mu), 1, 28, 28, dtype=torch.float64))["kl"]
+
+
 def test_vae_kl_of_standard_normal_is_zero():
-    mu, logvar = torch.zeros(3, 8), torch.zeros(3, 8)
-    kl = 0.5 * (mu**2 + logvar.exp() - 1 - logvar).sum(1)
-    assert torch.equal(kl, torch.zeros(3))
+    assert float(_vae_kl(torch.zeros(3, 8, dtype=torch.float64), torch.zeros(3, 8, dtype=torch.float64))) == 0.0
+
+
+def test_vae_kl_matches_the_closed_form_and_torch_distributions():
+    # KL(N(mu, sigma²) || N(0, 1)) = 0.5 (mu² + sigma² − 1 − ln sigma²) per dimension, summed over
+    # dimensions, averaged over images. Here sigma² = 4 everywhere and mu = (1, 2), (−1, 0).
+    mu = torch.tensor([[1.0, 2.0], [-1.0, 0.0]], dtype=torch.float64)
+    logvar = torch.full_like(mu, math.log(4.0))
+    closed = (0.5 * (1 + 4 - 1 - math.log(4)) + 0.5 * (4 + 4 - 1 - math.log(4))
+              + 0.5 * (1 + 4 - 1 - math.log(4)) + 0.5 * (0 + 4 - 1 - math.log(4))) / 2
+    reference = torch.distributions.kl_divergence(Normal(mu, logvar.mul(0.5).exp()), Normal(0.0, 1.0)).sum(1).mean()
+    kl = float(_vae_kl(mu, logvar))
+    assert kl == pytest.approx(closed, rel=1e-12)
+    assert kl == pytest.approx(float(reference), rel=1e-12)
 
 
 @pytest.mark.parametrize("make", [lambda: VAE(VAEConfig(width=0.0625)), lambda: WAE(WAEConfig(width=0.0625)),
