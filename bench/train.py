@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import pickle
 import random
 import tempfile
 import time
@@ -25,6 +26,7 @@ import torch
 
 from bench.config import TrainConfig
 from bench.data import MNISTData, iterate_batches, preprocess
+from bench.errors import UserError
 from bench.results import write_csv_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -57,9 +59,27 @@ def lr_factor(epoch: int, milestones: list[int], factors: list[float]) -> float:
     return out
 
 
+def use_bf16_autocast(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> bool:
+    """bf16 autocast only when asked (``train.bf16``), only on CUDA, only for models whose
+    contract allows it (``allows_bf16``; flows keep their log-dets in fp32). Never on CPU."""
+    return bool(cfg.bf16 and device.type == "cuda" and getattr(model, "allows_bf16", False))
+
+
+def _numpy_state() -> dict:
+    """NumPy's global RNG state as tensors and plain numbers (loadable with weights_only=True)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_state(state: dict) -> None:
+    np.random.set_state((state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"],
+                         state["has_gauss"], state["cached_gaussian"]))
+
+
 def _rng_state(gen: torch.Generator) -> dict:
     state = {
-        "torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(), "numpy": _numpy_state(),
         "python": random.getstate(), "batches": gen.get_state(),
     }
     if torch.cuda.is_available():
@@ -69,7 +89,7 @@ def _rng_state(gen: torch.Generator) -> dict:
 
 def _set_rng_state(state: dict, gen: torch.Generator) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    _set_numpy_state(state["numpy"])
     random.setstate(state["python"])
     gen.set_state(state["batches"])
     if "cuda" in state and torch.cuda.is_available():
@@ -103,15 +123,37 @@ def save_checkpoint(run_dir: Path, payload: dict) -> None:
         raise
 
 
+def refuse_unsafe_checkpoint(path: Path) -> None:
+    """UserError if the checkpoint file names objects other than tensors and plain data (read from
+    its pickle without building anything); a file that is not a torch.save archive passes (corrupt)."""
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # not a readable torch.save zip: corrupt, not crafted
+        return
+    if unsafe:
+        raise UserError(f"checkpoint '{path}' holds objects other than tensors and plain data "
+                        f"({', '.join(unsafe[:3])}); refusing to load it (loading could run code): delete "
+                        f"{CHECKPOINT} and {CHECKPOINT_PREV} in '{path.parent}' to restart that run")
+
+
 def load_checkpoint(run_dir: Path, log=print) -> dict | None:
-    """Newest readable checkpoint, falling back to the previous one; None if neither."""
+    """Newest readable checkpoint, falling back to the previous one; None if neither.
+
+    Loaded with ``weights_only=True``: tensors and plain Python data only, so unpickling can
+    never run code. A checkpoint that names anything else (a crafted file: a pickled callable,
+    or a foreign object) is refused with a :class:`UserError` instead of being skipped, since
+    silently restarting would hide it; a truncated or corrupt one is reported and the
+    previous checkpoint (else a fresh start) is used.
+    """
     for name in (CHECKPOINT, CHECKPOINT_PREV):
         path = run_dir / name
         if not path.exists():
             continue
         try:
-            return torch.load(path, map_location="cpu", weights_only=False)
+            return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # truncated / corrupt file: report and fall back
+            if isinstance(e, pickle.UnpicklingError):
+                refuse_unsafe_checkpoint(path)  # a crafted file is an error, not a silent restart
             log(f"warning: checkpoint '{path}' is unreadable ({type(e).__name__}); falling back")
     return None
 
@@ -160,7 +202,7 @@ def train_model(
     loss_fn = torch.compile(model.loss) if cfg.compile else model.loss
     # A sync per step costs nothing on CPU; on an accelerator, check every log_every steps.
     check_every = 1 if device.type == "cpu" else max(1, cfg.log_every)
-    autocast = cfg.bf16 and device.type == "cuda" and getattr(model, "allows_bf16", False)
+    autocast = use_bf16_autocast(cfg, model, device)
 
     images = data.train_images
     history: list[dict] = []

@@ -1,0 +1,125 @@
+"""The training loop's decisions and its checkpoints: bf16 autocast, safe loading, RNG state."""
+
+import contextlib
+import dataclasses
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import bench.train
+from bench.config import load_config
+from bench.data import MNISTData
+from bench.errors import UserError
+from bench.registry import build_model
+from bench.train import CHECKPOINT, load_checkpoint, train_model, use_bf16_autocast
+from tests.helpers import ROOT, SMOKE
+
+CFG = load_config(SMOKE)
+
+
+def _tiny_data(n: int = 100) -> MNISTData:
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    empty = images[:0]
+    return MNISTData(images, labels, empty, labels[:0], images[:20], labels[:20], checksum="tiny")
+
+
+def _train(model, run_dir, bf16=False, epochs=1):
+    cfg = dataclasses.replace(CFG.train, epochs=epochs, batch_size=50, bf16=bf16)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return train_model(model, _tiny_data(), cfg, seed=0, run_dir=run_dir, config_dict={"test": True},
+                       log=lambda _m: None)
+
+
+@pytest.mark.parametrize("name", ["pie", "vae", "wae"])
+def test_bf16_autocast_only_when_asked_on_cuda_and_allowed(name):
+    model = build_model(name, CFG)
+    for bf16 in (False, True):
+        train = dataclasses.replace(CFG.train, bf16=bf16)
+        assert not use_bf16_autocast(train, model, torch.device("cpu"))  # never on CPU
+        assert use_bf16_autocast(train, model, torch.device("cuda")) == (bf16 and name != "pie")
+
+
+def test_training_loop_autocasts_exactly_as_decided(tmp_path, monkeypatch, one_thread):
+    """The loop's autocast context follows use_bf16_autocast: off on CPU even with train.bf16."""
+    calls = []
+
+    def recording_autocast(device_type, dtype=None, enabled=True, **_):
+        calls.append((device_type, dtype, enabled))
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(torch, "autocast", recording_autocast)
+    torch.manual_seed(0)
+    _train(build_model("vae", CFG), tmp_path / "cpu", bf16=True)
+    assert calls and all(c == ("cuda", torch.bfloat16, False) for c in calls)
+    # Were the decision "yes" (a CUDA device with train.bf16), the loop would enable it.
+    calls.clear()
+    monkeypatch.setattr(bench.train, "use_bf16_autocast", lambda cfg, model, device: True)
+    torch.manual_seed(0)
+    _train(build_model("vae", CFG), tmp_path / "yes", bf16=True)
+    assert calls and all(c == ("cuda", torch.bfloat16, True) for c in calls)
+
+
+def test_checkpoint_loads_weights_only_and_restores_every_rng(tmp_path, one_thread):
+    torch.manual_seed(0)
+    np.random.seed(0)
+    _train(build_model("wae", CFG), tmp_path)
+    after_training = np.random.get_state()
+    ckpt = torch.load(tmp_path / CHECKPOINT, map_location="cpu", weights_only=True)  # plain data only
+    assert load_checkpoint(tmp_path)["epoch"] == 1
+    np.random.seed(123)
+    bench.train._set_rng_state(ckpt["rng"], torch.Generator())
+    restored = np.random.get_state()
+    assert restored[0] == after_training[0] and np.array_equal(restored[1], after_training[1])
+    assert restored[2:] == after_training[2:]
+
+
+class _Touch:
+    """Unpickling this object would create ``marker``: stands in for any code a crafted file could run."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+def _crafted_checkpoint(path: pathlib.Path, marker: pathlib.Path) -> None:
+    torch.save({"model": {}, "epoch": 1, "rng": _Touch(marker)}, path)
+
+
+def test_crafted_checkpoint_is_refused_with_one_line_and_never_executed(tmp_path):
+    from bench.run import parse_args, plan_runs
+
+    out = tmp_path / "res"
+    args = ["--config", SMOKE, "--models", "vae", "--seeds", "1", "--out", str(out), "--no-progress"]
+    (spec,) = plan_runs(parse_args(args))
+    run_dir = out / "runs" / spec.run_id
+    run_dir.mkdir(parents=True)
+    marker = tmp_path / "code-ran"
+    _crafted_checkpoint(run_dir / CHECKPOINT, marker)
+
+    # The file is live: an unrestricted load runs its code (on a copy, with another marker).
+    live = tmp_path / "live.pt"
+    _crafted_checkpoint(live, tmp_path / "live-marker")
+    torch.load(live, weights_only=False)
+    assert (tmp_path / "live-marker").exists()
+
+    with pytest.raises(UserError, match="refusing to load"):
+        load_checkpoint(run_dir)
+    assert not marker.exists()
+
+    env = {**os.environ, "PIE_BENCH_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "bench.run", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "refusing to load" in proc.stderr and CHECKPOINT in proc.stderr
+    assert not marker.exists()
+    assert sorted(p.name for p in run_dir.iterdir()) == [CHECKPOINT]  # nothing trained, nothing written
