@@ -1,4 +1,4 @@
-"""The report: Table 1, Figure 7 and the index, from CSVs and saved artefacts only.
+"""The report: Table 1, Figure 7 and the index, from CSVs and saved figure arrays only.
 
 Most tests use a synthetic results directory shaped like the runner's (fast); one test
 runs the real runner on the smoke preset, deletes the checkpoints and builds the report.
@@ -6,7 +6,6 @@ runs the real runner on the smoke preset, deletes the checkpoints and builds the
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pandas as pd
 import pytest
 
 from bench import report
+from bench.figure_data import ARTEFACTS, FIGURES, save_figure_data
 from bench.results import COLUMNS, replace_run_rows
 from bench.tracking import TRACKED, column
 from tests.helpers import ROOT, SMOKE
@@ -202,6 +202,49 @@ def test_report_is_rebuilt_from_csvs_alone_and_is_idempotent(synthetic):
     assert not list(synthetic.rglob("*.pt"))
 
 
+def _figures(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "figures").glob("*.png"))}
+
+
+def _to_figures_npz(out: Path) -> None:
+    """What a run writes since figures.npz exists, then the uncommitted artefacts.npz removed (a clone)."""
+    for run_dir in (out / "runs").iterdir():
+        if (run_dir / ARTEFACTS).is_file():
+            with np.load(run_dir / ARTEFACTS) as npz:
+                save_figure_data(run_dir, dict(npz))
+            (run_dir / ARTEFACTS).unlink()
+
+
+def test_figures_rebuild_from_figures_npz_and_are_kept_without_any_inputs(tmp_path):
+    out = make_synthetic(tmp_path / "res")
+    assert report.main(["--results", str(out), "--umap-points", "200"]) == 0
+    first, index = _figures(out), (out / "index.md").read_text()
+    assert len(first) == len(expected_figures()) - 2  # two panels have no arrays (see make_synthetic)
+
+    # A clone: only figures.npz is committed. Every figure is rebuilt byte-identical.
+    _to_figures_npz(out)
+    for run_dir in (out / "runs").iterdir():
+        if (run_dir / FIGURES).is_file():
+            assert (run_dir / FIGURES).stat().st_size < 1_000_000
+    assert report.main(["--results", str(out), "--umap-points", "200"]) == 0
+    assert _figures(out) == first
+    assert (out / "index.md").read_text() == index
+
+    # Results saved before figures.npz existed: no arrays at all. Nothing is deleted or redrawn,
+    # and the index says which figures come from an earlier build.
+    for path in (out / "runs").glob(f"*/{FIGURES}"):
+        path.unlink()
+    assert report.main(["--results", str(out), "--umap-points", "200"]) == 0
+    assert _figures(out) == first
+    index = (out / "index.md").read_text()
+    assert index.count("**missing**") == 2  # only the two panels that never had arrays
+    kept = index.count("**from an earlier build**")
+    assert kept == 3 * 5 - 2 + 2  # the drawn Fig. 7 panels, the samples side by side, the Fig. 7 overview
+    # Rebuilding again changes nothing: a fresh clone's `git status` stays clean.
+    assert report.main(["--results", str(out), "--umap-points", "200"]) == 0
+    assert _figures(out) == first and (out / "index.md").read_text() == index
+
+
 def test_table1_keeps_the_configuration_with_most_seeds():
     runs = pd.DataFrame({"run_id": ["a0", "a1", "b0"], "config_hash": ["A", "A", "B"], "status": ["ok", "ok", "ok"],
                          "started_at": ["2026-01-01", "2026-01-01", "2026-02-01"]})
@@ -229,12 +272,10 @@ def test_bad_input_from_the_command_line_has_no_traceback(tmp_path):
 
 
 def test_real_smoke_sweep_then_report(tmp_path):
-    """The issue's end-to-end check: a smoke sweep, checkpoints deleted, the report from CSVs alone."""
-    pytest.importorskip("models.pie")
+    """A smoke sweep, checkpoints deleted, the report from CSVs and figure arrays alone; then again
+    from the committed part only (figures.npz, no artefacts.npz), byte-identical."""
     from bench.run import main as run_main
 
-    if not Path(os.environ["MNIST_ROOT"]).is_dir():
-        pytest.skip("MNIST not found at $MNIST_ROOT")
     out = tmp_path / "res"
     fast = ["--set", "data.train_subset=100", "--set", "eval.test_subset=200", "--set", "eval.n_samples=200",
             "--set", "eval.probe_train_size=200", "--no-progress"]
@@ -251,17 +292,16 @@ def test_real_smoke_sweep_then_report(tmp_path):
     assert t["paper_sharpness"].tolist() == [0.18, 0.08, 0.07, 0.49]
     assert t["n_runs"].tolist()[1:] == [2, 2, 2]
     index = (out / "index.md").read_text()
-    with np.load(next((out / "runs").glob("pie-*-s0/artefacts.npz"))) as npz:
-        have = set(npz.files)
     for name in expected_figures():
-        letter_what = name.removesuffix(".png").split("_", 2)[-1] if name.startswith("fig7_eps2") else None
-        array = {"a_reconstructions": "recon_outputs", "b_samples_t1": "samples_t1", "c_samples_t2": "samples_t2",
-                 "d_interpolations": "interpolations", "e_umap": "test_latents"}.get(letter_what)
-        if array is None or array in have:  # panels of arrays the runner does not save yet are marked missing
-            assert (out / "figures" / name).is_file(), name
-        else:
-            assert "**missing**" in index
-    assert "## Problems while drawing" not in index
+        assert (out / "figures" / name).is_file(), name
+    assert "**missing**" not in index and "## Problems while drawing" not in index
+    sizes = [p.stat().st_size for p in out.glob(f"runs/*/{FIGURES}")]
+    assert len(sizes) == len(list(out.glob(f"runs/*/{ARTEFACTS}"))) == 9 and max(sizes) < 1_000_000
+    figures = _figures(out)
+    for path in out.glob(f"runs/*/{ARTEFACTS}"):
+        path.unlink()
+    assert report.main(["--results", str(out), "--umap-points", "200"]) == 0
+    assert _figures(out) == figures and (out / "index.md").read_text() == index
 
 
 def test_converged_column_and_artefact_flag(synthetic):
