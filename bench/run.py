@@ -62,7 +62,7 @@ from bench.results import (
     write_csv_atomic,
 )
 from bench.tracking import make_tracker
-from bench.train import CHECKPOINT, CHECKPOINT_PREV, Diverged, refuse_unsafe_checkpoint, train_model
+from bench.train import Diverged, check_checkpoints, train_model
 
 DEFAULT_CONFIG = "configs/default.yaml"
 MAX_RUNS_WITHOUT_YES = 100  # a bigger plan is more likely a typo (--seeds 1000000) than a wish
@@ -427,10 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         first = specs[0].config.data
         data = load_mnist(args.data_root, first.val_size, first.val_seed, args.device)
         check_writable(out)
-        for spec in specs:  # before anything runs: a crafted checkpoint stops the command (exit 2)
-            for name in (CHECKPOINT, CHECKPOINT_PREV):
-                if (out / "runs" / spec.run_id / name).is_file():
-                    refuse_unsafe_checkpoint(out / "runs" / spec.run_id / name)
+        for spec in specs:  # before anything runs: a crafted checkpoint of a run to resume stops it (exit 2)
+            if not (out / "runs" / spec.run_id / DONE).is_file():
+                check_checkpoints(out / "runs" / spec.run_id)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

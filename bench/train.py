@@ -10,6 +10,7 @@ uninterrupted run of the same seed. A non-finite loss or gradient raises
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import pickle
@@ -123,9 +124,9 @@ def save_checkpoint(run_dir: Path, payload: dict) -> None:
         raise
 
 
-def refuse_unsafe_checkpoint(path: Path) -> None:
-    """UserError if the checkpoint file names objects other than tensors and plain data (read from
-    its pickle without building anything); a file that is not a torch.save archive passes (corrupt)."""
+def _refuse_if_unsafe(path: Path) -> None:
+    """UserError if the checkpoint names objects other than tensors and plain data (read from its
+    pickle without building anything); a file that is not a torch.save archive passes (corrupt)."""
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # not a readable torch.save zip: corrupt, not crafted
@@ -134,6 +135,20 @@ def refuse_unsafe_checkpoint(path: Path) -> None:
         raise UserError(f"checkpoint '{path}' holds objects other than tensors and plain data "
                         f"({', '.join(unsafe[:3])}); refusing to load it (loading could run code): delete "
                         f"{CHECKPOINT} and {CHECKPOINT_PREV} in '{path.parent}' to restart that run")
+
+
+def check_checkpoints(run_dir: Path) -> None:
+    """UserError if a checkpoint of ``run_dir`` would be refused by :func:`load_checkpoint`
+    (the runner asks before it starts anything); corrupt files pass (they fall back)."""
+    for name in (CHECKPOINT, CHECKPOINT_PREV):
+        path = run_dir / name
+        if path.is_file():
+            try:
+                torch.load(path, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError:
+                _refuse_if_unsafe(path)
+            except Exception:  # truncated / corrupt: load_checkpoint reports it and falls back
+                pass
 
 
 def load_checkpoint(run_dir: Path, log=print) -> dict | None:
@@ -153,7 +168,7 @@ def load_checkpoint(run_dir: Path, log=print) -> dict | None:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # truncated / corrupt file: report and fall back
             if isinstance(e, pickle.UnpicklingError):
-                refuse_unsafe_checkpoint(path)  # a crafted file is an error, not a silent restart
+                _refuse_if_unsafe(path)  # a crafted file is an error, not a silent restart
             log(f"warning: checkpoint '{path}' is unreadable ({type(e).__name__}); falling back")
     return None
 
@@ -270,7 +285,8 @@ def train_model(
         save_checkpoint(run_dir, {
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "rng": _rng_state(gen), "epoch": epoch + 1,
-            "step": step, "history": history, "config": config_dict,
+            "step": step, "history": history,
+            "config": json.loads(json.dumps(config_dict)),  # plain types (e.g. no TorchVersion): weights_only loads
         })
     frame = pd.DataFrame(history)
     last = history[-1] if history else {}

@@ -33,8 +33,8 @@ def _tiny_data(n: int = 100) -> MNISTData:
 def _train(model, run_dir, bf16=False, epochs=1):
     cfg = dataclasses.replace(CFG.train, epochs=epochs, batch_size=50, bf16=bf16)
     run_dir.mkdir(parents=True, exist_ok=True)
-    return train_model(model, _tiny_data(), cfg, seed=0, run_dir=run_dir, config_dict={"test": True},
-                       log=lambda _m: None)
+    config = {"model": "test", "torch_version": torch.__version__}  # a str subclass, as the runner records it
+    return train_model(model, _tiny_data(), cfg, seed=0, run_dir=run_dir, config_dict=config, log=lambda _m: None)
 
 
 @pytest.mark.parametrize("name", ["pie", "vae", "wae"])
