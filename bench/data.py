@@ -151,7 +151,8 @@ def preprocess(
     """Map uint8 pixels ``k`` to model inputs.
 
     ``"unit"``: k / 255 in [0, 1] (autoencoders). ``"dequantize"``: (k + u) / 256 with
-    u ~ U(0, 1) (density models; REFERENCE §4), so that a density on [0, 1]^D is proper.
+    u ~ U(0, 1) (density models; uniform dequantisation, Theis et al. 2016), so that a density on [0, 1]^D
+    is proper.
     """
     x = images.to(dtype)
     if kind == "unit":

@@ -57,7 +57,8 @@ FIG7_EPS2 = (0.01, 0.1, 1.0)
 EPS2_COLUMN = "pie.eps2"
 SPLIT_PRIORITY = ("samples", "test", "val", "train")  # if a metric exists in several splits
 DEFAULT_RECIPE = ("grey images in [0, 1], 3×3 Laplacian [[0,1,0],[1,-4,1],[0,1,0]] with no padding ('valid'), "
-                  "variance of the activations per image, mean over images (WAE reference code; REFERENCE.md §3)")
+                  "variance of the activations per image, mean over images "
+                  "(WAE reference code; Tolstikhin et al. 2018)")
 PAPER_SIGN_NOTE = ("The paper prints the True row as −0.18. A variance cannot be negative and the same recipe "
                    "measures 0.1825 on the real MNIST test digits, so we read it as 0.18 (a stray minus sign).")
 CONVERGENCE_RULE = (f"for each of {', '.join(convergence.RULE_METRICS)}, the mean over the last fifth of the tracked "
