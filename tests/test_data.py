@@ -85,3 +85,13 @@ def test_corrupt_file_fails_checksum(tmp_path):
     path.write_bytes(path.read_bytes()[:-100])  # truncated
     with pytest.raises(UserError, match="md5"):
         load_mnist(str(tmp_path))
+
+
+def test_data_command_checks_the_files_in_one_line(tmp_path, capsys):
+    from bench.data import main
+
+    assert main(["--data-root", str(MNIST_DIR)]) == 0
+    assert capsys.readouterr().out.startswith("MNIST: ")
+    assert main(["--data-root", str(tmp_path)]) == 2  # offline in tests: no download attempted
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "MNIST_ROOT" in err
