@@ -10,7 +10,6 @@ uninterrupted run of the same seed. A non-finite loss or gradient raises
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 import pickle
@@ -76,6 +75,21 @@ def _numpy_state() -> dict:
 def _set_numpy_state(state: dict) -> None:
     np.random.set_state((state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"],
                          state["has_gauss"], state["cached_gaussian"]))
+
+
+def _plain(obj):
+    """``obj`` with NumPy scalars and str/int/float subclasses (e.g. torch's TorchVersion) turned into
+    plain Python types, so that a checkpoint holding it loads with ``weights_only=True``."""
+    if isinstance(obj, dict):
+        return {_plain(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj] if isinstance(obj, list) else tuple(_plain(v) for v in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    for kind in (bool, int, float, str):
+        if isinstance(obj, kind):
+            return kind(obj)
+    return obj
 
 
 def _rng_state(gen: torch.Generator) -> dict:
@@ -285,8 +299,7 @@ def train_model(
         save_checkpoint(run_dir, {
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "rng": _rng_state(gen), "epoch": epoch + 1,
-            "step": step, "history": history,
-            "config": json.loads(json.dumps(config_dict)),  # plain types (e.g. no TorchVersion): weights_only loads
+            "step": step, "history": _plain(history), "config": _plain(config_dict),
         })
     frame = pd.DataFrame(history)
     last = history[-1] if history else {}

@@ -30,11 +30,12 @@ def _tiny_data(n: int = 100) -> MNISTData:
     return MNISTData(images, labels, empty, labels[:0], images[:20], labels[:20], checksum="tiny")
 
 
-def _train(model, run_dir, bf16=False, epochs=1):
+def _train(model, run_dir, bf16=False, epochs=1, on_epoch_end=None):
     cfg = dataclasses.replace(CFG.train, epochs=epochs, batch_size=50, bf16=bf16)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {"model": "test", "torch_version": torch.__version__}  # a str subclass, as the runner records it
-    return train_model(model, _tiny_data(), cfg, seed=0, run_dir=run_dir, config_dict=config, log=lambda _m: None)
+    return train_model(model, _tiny_data(), cfg, seed=0, run_dir=run_dir, config_dict=config, log=lambda _m: None,
+                       on_epoch_end=on_epoch_end)
 
 
 @pytest.mark.parametrize("name", ["pie", "vae", "wae"])
@@ -69,10 +70,13 @@ def test_training_loop_autocasts_exactly_as_decided(tmp_path, monkeypatch, one_t
 def test_checkpoint_loads_weights_only_and_restores_every_rng(tmp_path, one_thread):
     torch.manual_seed(0)
     np.random.seed(0)
-    _train(build_model("wae", CFG), tmp_path)
+    # Tracked values as NumPy scalars (what metric code may return) go into the history.
+    _train(build_model("wae", CFG), tmp_path,
+           on_epoch_end=lambda model, epoch: {"tracked_a": np.float64(0.5), "tracked_b": np.float32(2.0)})
     after_training = np.random.get_state()
     ckpt = torch.load(tmp_path / CHECKPOINT, map_location="cpu", weights_only=True)  # plain data only
     assert load_checkpoint(tmp_path)["epoch"] == 1
+    assert ckpt["history"][0]["tracked_b"] == 2.0 and type(ckpt["history"][0]["tracked_b"]) is float
     np.random.seed(123)
     bench.train._set_rng_state(ckpt["rng"], torch.Generator())
     restored = np.random.get_state()
