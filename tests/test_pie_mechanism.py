@@ -25,7 +25,7 @@ from bench.results import replace_run_rows
 from bench.run import main as run_main
 from models.flows import AffineCoupling, PseudoSplit
 from models.pie import PIE
-from tests.conftest import SMOKE
+from tests.helpers import SMOKE
 
 SIGMA = 0.3  # std of the residual coordinate of the data
 EPS2_VALUES = (0.01, 1.0)  # optimal s = √eps²/σ = 1/3 and 10/3, both inside the clamp e^±2
