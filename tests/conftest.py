@@ -25,6 +25,15 @@ def mnist():
         pytest.fail(str(e), pytrace=False)
 
 
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """CLI mains called in-process (bench.run, bench.perf) set torch's thread count for the
+    whole process; restore it so no test inherits another's setting."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread for tests on tiny tensors: faster, and far faster when other
