@@ -64,6 +64,14 @@ def test_sharpness_equals_a_per_image_scipy_loop(mnist):
     assert M.sharpness(images.float()) == pytest.approx(slow.mean(), abs=1e-6)  # float32 input
 
 
+def test_laplacian_stencil_equals_the_float64_convolution_bit_for_bit(mnist):
+    noise = torch.rand(50, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    images = torch.cat([unit(mnist.test_images[:50]), noise])
+    x = images.to(torch.float64)
+    conv = torch.nn.functional.conv2d(x, x.new_tensor(M.LAPLACE_KERNEL).view(1, 1, 3, 3))
+    assert torch.equal(M.laplacian_response(images), conv)
+
+
 # ---------------------------------------------------------------------------- Fréchet distance
 
 

@@ -39,7 +39,7 @@ from bench.metrics.names import (
 )
 from bench.metrics.precision_recall import knn_radii, precision_recall
 from bench.metrics.reconstruction import reconstruction_errors
-from bench.metrics.sharpness import LAPLACE_KERNEL, laplacian_variance, sharpness, sharpness_stats
+from bench.metrics.sharpness import LAPLACE_KERNEL, laplacian_response, laplacian_variance, sharpness, sharpness_stats
 
 __all__ = [
     "ARTEFACT_CORNER", "CORNER", "corner_artefact", "corner_laplacian_energy",
@@ -48,6 +48,6 @@ __all__ = [
     "RECON_MSE_CLASS_MEAN", "RECON_MSE_MEAN_IMAGE",
     "SAMPLE_METRICS", "SHARPNESS", "SHARPNESS_GAP", "SHARPNESS_STD", "SHARPNESS_T05",
     "accuracy", "bits_per_dim", "feature_stats", "frechet_distance", "frechet_distance_from_stats",
-    "kernel_distance", "knn_radii", "laplacian_variance", "linear_probe_accuracy", "polynomial_mmd2",
-    "precision_recall", "reconstruction_errors", "sharpness", "sharpness_stats",
+    "kernel_distance", "knn_radii", "laplacian_response", "laplacian_variance", "linear_probe_accuracy",
+    "polynomial_mmd2", "precision_recall", "reconstruction_errors", "sharpness", "sharpness_stats",
 ]

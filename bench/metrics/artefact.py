@@ -12,9 +12,8 @@ artefact, not detail.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from bench.metrics.sharpness import LAPLACE_KERNEL, _check_images
+from bench.metrics.sharpness import _check_images, laplacian_response
 
 CORNER = 4  # side of each corner square, pixels: real MNIST test digits score ~3e-4 here
 
@@ -42,9 +41,7 @@ def corner_laplacian_energy(images: torch.Tensor, corner: int = CORNER) -> torch
         ``20 a²`` to the sum it is averaged from (centre ``-4a``, four neighbours ``a``).
     """
     _check_images(images)
-    x = images.to(torch.float64)
-    kernel = x.new_tensor(LAPLACE_KERNEL).view(1, 1, 3, 3)
-    response = F.conv2d(x, kernel)[:, 0]  # 'valid', as in sharpness
+    response = laplacian_response(images)[:, 0]  # 'valid', as in sharpness
     mask = corner_mask(images.shape[2], images.shape[3], corner).to(response.device)
     return response[:, mask].pow(2).mean(dim=1)
 

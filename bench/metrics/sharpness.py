@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 # 4-neighbour Laplace kernel; REFERENCE §3 pins it (the 8-neighbour one gives other numbers).
 LAPLACE_KERNEL = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
@@ -14,6 +13,20 @@ def _check_images(images: torch.Tensor) -> None:
         raise ValueError(f"expected grey images [N, 1, H, W], got shape {tuple(images.shape)}")
     if images.shape[0] == 0 or images.shape[2] < 3 or images.shape[3] < 3:
         raise ValueError(f"expected at least one image of at least 3x3 pixels, got shape {tuple(images.shape)}")
+
+
+def laplacian_response(images: torch.Tensor) -> torch.Tensor:
+    """'Valid' response ``[N, 1, H - 2, W - 2]`` float64 of :data:`LAPLACE_KERNEL` (cross-correlation).
+
+    Written as the 5-point stencil on shifted slices: the same float64 values as
+    ``F.conv2d(x, kernel)`` (pixels from float32 or uint8/255 sum exactly in float64),
+    about 2x faster on CPU, where float64 convolutions take a slow path.
+    """
+    x = images.to(torch.float64)
+    (_, up, _), (left, centre, right), (_, down, _) = LAPLACE_KERNEL
+    core = x[:, :, 1:-1, 1:-1]
+    return (up * x[:, :, :-2, 1:-1] + left * x[:, :, 1:-1, :-2] + centre * core
+            + right * x[:, :, 1:-1, 2:] + down * x[:, :, 2:, 1:-1])
 
 
 def laplacian_variance(images: torch.Tensor) -> torch.Tensor:
@@ -30,9 +43,7 @@ def laplacian_variance(images: torch.Tensor) -> torch.Tensor:
     """
     _check_images(images)
     # float64: the test pins this to a scipy loop at 1e-6 and float32 sums of 10k images drift.
-    x = images.to(torch.float64)
-    kernel = x.new_tensor(LAPLACE_KERNEL).view(1, 1, 3, 3)
-    response = F.conv2d(x, kernel).flatten(1)  # no padding = 'valid'
+    response = laplacian_response(images).flatten(1)
     return response.var(dim=1, unbiased=False)
 
 
