@@ -59,3 +59,27 @@ def test_probe_separates_separable_codes_and_not_random_labels():
     noise = torch.randn(600, 4, generator=g)
     acc = linear_probe_accuracy(noise[:400], y[:400], noise[400:], y[400:], n_classes=3)
     assert acc < 0.5  # chance is 1/3
+
+
+def test_precision_recall_match_a_brute_force_reference_across_chunks():
+    # More rows than precision_recall.CHUNK: the chunked k-NN radii and comparisons are exercised.
+    from bench.metrics.precision_recall import CHUNK
+
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(CHUNK + 76, 16)).astype(np.float32)
+    fake = (rng.normal(size=(CHUNK + 30, 16)) * 1.3 + 0.2).astype(np.float32)
+    p, r = precision_recall(torch.from_numpy(real), torch.from_numpy(fake), k=5)
+    assert (p, r) == pytest.approx(slow_precision_recall(real.astype(np.float64), fake.astype(np.float64), 5),
+                                   abs=1e-12)
+
+
+def test_knn_radii_equal_the_unfused_distance_expression_bit_for_bit():
+    # _sq_dists computes ||a||² + ||b||² − 2 a·b in place; the values must be those of the plain expression.
+    from bench.metrics.precision_recall import CHUNK, _centred, knn_radii
+
+    feats = torch.randn(CHUNK + 100, 128, generator=torch.Generator().manual_seed(4)) * 3 + 1
+    x = _centred(feats, feats.to(torch.float64).mean(0))
+    sq = x.pow(2).sum(1)
+    plain = (x.pow(2).sum(1, keepdim=True) + sq.unsqueeze(0) - 2.0 * x @ x.T).clamp_min(0.0)
+    assert torch.equal(knn_radii(feats, 5), torch.topk(plain, 6, dim=1, largest=False).values[:, 5])
+

@@ -15,7 +15,8 @@ def _sq_dists(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Ten
     float32 (twice as fast as float64 on CPU): callers centre the features first, so the
     expansion ||a||² + ||b||² − 2 a·b loses little to cancellation.
     """
-    return (a.pow(2).sum(1, keepdim=True) + b_sq.unsqueeze(0) - 2.0 * a @ b.T).clamp_min_(0.0)
+    cross = torch.mm(a, b.T).mul_(2.0)  # exactly 2.0 * a @ b.T: scaling by 2 commutes with rounding
+    return (a.pow(2).sum(1, keepdim=True) + b_sq.unsqueeze(0)).sub_(cross).clamp_min_(0.0)
 
 
 def _centred(feats: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
