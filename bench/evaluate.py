@@ -10,11 +10,13 @@ only gathers tensors and caches what does not depend on the model: the classifie
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
 
 import numpy as np
+import threadpoolctl
 import torch
 
 from bench import metrics as M
@@ -172,6 +174,21 @@ def interpolations(model, z: torch.Tensor, cfg: EvalConfig) -> torch.Tensor:
     return batched(model.decode, path, cfg.batch_size).float()
 
 
+def blas_threads_like_torch(fn):
+    """Run ``fn`` with numpy/scipy's BLAS threads capped at torch's thread count.
+
+    OpenBLAS otherwise starts one thread per core whatever ``PIE_BENCH_THREADS`` says; with
+    runs in parallel on a loaded machine its spinning threads make small LAPACK calls crawl:
+    ``scipy.linalg.sqrtm`` on 128 x 128 (the Fréchet distance) took ~2 s with 2 BLAS threads
+    under load 6 on 2 cores vs ~0.01 s with one. Results are unchanged.
+    """
+    @functools.wraps(fn)
+    def capped(*args, **kwargs):
+        with threadpoolctl.threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+            return fn(*args, **kwargs)
+    return capped
+
+
 def _check(cfg: EvalConfig) -> None:
     if cfg.batch_size < 1 or cfg.log_prob_batch_size < 1:
         raise ValueError("eval.batch_size and eval.log_prob_batch_size must be >= 1")
@@ -179,6 +196,7 @@ def _check(cfg: EvalConfig) -> None:
         raise ValueError(f"eval.n_samples must exceed eval.pr_k={cfg.pr_k}, got {cfg.n_samples}")
 
 
+@blas_threads_like_torch
 @torch.inference_mode()
 def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
     """All metrics of one trained model. Returns (rows, artefacts dict of numpy arrays).
@@ -267,6 +285,7 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
     return rows, artefacts
 
 
+@blas_threads_like_torch
 @torch.inference_mode()
 def evaluate_real(data: MNISTData, cfg: EvalConfig) -> list[MetricRow]:
     """The same sample metrics on real test images (the "True" row of Table 1).

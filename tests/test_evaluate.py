@@ -134,3 +134,22 @@ def test_reconstructions_reuse_the_test_codes_only_under_the_contracts_reconstru
     assert np.all(art["recon_outputs"] == 0)
     x, _ = bench_evaluate.test_inputs(ZeroReconstruction(), mnist, SMALL, seed=0)
     assert as_dict(rows)[M.RECON_MSE] == pytest.approx(float(x.double().pow(2).mean()), rel=1e-6)
+
+
+def test_evaluation_caps_blas_threads_at_torch_threads_and_restores_them():
+    import threadpoolctl
+
+    from bench.evaluate import blas_threads_like_torch
+
+    def blas_threads():
+        return {d["num_threads"] for d in threadpoolctl.threadpool_info() if d["user_api"] == "blas"}
+
+    torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        before = blas_threads()
+        assert before, "no BLAS library seen by threadpoolctl"
+        assert blas_threads_like_torch(blas_threads)() == {1}
+        assert blas_threads() == before
+    finally:
+        torch.set_num_threads(torch_threads)
