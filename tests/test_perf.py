@@ -87,6 +87,13 @@ def test_quick_csv_harness_data_metrics_and_targets(quick_csv):
     assert met["harness_ratio_min"] == (targets.loc["harness_ratio_min", "value"] >= perf.TARGET_HARNESS_RATIO)
     assert met["eval_fraction_estimate"] == (
         targets.loc["eval_fraction_estimate", "value"] <= perf.TARGET_EVAL_FRACTION)
+    share = frame[frame["section"] == "evalshare"].pivot(index="model", columns="metric", values="value")
+    assert set(share.index) == {"pie", "vae", "wae", "-"} and (share.loc["-", "real_stats_seconds"] > 0)
+    share = share.drop("-")
+    assert share["eval_share"].to_numpy() == pytest.approx(
+        (share["run_eval_seconds"] / share["run_train_seconds"]).to_numpy())
+    assert targets.loc["eval_share_max", "value"] == share["eval_share"].max()
+    assert met["eval_share_max"] == (targets.loc["eval_share_max", "value"] <= perf.TARGET_EVAL_FRACTION)
     levers = frame[frame["section"] == "levers"]
     base = levers[levers["metric"] == "train_ratio[baseline]"]
     assert set(base["model"]) == {"pie", "vae", "wae"} and (base["value"] == 1.0).all()
