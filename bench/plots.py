@@ -22,6 +22,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from bench.datasets import DATASETS, DatasetSpec  # noqa: E402
+
 GRID_PAD = 2
 PAD_VALUE = 1.0  # white separators: visible between black MNIST backgrounds and grey samples
 DPI = 110
@@ -137,24 +139,27 @@ def umap_embedding(latents: np.ndarray, labels: np.ndarray, max_points: int = 30
     return np.asarray(emb), y
 
 
-def umap_axes(ax, emb: np.ndarray, labels: np.ndarray, title: str, legend: bool = True) -> None:
+def umap_axes(ax, emb: np.ndarray, labels: np.ndarray, title: str, legend: bool = True,
+              dataset: DatasetSpec = DATASETS["mnist"]) -> None:
     import seaborn as sns
 
-    frame = pd.DataFrame({"umap 1": emb[:, 0], "umap 2": emb[:, 1], "digit": labels.astype(int)})
-    sns.scatterplot(data=frame, x="umap 1", y="umap 2", hue="digit", palette="tab10", s=6, linewidth=0,
-                    ax=ax, legend="full" if legend else False, hue_order=list(range(10)))
+    names = np.asarray(dataset.class_names)
+    frame = pd.DataFrame({"umap 1": emb[:, 0], "umap 2": emb[:, 1], dataset.item: names[labels.astype(int)]})
+    sns.scatterplot(data=frame, x="umap 1", y="umap 2", hue=dataset.item, palette="tab10", s=6, linewidth=0,
+                    ax=ax, legend="full" if legend else False, hue_order=list(dataset.class_names))
     if legend:
-        ax.legend(title="digit", fontsize=7, title_fontsize=8, markerscale=2, loc="center left",
+        ax.legend(title=dataset.item, fontsize=7, title_fontsize=8, markerscale=2, loc="center left",
                   bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def umap_figure(emb: np.ndarray, labels: np.ndarray, path: Path, title: str) -> Path:
-    """Fig. 7e: UMAP of the test latents coloured by digit."""
+def umap_figure(emb: np.ndarray, labels: np.ndarray, path: Path, title: str,
+                dataset: DatasetSpec = DATASETS["mnist"]) -> Path:
+    """Fig. 7e: UMAP of the test latents coloured by class (digit for MNIST)."""
     fig, ax = plt.subplots(figsize=(5.6, 4.6))
-    umap_axes(ax, emb, labels, title)
+    umap_axes(ax, emb, labels, title, dataset=dataset)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -171,7 +176,7 @@ def _missing_axes(ax, title: str, reason: str) -> None:
     ax.set_axis_off()
 
 
-def fig7_overview(rows: Sequence[dict], path: Path) -> Path:
+def fig7_overview(rows: Sequence[dict], path: Path, dataset: DatasetSpec = DATASETS["mnist"]) -> Path:
     """All Fig. 7 panels: one row per eps², columns (a)-(e) as in the paper.
 
     Each row dict has ``label`` and ``panels``: a list of 5 entries, each
@@ -187,7 +192,7 @@ def fig7_overview(rows: Sequence[dict], path: Path) -> Path:
             if kind == "grid":
                 _image_axes(ax, payload, full)
             elif kind == "umap":
-                umap_axes(ax, payload[0], payload[1], full, legend=(c == 4 and r == 0))
+                umap_axes(ax, payload[0], payload[1], full, legend=(c == 4 and r == 0), dataset=dataset)
             else:
                 _missing_axes(ax, full, payload)
     fig.suptitle("Figure 7 (reproduction): PIE, dim(z) = 10", fontsize=12)

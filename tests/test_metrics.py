@@ -103,6 +103,6 @@ def test_frechet_distance_grows_with_blur(mnist, extractor):
 def test_classifier_reaches_99_percent_test_accuracy(mnist, extractor):
     logits = extractor.logits(unit(mnist.test_images))
     accuracy = M.accuracy(logits, mnist.test_labels)
-    assert accuracy >= 0.99
+    assert accuracy >= mnist.spec.min_classifier_accuracy == 0.99
     assert accuracy == pytest.approx(extractor.test_accuracy, abs=1e-4)
     assert extractor.features(unit(mnist.test_images[:3])).shape == (3, 128)
