@@ -219,11 +219,13 @@ def samples_side_by_side(entries: Sequence[dict], path: Path) -> Path:
 
 
 def sharpness_bars(per_run: pd.DataFrame, paper: dict[str, float], path: Path,
-                   real_value: float | None = None) -> Path:
-    """Bar chart of sharpness: mean ± std over seeds (``per_run``: columns row, value), paper marked."""
+                   real_value: float | None = None, order: Sequence[str] | None = None,
+                   dataset: DatasetSpec = DATASETS["mnist"]) -> Path:
+    """Bar chart of sharpness: mean ± std over seeds (``per_run``: columns row, value), the paper's
+    values marked where given (MNIST only; ``paper`` may be empty)."""
     import seaborn as sns
 
-    order = list(paper)
+    order = list(order if order is not None else paper)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     data = per_run[per_run["row"].isin(order)]
     present = [r for r in order if (data["row"] == r).any()]
@@ -239,10 +241,11 @@ def sharpness_bars(per_run: pd.DataFrame, paper: dict[str, float], path: Path,
         np.random.set_state(rng_state)
     else:
         ax.set_xticks(range(len(order)), order)
-    ax.scatter(range(len(order)), [paper[r] for r in order], marker="D", s=46, color="firebrick", zorder=5,
-               label="paper, Table 1")
+    if paper:
+        ax.scatter([order.index(r) for r in paper if r in order], [paper[r] for r in paper if r in order],
+                   marker="D", s=46, color="firebrick", zorder=5, label="paper, Table 1")
     if real_value is not None and np.isfinite(real_value):
-        ax.axhline(real_value, ls="--", lw=1, color="grey", label=f"real test digits ({real_value:.3g})")
+        ax.axhline(real_value, ls="--", lw=1, color="grey", label=f"real test {dataset.item}s ({real_value:.3g})")
     missing = [r for r in order if r not in present]
     if missing:
         ax.text(0.01, 0.98, "no data: " + ", ".join(missing), transform=ax.transAxes, va="top", fontsize=8,
@@ -250,7 +253,7 @@ def sharpness_bars(per_run: pd.DataFrame, paper: dict[str, float], path: Path,
     ax.set_ylim(bottom=0)
     ax.set_xlabel("")
     ax.set_ylabel("sharpness (variance of the Laplacian)")
-    ax.set_title("Table 1: sharpness of generated digits (latent 8)", fontsize=10)
+    ax.set_title(f"Table 1: sharpness of generated {dataset.item}s (latent 8)", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.93) if missing else None)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
