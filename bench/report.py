@@ -394,23 +394,12 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
                   metric_notes, flags, reference_recon(table, sel))
 
 
-def _env_info(configs: list[dict], table: pd.DataFrame, run_ids: list[str]) -> str:
-    """Device and torch version if the run records hold them, else 'see config'."""
-    found: dict[str, set[str]] = {}
-    keys = ("device", "torch", "torch_version", "cuda", "cpu", "threads", "hostname")
-    for cfg in configs:
-        for sect in (cfg, cfg.get("env"), cfg.get("environment"), cfg.get("system"), cfg.get("runtime")):
-            if isinstance(sect, dict):
-                for k in keys:
-                    if k in sect and not isinstance(sect[k], dict | list):
-                        found.setdefault(k, set()).add(str(sect[k]))
-    rows = table[table["run_id"].isin(run_ids)]
-    for k in keys:
-        if k in rows.columns:
-            found.setdefault(k, set()).update(str(v) for v in rows[k].dropna().unique())
-    if not found:
+def _env_info(configs: list[dict]) -> str:
+    """Device and torch version as each run's config.json records them (bench.run writes both)."""
+    found = {k: sorted({str(c[k]) for c in configs if c.get(k) is not None}) for k in ("device", "torch_version")}
+    if not any(found.values()):
         return "not recorded in the run records (see each run's config.json)"
-    return "; ".join(f"{k} {', '.join(sorted(v))}" for k, v in found.items() if v)
+    return "; ".join(f"{k} {', '.join(v)}" for k, v in found.items() if v)
 
 
 def protocol_lines(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
@@ -434,7 +423,7 @@ def protocol_lines(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
         "Sharpness recipe: " + metric_notes.get("sharpness", DEFAULT_RECIPE).rstrip(".") + ".",
         f"Preset: {_list(presets)}; seeds: " + "; ".join(f"{k} {v or 'none'}" for k, v in seeds.items()) + ".",
         "mean ± std over seeds (sample std, ddof 1); a single run shows its value alone; n/a = not recorded.",
-        "Device / torch: " + _env_info(cfgs, table, run_ids) + f"; git commit(s): {_list(commits)}.",
+        "Device / torch: " + _env_info(cfgs) + f"; git commit(s): {_list(commits)}.",
         f"Gap to real = model sharpness − sharpness of the real test {sel.spec.item}s (same recipe); above 0 means "
         f"more Laplacian variance than real {sel.spec.item}s, which can be detail or noise (added noise raises the "
         "score).",
@@ -537,13 +526,6 @@ def _grid_size(config: dict, n: int) -> int:
     return max(1, int(math.ceil(math.sqrt(max(n, 1)))))
 
 
-def _interp_hint(config: dict) -> int | None:
-    for k, v in (config.get("eval") or {}).items():
-        if "interp" in k and "step" in k and isinstance(v, int):
-            return v
-    return None
-
-
 def _second_temperature_text(config: dict) -> str:
     ev = config.get("eval") or {}
     t = ev.get("second_temperature")
@@ -636,7 +618,8 @@ def fig7_entry(rep: Report, eps2: float, run: pd.Series, cfg: dict, umap_points:
                ("samples_t2",), lambda: arrays["samples_t2"], lambda: _grid_size(cfg, len(arrays["samples_t2"])))
     grid_panel("d", "interpolations", "(d) linear interpolation in z between two test images per row",
                "(d) interpolations", ("interpolations",), lambda: arrays["interpolations"],
-               lambda: plots.interpolation_steps(len(arrays["interpolations"]), _interp_hint(cfg)))
+               lambda: plots.interpolation_steps(len(arrays["interpolations"]),
+                                                 (cfg.get("eval") or {}).get("interp_steps")))
 
     name = fig7_name(eps2, "e", "umap")
     title = f"(e) UMAP of the test latents, coloured by {rep.dataset.item}"

@@ -90,9 +90,7 @@ class Tracker:
                 gen = torch.Generator(device=self.data.val_images.device).manual_seed(self.seed + TRACK_NOISE_OFFSET)
                 x = preprocess(self.data.val_images[:self.n_val], model.preprocessing, gen, param.dtype)
                 out[column(M.RECON_MSE)] = M.reconstruction_errors(x, batched(model.reconstruct, x, cfg.batch_size))[0]
-                diagnostics = getattr(model, "diagnostics", None)  # optional member of the model contract
-                if diagnostics is not None:
-                    out.update({f"{DIAG_PREFIX}{k}": float(v) for k, v in diagnostics(x).items()})
+                out.update({f"{DIAG_PREFIX}{k}": float(v) for k, v in model.diagnostics(x).items()})
             out.update(self._real_values(extractor, real))
         return out
 
