@@ -49,7 +49,7 @@ from bench.evaluate import MetricRow, evaluate_model, evaluate_real
 from bench.executors import EXECUTORS
 from bench.figure_data import save_figure_data
 from bench.metrics import RECON_MSE_MEAN_IMAGE
-from bench.registry import build_model, check_model_names
+from bench.registry import MODELS, build_model, check_model_names
 from bench.results import (
     DONE,
     RUNS,
@@ -280,7 +280,8 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = _Parser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="pie,vae,wae", help="comma-separated registry names")
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="comma-separated registry names (default: every registered model, %(default)s)")
     p.add_argument("--seeds", default="1", help="N: run seeds 0..N-1")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML preset (default: %(default)s)")
     p.add_argument("--out", default="results", help="results directory (default: %(default)s)")
