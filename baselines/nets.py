@@ -1,6 +1,6 @@
 """The DCGAN-style MNIST encoder/decoder shared by the VAE and WAE baselines.
 
-Widths follow the WAE reference code's MNIST config (REFERENCE §2): encoder
+Widths follow the WAE reference code's MNIST config (Tolstikhin et al. 2018, WAE; their published code): encoder
 128 → 256 → 512 → 1024 channels of 4×4 stride-2 convolutions with batch norm and
 ReLU; decoder linear to 7×7×1024, two 4×4 stride-2 transposed convs (512, 256) and a
 stride-1 transposed conv to one channel. ``width`` multiplies every channel count

@@ -12,7 +12,7 @@ from models.contract import GenerativeEncoder
 
 
 def imq_mmd(z: torch.Tensor, z_prior: torch.Tensor, scales: list[float]) -> torch.Tensor:
-    """Unbiased MMD² with the multi-scale inverse multiquadratic kernel (REFERENCE §2).
+    """Unbiased MMD² with the multi-scale inverse multiquadratic kernel (Tolstikhin et al. 2018, WAE).
 
     k(a, b) = sum_s C_s / (C_s + ||a - b||²), C_s = 2 · d · s. Within-sample terms
     exclude the diagonal and divide by n(n − 1); the cross term divides by n².

@@ -1,4 +1,4 @@
-"""The harness's own MNIST classifier: features for FD/KID/precision-recall (REFERENCE §5).
+"""The harness's own classifier: features for FD/KID/precision-recall (Heusel et al. 2017; Bińkowski et al. 2018).
 
 Inception weights cannot be downloaded, so a small LeNet-style net (LeCun et al. 1998,
 with batch norm) is trained here with a fixed seed, once per dataset, and cached:
@@ -27,12 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.data import MNISTData
+from bench.data import ImageData
 from bench.results import atomic_write_bytes, locked
 
 CACHE_ENV = "PIE_BENCH_CACHE"
 FEATURE_DIM = 128
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # input normalisation inside the net
 
 
 @dataclass(frozen=True)
@@ -46,22 +45,23 @@ class ClassifierRecipe:
 
 
 class LeNet(nn.Module):
-    """conv5(16)-BN-ReLU-pool, conv5(32)-BN-ReLU-pool, fc(128), ReLU-fc(10). Input ``[B, 1, 28, 28]`` in [0, 1].
+    """conv5(16)-BN-ReLU-pool, conv5(32)-BN-ReLU-pool, fc(128), ReLU-fc(classes). Input ``[B, 1, 28, 28]`` in [0, 1],
+    normalised inside the net by the dataset's pixel mean and std (``bench.datasets``).
 
     Features are the 128 penultimate activations *before* their ReLU: after it, units
     that never fire on digits are constant 0 and make the feature covariance singular.
     """
 
-    def __init__(self):
+    def __init__(self, mean: float, std: float, n_classes: int):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(MNIST_MEAN))
-        self.register_buffer("std", torch.tensor(MNIST_STD))
+        self.register_buffer("mean", torch.tensor(mean))
+        self.register_buffer("std", torch.tensor(std))
         self.body = nn.Sequential(
             nn.Conv2d(1, 16, 5, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),  # 28 -> 24 -> 12
             nn.Conv2d(16, 32, 5, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # 12 -> 8 -> 4
             nn.Flatten(), nn.Linear(32 * 4 * 4, FEATURE_DIM),
         )
-        self.head = nn.Sequential(nn.ReLU(), nn.Linear(FEATURE_DIM, 10))
+        self.head = nn.Sequential(nn.ReLU(), nn.Linear(FEATURE_DIM, n_classes))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate activations ``[B, 128]`` (before the ReLU)."""
@@ -111,7 +111,7 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()
 
 
-def cache_key(data: MNISTData, recipe: ClassifierRecipe) -> str:
+def cache_key(data: ImageData, recipe: ClassifierRecipe) -> str:
     """Data checksum + exact training images/labels + this file's source + the recipe."""
     images = data.train_images.cpu().numpy()
     labels = data.train_labels.cpu().numpy()
@@ -130,12 +130,12 @@ def _to_unit(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 255.0
 
 
-def train_classifier(data: MNISTData, recipe: ClassifierRecipe) -> LeNet:
+def train_classifier(data: ImageData, recipe: ClassifierRecipe) -> LeNet:
     """Adam + cosine decay on ``data.train_images``; seeded, does not touch the global RNG."""
     device = data.train_images.device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        net = LeNet().to(device)
+        net = _new_lenet(data).to(device)
     gen = torch.Generator(device=device).manual_seed(recipe.seed)
     opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
     n = data.train_images.shape[0]
@@ -156,10 +156,15 @@ def train_classifier(data: MNISTData, recipe: ClassifierRecipe) -> LeNet:
     return net.eval()
 
 
-def _load(path: Path, device: torch.device) -> dict | None:
+def _new_lenet(data: ImageData) -> LeNet:
+    spec = data.spec
+    return LeNet(spec.mean, spec.std, spec.n_classes)
+
+
+def _load(path: Path, data: ImageData, device: torch.device) -> dict | None:
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
-        net = LeNet().to(device)
+        net = _new_lenet(data).to(device)
         net.load_state_dict(payload["state_dict"])
         payload["net"] = net.eval()
         return payload
@@ -168,7 +173,7 @@ def _load(path: Path, device: torch.device) -> dict | None:
 
 
 def get_classifier(
-    data: MNISTData, epochs: int = 3, cache_dir: str | Path | None = None, batch_size: int = 1000,
+    data: ImageData, epochs: int = 3, cache_dir: str | Path | None = None, batch_size: int = 1000,
 ) -> FeatureExtractor:
     """The trained extractor for ``data``: from memory, else from disk, else trained and saved.
 
@@ -181,10 +186,10 @@ def get_classifier(
         return _LOADED[(key, str(device))]
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"lenet-{data.checksum[:8]}-{key}.pt"
+    path = folder / f"lenet-{data.dataset}-{data.checksum[:8]}-{key}.pt"
     # Parameters built (or trained) in an inference-mode caller would be inference tensors.
     with torch.inference_mode(False), torch.enable_grad(), locked(path):
-        payload = _load(path, device) if path.is_file() else None
+        payload = _load(path, data, device) if path.is_file() else None
         seconds = 0.0
         if payload is None:
             t0 = time.perf_counter()

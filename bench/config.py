@@ -24,13 +24,15 @@ from typing import Any, Literal
 
 import yaml
 
+from bench.datasets import DATASETS
 from bench.errors import UserError
 
 
 @dataclass
 class DataConfig:
-    """The MNIST pipeline (one for all models)."""
+    """The data pipeline (one for all models)."""
 
+    dataset: str = "mnist"  # a row of bench.datasets.DATASETS: mnist | fashion-mnist
     val_size: int = 5000  # images held out of the 60k train split, by a fixed seeded permutation
     val_seed: int = 1234  # seed of that permutation (independent of the run seed)
     train_subset: int = 0  # if > 0, train on the first N images of the shuffled train part only
@@ -92,7 +94,6 @@ class EvalConfig:
         return t**0.5 if self.second_temperature_is == "variance" else t
 
 
-MNIST_TRAIN_IMAGES = 60000  # the standard train split, before the validation hold-out
 SECTION_TYPES: dict[str, type] = {"data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
 
 
@@ -115,6 +116,8 @@ class Config:
     def run_dict(self, model: str) -> dict[str, Any]:
         """The parts of the config that define one model's run (hashed into its run id)."""
         d = {k: dataclasses.asdict(getattr(self, k)) for k in SECTION_TYPES}
+        if d["data"]["dataset"] == "mnist":  # MNIST runs keep the ids they had before datasets were configurable
+            del d["data"]["dataset"]
         d[model] = dataclasses.asdict(self.models[model])
         return d
 
@@ -277,9 +280,12 @@ def check_ranges(cfg: Config) -> None:
         raise UserError("config keys 'train.lr_milestones' and 'train.lr_factors' must have the same length")
     if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):
         raise UserError("config keys 'train.beta1' and 'train.beta2' must lie in [0, 1)")
-    if d.val_size >= MNIST_TRAIN_IMAGES:
-        raise UserError(f"config key 'data.val_size' must be < {MNIST_TRAIN_IMAGES}, got {d.val_size}")
-    n_train = MNIST_TRAIN_IMAGES - d.val_size
+    if d.dataset not in DATASETS:
+        raise UserError(f"config key 'data.dataset' must be one of {list(DATASETS)}, got {d.dataset!r}")
+    n_images = DATASETS[d.dataset].n_train
+    if d.val_size >= n_images:
+        raise UserError(f"config key 'data.val_size' must be < {n_images}, got {d.val_size}")
+    n_train = n_images - d.val_size
     if d.train_subset:
         n_train = min(n_train, d.train_subset)
     if t.batch_size > n_train:  # an epoch would have no step (the last partial batch is dropped)

@@ -1,11 +1,15 @@
-"""The only MNIST pipeline: verified files → one in-memory uint8 tensor → indexed batches.
+"""The only data pipeline: verified files → one in-memory uint8 tensor → indexed batches.
 
-``python -m bench.data [--data-root D]`` checks the files (fetching them first where allowed)
-and prints their folder; ``./run_all.sh test`` runs it once before the offline tests.
+The dataset (``data.dataset``: MNIST or Fashion-MNIST) is a row of ``bench.datasets.DATASETS``.
+``python -m bench.data [--dataset NAME] [--data-root D]`` checks the files (fetching them first
+where allowed) and prints their folder; ``./run_all.sh test`` runs it once before the offline tests.
 
-Root resolution: ``--data-root``, else ``$MNIST_ROOT``, else ``./data``. The four
-standard ``.gz`` files may lie flat in the root or in torchvision's ``MNIST/raw/``
-layout; each is verified against the md5 torchvision lists. Missing files are
+Root resolution: ``--data-root``, else the dataset's variable (``$MNIST_ROOT``,
+``$FASHION_MNIST_ROOT``), else its default folder (``./data``, ``./data/fashion-mnist``). The
+four standard ``.gz`` files may lie flat in the root or in torchvision's ``<Class>/raw/``
+layout; each passes if the md5 of the ``.gz`` matches torchvision's list or, failing that, the
+sha256 of its decompressed contents matches the table (recompressed copies); a verified file is
+remembered for the process, so the slower content check runs once. Missing files are
 downloaded through torchvision unless ``$PIE_BENCH_OFFLINE=1`` (tests set it) or the
 download fails; then a :class:`UserError` names the files and how to provide them.
 
@@ -27,70 +31,85 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.datasets import DATASETS, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, DatasetSpec, get_dataset
 from bench.errors import UserError
 
-FILES = {  # name -> md5, as listed by torchvision.datasets.MNIST.resources
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-}
+FILES = DATASETS["mnist"].gz_md5  # MNIST's file names -> md5 (kept for bench.perf's torchvision baseline)
+_VERIFIED: set[tuple[str, int, int, str]] = set()  # (path, size, mtime_ns, dataset) verified in this process
 
 
-def resolve_root(data_root: str | None) -> Path:
-    return Path(data_root or os.environ.get("MNIST_ROOT") or "./data")
+def resolve_root(data_root: str | None, dataset: str = "mnist") -> Path:
+    spec = get_dataset(dataset)
+    return Path(data_root or os.environ.get(spec.root_env) or spec.default_root)
 
 
-def _find(root: Path, name: str) -> Path | None:
-    for candidate in (root / name, root / "MNIST" / "raw" / name):
+def _find(root: Path, name: str, spec: DatasetSpec) -> Path | None:
+    for candidate in (root / name, root / spec.torchvision_class / "raw" / name):
         if candidate.is_file():
             return candidate
     return None
 
 
-def _md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
+def _verified(path: Path, name: str, spec: DatasetSpec) -> bool:
+    """md5 of the .gz (fast), else sha256 of its decompressed contents; remembered per process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, spec.name)
+    if key in _VERIFIED:
+        return True
+    raw = path.read_bytes()
+    ok = hashlib.md5(raw).hexdigest() == spec.gz_md5[name]
+    if not ok:
+        try:
+            ok = hashlib.sha256(gzip.decompress(raw)).hexdigest() == spec.content_sha256[name]
+        except (OSError, EOFError, gzip.BadGzipFile):  # truncated or not gzip at all
+            ok = False
+    if ok:
+        _VERIFIED.add(key)
+    return ok
 
 
-def _download(root: Path) -> None:
-    """Fetch missing files through torchvision (into ``root/MNIST/raw``)."""
+def _download(root: Path, spec: DatasetSpec) -> None:
+    """Fetch missing files through torchvision (into ``root/<Class>/raw``)."""
     import torchvision
 
-    torchvision.datasets.MNIST(str(root), train=True, download=True)
-    torchvision.datasets.MNIST(str(root), train=False, download=True)
+    cls = getattr(torchvision.datasets, spec.torchvision_class)
+    cls(str(root), train=True, download=True)
+    cls(str(root), train=False, download=True)
 
 
-def locate_files(root: Path) -> dict[str, Path]:
-    """Return verified paths of the four files, downloading if allowed; else UserError."""
-    paths = {name: _find(root, name) for name in FILES}
+def locate_files(root: Path, dataset: str = "mnist") -> dict[str, Path]:
+    """Return verified paths of the dataset's four files, downloading if allowed; else UserError."""
+    spec = get_dataset(dataset)
+    title, raw_dir = spec.title, f"{root}/{spec.torchvision_class}/raw"
+    paths = {name: _find(root, name, spec) for name in spec.files}
     missing = [n for n, p in paths.items() if p is None]
     if missing and os.environ.get("PIE_BENCH_OFFLINE") != "1":
         created = not root.exists()
         if created and not root.parent.is_dir():  # create the folder asked for, never its parents
-            raise UserError(f"MNIST folder '{root}' does not exist, nor does its parent '{root.parent}'; "
+            raise UserError(f"{title} folder '{root}' does not exist, nor does its parent '{root.parent}'; "
                             "create it or pass another --data-root")
         try:
             if created:
                 root.mkdir()
-            _download(root)
+            _download(root, spec)
         except Exception:  # any network or disk failure: fall through to the clear error
             if created:
                 shutil.rmtree(root, ignore_errors=True)  # leave no half-made folder behind
-        paths = {name: _find(root, name) for name in FILES}
+        paths = {name: _find(root, name, spec) for name in spec.files}
         missing = [n for n, p in paths.items() if p is None]
     if missing:
         why = "offline (PIE_BENCH_OFFLINE=1)" if os.environ.get("PIE_BENCH_OFFLINE") == "1" else \
             "the download failed"
         raise UserError(
-            f"MNIST file(s) {', '.join(missing)} not found in '{root}' (or '{root}/MNIST/raw') and {why}; "
-            "put the four original .gz files in ./data or set MNIST_ROOT (or --data-root) to their folder, "
-            "or run ./run_all.sh once with network"
+            f"{title} file(s) {', '.join(missing)} not found in '{root}' (or '{raw_dir}') and {why}; "
+            f"put the four original .gz files in {spec.default_root} or set {spec.root_env} (or --data-root) "
+            "to their folder, or run ./run_all.sh once with network"
         )
     for name, path in paths.items():
-        if _md5(path) != FILES[name]:
+        if not _verified(path, name, spec):
             raise UserError(
-                f"MNIST file '{path}' fails its md5 check (corrupt or truncated); "
-                "replace it with the original file"
+                f"{title} file '{path}' fails its checksum (neither the .gz md5 nor the sha256 of its contents "
+                "matches: corrupt or truncated); replace it with the original file"
             )
     return paths
 
@@ -101,8 +120,8 @@ def _read_idx(path: Path, header: int, shape: tuple[int, ...]) -> np.ndarray:
 
 
 @dataclass
-class MNISTData:
-    """MNIST held in memory as uint8 tensors on one device. Images ``[N, 1, 28, 28]``."""
+class ImageData:
+    """A dataset held in memory as uint8 tensors on one device. Images ``[N, 1, 28, 28]``."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
@@ -110,38 +129,55 @@ class MNISTData:
     val_labels: torch.Tensor
     test_images: torch.Tensor
     test_labels: torch.Tensor
-    checksum: str  # sha256 over the four files' md5s: keys caches (e.g. the classifier)
+    checksum: str  # sha256 over the four files' published md5s: keys caches (e.g. the classifier)
+    dataset: str = "mnist"  # its row of bench.datasets.DATASETS
 
-    def to(self, device: torch.device | str) -> MNISTData:
+    @property
+    def spec(self) -> DatasetSpec:
+        return DATASETS[self.dataset]
+
+    def to(self, device: torch.device | str) -> ImageData:
         fields = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
-        return MNISTData(**fields)
+        return ImageData(**fields)
 
 
-def load_mnist(
+MNISTData = ImageData  # the name before datasets were configurable (type hints elsewhere)
+
+
+def load_data(
     data_root: str | None = None,
     val_size: int = 5000,
     val_seed: int = 1234,
     device: torch.device | str = "cpu",
-) -> MNISTData:
-    """Verify, decode once and split MNIST; tensors live on ``device``."""
-    root = resolve_root(data_root)
-    paths = locate_files(root)
-    train_x = _read_idx(paths["train-images-idx3-ubyte.gz"], 16, (60000, 1, 28, 28))
-    train_y = _read_idx(paths["train-labels-idx1-ubyte.gz"], 8, (60000,))
-    test_x = _read_idx(paths["t10k-images-idx3-ubyte.gz"], 16, (10000, 1, 28, 28))
-    test_y = _read_idx(paths["t10k-labels-idx1-ubyte.gz"], 8, (10000,))
-    if not 0 <= val_size < 60000:
-        raise UserError(f"data.val_size must be in [0, 60000), got {val_size}")
-    perm = torch.randperm(60000, generator=torch.Generator().manual_seed(val_seed))
+    dataset: str = "mnist",
+) -> ImageData:
+    """Verify, decode once and split ``dataset``; tensors live on ``device``."""
+    spec = get_dataset(dataset)
+    paths = locate_files(resolve_root(data_root, dataset), dataset)
+    n, m = spec.n_train, spec.n_test
+    train_x = _read_idx(paths[TRAIN_IMAGES], 16, (n, *spec.image_shape))
+    train_y = _read_idx(paths[TRAIN_LABELS], 8, (n,))
+    test_x = _read_idx(paths[TEST_IMAGES], 16, (m, *spec.image_shape))
+    test_y = _read_idx(paths[TEST_LABELS], 8, (m,))
+    if not 0 <= val_size < n:
+        raise UserError(f"data.val_size must be in [0, {n}), got {val_size}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(val_seed))
     val_idx, train_idx = perm[:val_size], perm[val_size:]
     tx, ty = torch.from_numpy(train_x.copy()), torch.from_numpy(train_y.copy()).long()
-    checksum = hashlib.sha256("".join(FILES[n] for n in sorted(FILES)).encode()).hexdigest()[:16]
-    return MNISTData(
+    # The published md5s identify the contents (verified above, by md5 or by content sha256).
+    checksum = hashlib.sha256("".join(spec.gz_md5[f] for f in sorted(spec.gz_md5)).encode()).hexdigest()[:16]
+    return ImageData(
         train_images=tx[train_idx], train_labels=ty[train_idx],
         val_images=tx[val_idx], val_labels=ty[val_idx],
         test_images=torch.from_numpy(test_x.copy()), test_labels=torch.from_numpy(test_y.copy()).long(),
-        checksum=checksum,
+        checksum=checksum, dataset=dataset,
     ).to(device)
+
+
+def load_mnist(data_root: str | None = None, val_size: int = 5000, val_seed: int = 1234,
+               device: torch.device | str = "cpu") -> ImageData:
+    """MNIST through :func:`load_data`."""
+    return load_data(data_root, val_size, val_seed, device, "mnist")
 
 
 def preprocess(
@@ -178,16 +214,18 @@ def iterate_batches(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Locate (and, unless offline, fetch) the four MNIST files; one line either way."""
+    """Locate (and, unless offline, fetch) a dataset's four files; one line either way."""
     p = argparse.ArgumentParser(prog="python -m bench.data", description=main.__doc__)
-    p.add_argument("--data-root", default=None, help="MNIST folder (else $MNIST_ROOT, else ./data)")
+    p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default: %(default)s)")
+    p.add_argument("--data-root", default=None,
+                   help="folder of the files (else $MNIST_ROOT / $FASHION_MNIST_ROOT, else ./data[/fashion-mnist])")
     args = p.parse_args(argv)
     try:
-        paths = locate_files(resolve_root(args.data_root))
+        paths = locate_files(resolve_root(args.data_root, args.dataset), args.dataset)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"MNIST: {Path(next(iter(paths.values()))).parent.resolve()}")
+    print(f"{get_dataset(args.dataset).title}: {Path(next(iter(paths.values()))).parent.resolve()}")
     return 0
 
 

@@ -234,7 +234,8 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
     if cfg.channels_last:
         x_train = x_train.contiguous(memory_format=torch.channels_last)
     z_train = batched(model.encode, x_train, cfg.batch_size)
-    probe = M.linear_probe_accuracy(z_train, data.train_labels[:n_probe], z_test, labels)
+    probe = M.linear_probe_accuracy(z_train, data.train_labels[:n_probe], z_test, labels,
+                                    n_classes=data.spec.n_classes)
 
     t2 = cfg.second_temperature_std()
     samples = generate(model, cfg.n_samples, 1.0, cfg, seed + SAMPLE_OFFSET)
@@ -327,7 +328,7 @@ def reference_reconstruction_rows(data: MNISTData, cfg: EvalConfig) -> list[Metr
     n = _n_test(data, cfg)
     test, labels = _unit(data.test_images[:n]), data.test_labels[:n]
     train, train_labels = _unit(data.train_images), data.train_labels
-    class_means = torch.stack([train[train_labels == k].mean(0) for k in range(10)])
+    class_means = torch.stack([train[train_labels == k].mean(0) for k in range(data.spec.n_classes)])
     scale = "pixels k/255; on dequantised pixels (k+u)/256 both are 0.8 % lower ((255/256)²)"
     return [
         MetricRow("test", M.RECON_MSE_MEAN_IMAGE, float((test - train.mean(0)).pow(2).mean()),

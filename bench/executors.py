@@ -95,7 +95,7 @@ def _portable(spec, progress: bool | None = None):
 
     values = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
     values["out_dir"] = os.path.abspath(spec.out_dir)
-    values["data_root"] = os.path.abspath(resolve_root(spec.data_root))
+    values["data_root"] = os.path.abspath(resolve_root(spec.data_root, spec.config.data.dataset))
     if progress is not None:
         values["progress"] = progress
     return RunSpec(**values)

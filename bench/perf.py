@@ -89,7 +89,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from bench import evaluate as E
 from bench.classifier import FeatureExtractor, LeNet, get_classifier
 from bench.config import Config, load_config
-from bench.data import FILES, MNISTData, iterate_batches, load_mnist, locate_files, preprocess, resolve_root
+from bench.data import FILES, ImageData, iterate_batches, load_mnist, locate_files, preprocess, resolve_root
+from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.evaluate import batched
 from bench.registry import MODELS, build_model
@@ -342,7 +343,7 @@ def bare_step_fn(model: nn.Module, cfg: Config, batches: list[torch.Tensor], bf1
     return step
 
 
-def subset(data: MNISTData, n_train: int, n_val: int = 0) -> MNISTData:
+def subset(data: ImageData, n_train: int, n_val: int = 0) -> ImageData:
     """The first ``n_train`` training images (``data.train_subset``-style); ``n_val > 0`` cuts validation."""
     out = dataclasses.replace(data, train_images=data.train_images[:n_train],
                               train_labels=data.train_labels[:n_train])
@@ -354,7 +355,7 @@ def subset(data: MNISTData, n_train: int, n_val: int = 0) -> MNISTData:
 # ----------------------------------------------------------------------------- section: model
 
 
-def bench_models(names: list[str], presets: list[tuple[Config, bool]], data: MNISTData, device: torch.device,
+def bench_models(names: list[str], presets: list[tuple[Config, bool]], data: ImageData, device: torch.device,
                  budget: Budget, opts: argparse.Namespace, log=print) -> list[Row]:
     """Training and sampling throughput, FLOPs/image and GFLOP/s of every model at every preset."""
     rows: list[Row] = []
@@ -459,7 +460,7 @@ def instrumented_train(device: torch.device) -> Iterator[SimpleNamespace]:
             setattr(train_mod, n, fn)
 
 
-def bench_harness(names: list[str], cfg: Config, data: MNISTData, device: torch.device, budget: Budget,
+def bench_harness(names: list[str], cfg: Config, data: ImageData, device: torch.device, budget: Budget,
                   opts: argparse.Namespace, log=print) -> list[Row]:
     """Real training loop (one epoch on a slice) vs the bare loop, per model."""
     from bench.train import train_model
@@ -541,7 +542,7 @@ def torchvision_mnist_root(data_root: str | None, tmp: Path) -> Path:
     return tmp
 
 
-def bench_data(cfg: Config, data: MNISTData, device: torch.device, budget: Budget, data_root: str | None,
+def bench_data(cfg: Config, data: ImageData, device: torch.device, budget: Budget, data_root: str | None,
                log=print) -> list[Row]:
     """Batches/s of the harness's resident loader vs a plain torchvision DataLoader."""
     import torchvision
@@ -603,13 +604,14 @@ def feature_extractor(device: torch.device, batch: int) -> tuple[Callable[[torch
     Weights do not change the cost, so an untrained ``bench.classifier.LeNet`` is timed
     through ``FeatureExtractor.features`` (the evaluation's code path) without training it.
     """
-    net = LeNet().to(device).eval()
+    mnist = DATASETS["mnist"]  # the cost does not depend on the dataset
+    net = LeNet(mnist.mean, mnist.std, mnist.n_classes).to(device).eval()
     extractor = FeatureExtractor(net=net, weights_hash="untrained", cache_key="perf", test_accuracy=math.nan,
                                  n_test=0, train_seconds=0.0)
     return (lambda x: extractor.features(x, batch)), "bench.classifier FeatureExtractor.features, untrained LeNet"
 
 
-def bench_metrics(names: list[str], cfg: Config, data: MNISTData, device: torch.device, budget: Budget,
+def bench_metrics(names: list[str], cfg: Config, data: ImageData, device: torch.device, budget: Budget,
                   log=print) -> list[Row]:
     """Seconds of each metric on ``eval.n_samples`` (10 000) images, then of a whole evaluation per model."""
     from bench import metrics as M
@@ -658,7 +660,7 @@ def bench_metrics(names: list[str], cfg: Config, data: MNISTData, device: torch.
     return rows
 
 
-def _model_metric_costs(model: nn.Module, name: str, cfg: Config, data: MNISTData, device: torch.device,
+def _model_metric_costs(model: nn.Module, name: str, cfg: Config, data: ImageData, device: torch.device,
                         base: dict, n: int, target: int, probe_n: int, eb: int, budget: Budget) -> list[Row]:
     """bits/dim (density models) and the linear probe, for one (untrained) model."""
     from bench import metrics as M
@@ -694,7 +696,7 @@ def _model_metric_costs(model: nn.Module, name: str, cfg: Config, data: MNISTDat
     return rows
 
 
-def bench_evaluation(names: list[str], cfg: Config, data: MNISTData, device: torch.device, budget: Budget,
+def bench_evaluation(names: list[str], cfg: Config, data: ImageData, device: torch.device, budget: Budget,
                      log=print) -> list[Row]:
     """Seconds of ``bench.evaluate.evaluate_model`` for one (untrained) model: the per-run evaluation cost.
 
@@ -878,7 +880,7 @@ def interleaved(fns: dict[str, Callable[[], object]], device: torch.device, reps
     return times
 
 
-def bench_householder(names: list[str], presets: list[tuple[Config, bool]], data: MNISTData, device: torch.device,
+def bench_householder(names: list[str], presets: list[tuple[Config, bool]], data: ImageData, device: torch.device,
                       budget: Budget, log=print) -> list[Row]:
     """Materialised matrix (as implemented) vs successive reflections.
 
@@ -969,7 +971,7 @@ def _lever_step(name: str, cfg: Config, device: torch.device, batches: list[torc
     return bare_step_fn(model, dataclasses.replace(cfg, train=tcfg), batches, bf16, compile_loss)
 
 
-def bench_levers(names: list[str], cfg: Config, data: MNISTData, device: torch.device, budget: Budget,
+def bench_levers(names: list[str], cfg: Config, data: ImageData, device: torch.device, budget: Budget,
                  opts: argparse.Namespace, log=print) -> list[Row]:
     """Each speed lever on/off, measured in alternation in one process (ratios, robust to a loaded machine).
 
@@ -1024,7 +1026,7 @@ def interleaved_steps(fns: dict[str, Callable[[], None]], device: torch.device, 
     return out
 
 
-def _eval_lever(name: str, cfg: Config, data: MNISTData, device: torch.device, budget: Budget, base: dict,
+def _eval_lever(name: str, cfg: Config, data: ImageData, device: torch.device, budget: Budget, base: dict,
                 log=print) -> list[Row]:
     n = budget.metric_images
     ecfg = dataclasses.replace(cfg.eval, n_samples=n, test_subset=n, probe_train_size=n,
@@ -1116,7 +1118,7 @@ def _pythae_epoch(name: str, cfg: Config, images: torch.Tensor, device: torch.de
     return time.perf_counter() - t
 
 
-def bench_peer(names: list[str], cfg: Config, data: MNISTData, device: torch.device, budget: Budget,
+def bench_peer(names: list[str], cfg: Config, data: ImageData, device: torch.device, budget: Budget,
                log=print) -> list[Row]:
     """One training epoch: ``bench.train.train_model`` (validation and checkpoint included) vs Pythae's
     ``BaseTrainer`` on identical DCGAN nets (width ``PEER_WIDTH``), latent and batch, in alternation.

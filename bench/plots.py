@@ -22,6 +22,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from bench.datasets import DATASETS, DatasetSpec  # noqa: E402
+
 GRID_PAD = 2
 PAD_VALUE = 1.0  # white separators: visible between black MNIST backgrounds and grey samples
 DPI = 110
@@ -137,24 +139,27 @@ def umap_embedding(latents: np.ndarray, labels: np.ndarray, max_points: int = 30
     return np.asarray(emb), y
 
 
-def umap_axes(ax, emb: np.ndarray, labels: np.ndarray, title: str, legend: bool = True) -> None:
+def umap_axes(ax, emb: np.ndarray, labels: np.ndarray, title: str, legend: bool = True,
+              dataset: DatasetSpec = DATASETS["mnist"]) -> None:
     import seaborn as sns
 
-    frame = pd.DataFrame({"umap 1": emb[:, 0], "umap 2": emb[:, 1], "digit": labels.astype(int)})
-    sns.scatterplot(data=frame, x="umap 1", y="umap 2", hue="digit", palette="tab10", s=6, linewidth=0,
-                    ax=ax, legend="full" if legend else False, hue_order=list(range(10)))
+    names = np.asarray(dataset.class_names)
+    frame = pd.DataFrame({"umap 1": emb[:, 0], "umap 2": emb[:, 1], dataset.item: names[labels.astype(int)]})
+    sns.scatterplot(data=frame, x="umap 1", y="umap 2", hue=dataset.item, palette="tab10", s=6, linewidth=0,
+                    ax=ax, legend="full" if legend else False, hue_order=list(dataset.class_names))
     if legend:
-        ax.legend(title="digit", fontsize=7, title_fontsize=8, markerscale=2, loc="center left",
+        ax.legend(title=dataset.item, fontsize=7, title_fontsize=8, markerscale=2, loc="center left",
                   bbox_to_anchor=(1.0, 0.5), frameon=False)
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def umap_figure(emb: np.ndarray, labels: np.ndarray, path: Path, title: str) -> Path:
-    """Fig. 7e: UMAP of the test latents coloured by digit."""
+def umap_figure(emb: np.ndarray, labels: np.ndarray, path: Path, title: str,
+                dataset: DatasetSpec = DATASETS["mnist"]) -> Path:
+    """Fig. 7e: UMAP of the test latents coloured by class (digit for MNIST)."""
     fig, ax = plt.subplots(figsize=(5.6, 4.6))
-    umap_axes(ax, emb, labels, title)
+    umap_axes(ax, emb, labels, title, dataset=dataset)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -171,7 +176,7 @@ def _missing_axes(ax, title: str, reason: str) -> None:
     ax.set_axis_off()
 
 
-def fig7_overview(rows: Sequence[dict], path: Path) -> Path:
+def fig7_overview(rows: Sequence[dict], path: Path, dataset: DatasetSpec = DATASETS["mnist"]) -> Path:
     """All Fig. 7 panels: one row per eps², columns (a)-(e) as in the paper.
 
     Each row dict has ``label`` and ``panels``: a list of 5 entries, each
@@ -187,7 +192,7 @@ def fig7_overview(rows: Sequence[dict], path: Path) -> Path:
             if kind == "grid":
                 _image_axes(ax, payload, full)
             elif kind == "umap":
-                umap_axes(ax, payload[0], payload[1], full, legend=(c == 4 and r == 0))
+                umap_axes(ax, payload[0], payload[1], full, legend=(c == 4 and r == 0), dataset=dataset)
             else:
                 _missing_axes(ax, full, payload)
     fig.suptitle("Figure 7 (reproduction): PIE, dim(z) = 10", fontsize=12)
@@ -214,11 +219,13 @@ def samples_side_by_side(entries: Sequence[dict], path: Path) -> Path:
 
 
 def sharpness_bars(per_run: pd.DataFrame, paper: dict[str, float], path: Path,
-                   real_value: float | None = None) -> Path:
-    """Bar chart of sharpness: mean ± std over seeds (``per_run``: columns row, value), paper marked."""
+                   real_value: float | None = None, order: Sequence[str] | None = None,
+                   dataset: DatasetSpec = DATASETS["mnist"]) -> Path:
+    """Bar chart of sharpness: mean ± std over seeds (``per_run``: columns row, value), the paper's
+    values marked where given (MNIST only; ``paper`` may be empty)."""
     import seaborn as sns
 
-    order = list(paper)
+    order = list(order if order is not None else paper)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     data = per_run[per_run["row"].isin(order)]
     present = [r for r in order if (data["row"] == r).any()]
@@ -234,10 +241,11 @@ def sharpness_bars(per_run: pd.DataFrame, paper: dict[str, float], path: Path,
         np.random.set_state(rng_state)
     else:
         ax.set_xticks(range(len(order)), order)
-    ax.scatter(range(len(order)), [paper[r] for r in order], marker="D", s=46, color="firebrick", zorder=5,
-               label="paper, Table 1")
+    if paper:
+        ax.scatter([order.index(r) for r in paper if r in order], [paper[r] for r in paper if r in order],
+                   marker="D", s=46, color="firebrick", zorder=5, label="paper, Table 1")
     if real_value is not None and np.isfinite(real_value):
-        ax.axhline(real_value, ls="--", lw=1, color="grey", label=f"real test digits ({real_value:.3g})")
+        ax.axhline(real_value, ls="--", lw=1, color="grey", label=f"real test {dataset.item}s ({real_value:.3g})")
     missing = [r for r in order if r not in present]
     if missing:
         ax.text(0.01, 0.98, "no data: " + ", ".join(missing), transform=ax.transAxes, va="top", fontsize=8,
@@ -245,7 +253,7 @@ def sharpness_bars(per_run: pd.DataFrame, paper: dict[str, float], path: Path,
     ax.set_ylim(bottom=0)
     ax.set_xlabel("")
     ax.set_ylabel("sharpness (variance of the Laplacian)")
-    ax.set_title("Table 1: sharpness of generated digits (latent 8)", fontsize=10)
+    ax.set_title(f"Table 1: sharpness of generated {dataset.item}s (latent 8)", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.93) if missing else None)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)

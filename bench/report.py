@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from bench import convergence
+from bench.datasets import DATASETS, DatasetSpec
 from bench.errors import UserError
 from bench.figure_data import UMAP_POINTS, UMAP_SEED, load_figure_data
 from bench.results import COLUMNS, TABLE, atomic_write_bytes, parse_table, runs_missing_rows, write_csv_atomic
@@ -186,6 +187,16 @@ class Selection:
     fig7: dict[float, pd.Series]  # eps² -> the run drawn
     fig7_all: pd.DataFrame  # all finished latent-10 PIE runs with their eps²
     notes: list[str] = field(default_factory=list)
+    dataset: str = "mnist"  # the table's runs are all of this dataset (build_report splits by it)
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return DATASETS[self.dataset]
+
+    @property
+    def has_paper(self) -> bool:
+        """The paper reports MNIST only: its column and markers appear for MNIST alone."""
+        return self.dataset == "mnist"
 
 
 def _pick_config(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -354,7 +365,7 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
             if nan_notes:
                 footnotes.append(f"{LABELS[row]} {metric}: " + "; ".join(nan_notes))
             if metric == "sharpness":
-                rec["paper_sharpness"] = PAPER_SHARPNESS[row]
+                rec["paper_sharpness"] = PAPER_SHARPNESS[row] if sel.has_paper else float("nan")
         rec["run_ids"] = " ".join(row_runs[row])
         # the convergence rule on each finished run's learning curves (bench.convergence)
         rec["converged"] = "—" if row == "real" else convergence.summary(
@@ -383,23 +394,12 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
                   metric_notes, flags, reference_recon(table, sel))
 
 
-def _env_info(configs: list[dict], table: pd.DataFrame, run_ids: list[str]) -> str:
-    """Device and torch version if the run records hold them, else 'see config'."""
-    found: dict[str, set[str]] = {}
-    keys = ("device", "torch", "torch_version", "cuda", "cpu", "threads", "hostname")
-    for cfg in configs:
-        for sect in (cfg, cfg.get("env"), cfg.get("environment"), cfg.get("system"), cfg.get("runtime")):
-            if isinstance(sect, dict):
-                for k in keys:
-                    if k in sect and not isinstance(sect[k], dict | list):
-                        found.setdefault(k, set()).add(str(sect[k]))
-    rows = table[table["run_id"].isin(run_ids)]
-    for k in keys:
-        if k in rows.columns:
-            found.setdefault(k, set()).update(str(v) for v in rows[k].dropna().unique())
-    if not found:
+def _env_info(configs: list[dict]) -> str:
+    """Device and torch version as each run's config.json records them (bench.run writes both)."""
+    found = {k: sorted({str(c[k]) for c in configs if c.get(k) is not None}) for k in ("device", "torch_version")}
+    if not any(found.values()):
         return "not recorded in the run records (see each run's config.json)"
-    return "; ".join(f"{k} {', '.join(sorted(v))}" for k, v in found.items() if v)
+    return "; ".join(f"{k} {', '.join(v)}" for k, v in found.items() if v)
 
 
 def protocol_lines(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
@@ -423,15 +423,18 @@ def protocol_lines(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
         "Sharpness recipe: " + metric_notes.get("sharpness", DEFAULT_RECIPE).rstrip(".") + ".",
         f"Preset: {_list(presets)}; seeds: " + "; ".join(f"{k} {v or 'none'}" for k, v in seeds.items()) + ".",
         "mean ± std over seeds (sample std, ddof 1); a single run shows its value alone; n/a = not recorded.",
-        "Device / torch: " + _env_info(cfgs, table, run_ids) + f"; git commit(s): {_list(commits)}.",
-        "Gap to real = model sharpness − sharpness of the real test digits (same recipe); above 0 means more "
-        "Laplacian variance than real digits, which can be detail or noise (added noise raises the score).",
-        PAPER_SIGN_NOTE,
+        "Device / torch: " + _env_info(cfgs) + f"; git commit(s): {_list(commits)}.",
+        f"Gap to real = model sharpness − sharpness of the real test {sel.spec.item}s (same recipe); above 0 means "
+        f"more Laplacian variance than real {sel.spec.item}s, which can be detail or noise (added noise raises the "
+        "score).",
     ]
+    if sel.has_paper:
+        lines.append(PAPER_SIGN_NOTE)
     return lines
 
 
-def table1_markdown(t1: Table1, sel: Selection, heading: str = "#") -> str:
+def table1_markdown(t1: Table1, sel: Selection, heading: str = "#", up: str = "") -> str:
+    """``up``: the path from the page to the results directory ("../" for a dataset's subfolder)."""
     header = ["", "n", "Sharpness", "Paper", "Gap to real", *TABLE1_METRICS[1:], "converged"]
     rows = []
     for _, r in t1.frame.iterrows():
@@ -442,9 +445,14 @@ def table1_markdown(t1: Table1, sel: Selection, heading: str = "#") -> str:
                  fmt_num(r["paper_sharpness"], 3), gap]
         cells += [fmt_mean_std(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]) for m in TABLE1_METRICS[1:]]
         cells.append(r["converged"])
+        if not sel.has_paper:
+            del cells[3]
         rows.append(cells)
+    if not sel.has_paper:
+        header.remove("Paper")
     rows += reference_rows_md(t1.references, len(header), header.index("recon_mse"))
-    parts = [f"{heading} Table 1: sharpness of generated MNIST digits (latent {TABLE1_LATENT})", "",
+    what = "MNIST digits" if sel.dataset == "mnist" else f"{sel.spec.title} images"
+    parts = [f"{heading} Table 1: sharpness of generated {what} (latent {TABLE1_LATENT})", "",
              "Protocol:", ""]
     parts += [f"- {line}" for line in t1.protocol]
     parts += ["", md_table(header, rows), ""]
@@ -463,7 +471,7 @@ def table1_markdown(t1: Table1, sel: Selection, heading: str = "#") -> str:
         parts += ["n/a with a reason:", ""] + [f"- {f}" for f in t1.footnotes] + [""]
     if sel.notes:
         parts += ["Selection notes:", ""] + [f"- {n}" for n in sel.notes] + [""]
-    parts.append("Machine-readable: [table1.csv](table1.csv); every row of every run: [metrics.csv](metrics.csv).")
+    parts.append(f"Machine-readable: [table1.csv](table1.csv); every row of every run: [metrics.csv]({up}metrics.csv).")
     return "\n".join(parts) + "\n"
 
 
@@ -482,9 +490,11 @@ class Output:
 class Report:
     """Collects outputs, missing panels and errors while the figures are drawn."""
 
-    def __init__(self, results: Path):
-        self.results = results
-        self.fig_dir = results / FIG_DIR
+    def __init__(self, results: Path, out: Path | None = None, dataset: str = "mnist"):
+        self.results = results  # where the runs are read
+        self.out = out or results  # where the pages and figures go (a subfolder per non-MNIST dataset)
+        self.dataset = DATASETS[dataset]
+        self.fig_dir = self.out / FIG_DIR
         self.fig_dir.mkdir(parents=True, exist_ok=True)
         self.errors: list[str] = []
         self.drawn: list[str] = []
@@ -514,13 +524,6 @@ def _grid_size(config: dict, n: int) -> int:
     if isinstance(g, int) and g > 0 and g * g <= max(n, 1) * 4:
         return g
     return max(1, int(math.ceil(math.sqrt(max(n, 1)))))
-
-
-def _interp_hint(config: dict) -> int | None:
-    for k, v in (config.get("eval") or {}).items():
-        if "interp" in k and "step" in k and isinstance(v, int):
-            return v
-    return None
 
 
 def _second_temperature_text(config: dict) -> str:
@@ -615,10 +618,11 @@ def fig7_entry(rep: Report, eps2: float, run: pd.Series, cfg: dict, umap_points:
                ("samples_t2",), lambda: arrays["samples_t2"], lambda: _grid_size(cfg, len(arrays["samples_t2"])))
     grid_panel("d", "interpolations", "(d) linear interpolation in z between two test images per row",
                "(d) interpolations", ("interpolations",), lambda: arrays["interpolations"],
-               lambda: plots.interpolation_steps(len(arrays["interpolations"]), _interp_hint(cfg)))
+               lambda: plots.interpolation_steps(len(arrays["interpolations"]),
+                                                 (cfg.get("eval") or {}).get("interp_steps")))
 
     name = fig7_name(eps2, "e", "umap")
-    title = "(e) UMAP of the test latents, coloured by digit"
+    title = f"(e) UMAP of the test latents, coloured by {rep.dataset.item}"
     why = absent("test_latents", "test_labels")
     if not why:
         try:
@@ -633,7 +637,8 @@ def fig7_entry(rep: Report, eps2: float, run: pd.Series, cfg: dict, umap_points:
         overview.append(("missing", why, "(e) UMAP"))
     else:
         title = f"{title} ({len(emb)} points, random_state {UMAP_RANDOM_STATE})"
-        panels.append(rep.draw(name, title, "", lambda p: plots.umap_figure(emb, labels, p, f"{head}\n{title}")))
+        panels.append(rep.draw(name, title, "",
+                               lambda p: plots.umap_figure(emb, labels, p, f"{head}\n{title}", rep.dataset)))
         overview.append(("umap", (emb, labels), "(e) UMAP"))
     return Fig7Entry(eps2, run, panels, overview, err)
 def training_logs(results: Path, sel: Selection) -> tuple[pd.DataFrame, list[str]]:
@@ -697,12 +702,16 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
     # Bar chart of Table 1 sharpness.
     sharp = t1.per_run[t1.per_run["metric"] == "sharpness"].dropna(subset=["value"])
     per_run = sharp.assign(row=sharp["row"].map(LABELS))[["row", "value"]]
-    paper = {LABELS[k]: v for k, v in PAPER_SHARPNESS.items()}
+    paper = {LABELS[k]: v for k, v in PAPER_SHARPNESS.items()} if sel.has_paper else {}
+    item = rep.dataset.item
     out["bars"] = rep.draw(
-        "table1_sharpness.png", "Table 1 sharpness: this reproduction vs the paper",
-        "Bars: mean over seeds, whiskers ± std, dots: single runs; red diamonds: the paper's Table 1; "
-        "dashed: the real test digits measured here.",
-        lambda p: plots.sharpness_bars(per_run, paper, p, t1.real_sharpness))
+        "table1_sharpness.png", "Table 1 sharpness: this reproduction vs the paper" if paper else
+        f"Table 1 sharpness on {rep.dataset.title}",
+        "Bars: mean over seeds, whiskers ± std, dots: single runs; "
+        + ("red diamonds: the paper's Table 1; " if paper else "")
+        + f"dashed: the real test {item}s measured here.",
+        lambda p: plots.sharpness_bars(per_run, paper, p, t1.real_sharpness, [LABELS[r] for r in ROWS],
+                                       rep.dataset))
 
     # VAE, WAE, PIE samples side by side (lowest seed of the Table 1 runs).
     entries = []
@@ -738,7 +747,7 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
                 "T = 1, (c) samples at the second temperature, (d) interpolations, (e) UMAP of the test latents.")
     unavailable = [e.unavailable for e in fig7 if e.unavailable]
     out["fig7_overview"] = (unavailable and rep.keep(*overview, "; ".join(unavailable))) or \
-        rep.draw(*overview, lambda p: plots.fig7_overview(rows, p))
+        rep.draw(*overview, lambda p: plots.fig7_overview(rows, p, rep.dataset))
 
     # Training curves.
     logs, panels = training_logs(rep.results, sel)
@@ -778,12 +787,13 @@ def _figure_md(o: Output, heading: str = "###") -> list[str]:
 
 
 def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table1, figs: dict[str, Any],
-                   errors: list[str]) -> str:
+                   errors: list[str], up: str = "", others: list[tuple[str, str]] | None = None) -> str:
+    """``up``: path from the page to ``results``; ``others``: pages of the other datasets in ``results``."""
     runs = run_frame(table)
     n_ok = int((runs["status"] == "ok").sum())
     failed = runs[runs["status"] != "ok"]
     lines = [
-        "# pie-bench report: PIE vs VAE vs WAE-MMD on MNIST",
+        f"# pie-bench report: PIE vs VAE vs WAE-MMD on {sel.spec.title}",
         "",
         "Reproduction of Table 1 and Figure 7 of *PIE: Pseudo-Invertible Encoder* (ICLR 2019 submission). "
         f"Built by `python -m bench.report --results {results.name}` from `metrics.csv` and the artefacts the "
@@ -796,15 +806,18 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
         '<a id="table-1"></a>',
         "",
     ]
-    lines += [table1_markdown(t1, sel, heading="##").rstrip(), "", "Also as its own page: [table1.md](table1.md).",
-              ""]
+    if others:
+        lines[4:4] = ["Other datasets in this results directory: "
+                      + " · ".join(f"[{DATASETS[d].title}]({up}{page})" for d, page in others), ""]
+    lines += [table1_markdown(t1, sel, heading="##", up=up).rstrip(), "",
+              "Also as its own page: [table1.md](table1.md).", ""]
     lines += _figure_md(figs["bars"])
     lines += _figure_md(figs["side"])
     lines += ['<a id="figure-7"></a>', "", f"## Figure 7: PIE at latent {FIG7_LATENT}, eps² ∈ "
               f"{{{', '.join(eps_label(e) for e in FIG7_EPS2)}}}", "",
               "The paper's Fig. 7 per eps² (a variance): (a) test images and reconstructions, (b) samples at T = 1, "
               "(c) samples at the second temperature, (d) linear interpolations in z between pairs of test images, "
-              "(e) UMAP of the test latents coloured by digit. All images are decoded from z.", ""]
+              f"(e) UMAP of the test latents coloured by {sel.spec.item}. All images are decoded from z.", ""]
     lines += _figure_md(figs["fig7_overview"])
     lines += fig7_numbers_md(table, figs["fig7"], t1.references)
     for entry in figs["fig7"]:
@@ -816,7 +829,7 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
                 lines += _figure_md(o, heading="####")
             continue
         lines += [f"Run `{entry.run['run_id']}` (seed {int(entry.run['seed'])}; "
-                  f"[config](runs/{entry.run['run_id']}/config.json)).", ""]
+                  f"[config]({up}runs/{entry.run['run_id']}/config.json)).", ""]
         for o in entry.panels:
             lines += _figure_md(o, heading="####")
     lines += ['<a id="training-curves"></a>', "", "## Training curves", ""]
@@ -829,7 +842,7 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
             used.append([f"`{r['run_id']}`", LABELS[model], str(int(r["seed"])) if pd.notna(r["seed"]) else "",
                          f"Table 1 (latent {TABLE1_LATENT})", str(r["status"])])
     if sel.real_run:
-        used.append([f"`{sel.real_run}`", "True", "", "Table 1 (real test digits)", "ok"])
+        used.append([f"`{sel.real_run}`", "True", "", f"Table 1 (real test {sel.spec.item}s)", "ok"])
     for _, r in sel.fig7_all.sort_values(["eps2", "seed"]).iterrows():
         drawn = any(e.run is not None and e.run["run_id"] == r["run_id"] for e in figs["fig7"])
         used.append([f"`{r['run_id']}`", "PIE", str(int(r["seed"])),
@@ -920,30 +933,57 @@ def write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def dataset_folders(table: pd.DataFrame) -> dict[str, str]:
+    """dataset -> its report's folder relative to the results directory: MNIST (else the only or
+    first dataset) at the top, every other dataset in a subfolder of its name."""
+    names = sorted(set(table["dataset"].fillna("mnist").astype(str))) or ["mnist"]
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise UserError(f"the table names unknown dataset(s) {', '.join(unknown)}; valid: {', '.join(DATASETS)}")
+    top = "mnist" if "mnist" in names else names[0]
+    return {n: "" if n == top else f"{n}/" for n in names}
+
+
 def build_report(results: Path, umap_points: int = UMAP_MAX_POINTS, log=print) -> list[str]:
-    """Write every output; return the list of figure errors (empty when all were drawn)."""
+    """Write every output, one Table 1 and one set of figures per dataset; return the list of
+    figure errors (empty when all were drawn)."""
     table = load_table(results)
+    folders = dataset_folders(table)
+    errors = []
+    for dataset, folder in folders.items():
+        part = table[table["dataset"].fillna("mnist").astype(str) == dataset]
+        others = [(d, f"{f}index.md") for d, f in folders.items() if d != dataset]
+        errors += _build_dataset_report(results, part, dataset, folder, others, umap_points, log)
+    return errors
+
+
+def _build_dataset_report(results: Path, table: pd.DataFrame, dataset: str, folder: str,
+                          others: list[tuple[str, str]], umap_points: int, log) -> list[str]:
+    out = results / folder
+    out.mkdir(exist_ok=True)
+    up = "../" * folder.count("/")
     configs = {r: read_json(results / "runs" / r / "config.json") for r in table["run_id"].unique()
                if not r.startswith("real-")}
     sel = select_runs(table, configs)
+    sel.dataset = dataset
     logs = run_logs(results, pd.concat([f.query("status == 'ok'") for f in sel.table1.values()]))
     t1 = build_table1(table, sel, configs, logs)
-    write_csv_atomic(results / "table1.csv", t1.frame)
-    write_text(results / "table1.md", table1_markdown(t1, sel))
-    rep = Report(results)
+    write_csv_atomic(out / "table1.csv", t1.frame)
+    write_text(out / "table1.md", table1_markdown(t1, sel, up=up))
+    rep = Report(results, out, dataset)
     figs = build_figures(rep, table, sel, t1, configs, umap_points, logs)
-    write_text(results / "index.md", index_markdown(results, table, sel, t1, figs, rep.errors))
+    write_text(out / "index.md", index_markdown(results, table, sel, t1, figs, rep.errors, up, others))
     written = ["table1.md", "table1.csv", "index.md"]
     mechanism = mechanism_markdown(table, configs)
     if mechanism is not None:
-        write_text(results / "mechanism.md", mechanism)
+        write_text(out / "mechanism.md", mechanism)
         written.append("mechanism.md")
     written += rep.drawn
     for name in written:
-        log(f"wrote {results / name}")
+        log(f"wrote {out / name}")
     for name in rep.kept:
-        log(f"kept {results / name} (its inputs are missing; see index.md)")
-    return rep.errors
+        log(f"kept {out / name} (its inputs are missing; see index.md)")
+    return [f"{folder}{e}" for e in rep.errors]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -42,13 +42,14 @@ from bench.config import (
     read_yaml,
     set_value,
 )
-from bench.data import load_mnist
+from bench.data import load_data
+from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.evaluate import MetricRow, evaluate_model, evaluate_real
 from bench.executors import EXECUTORS
 from bench.figure_data import save_figure_data
 from bench.metrics import RECON_MSE_MEAN_IMAGE
-from bench.registry import build_model, check_model_names
+from bench.registry import MODELS, build_model, check_model_names
 from bench.results import (
     DONE,
     RUNS,
@@ -124,7 +125,7 @@ def _rows_frame(spec: RunSpec, rows: list[MetricRow], status: str, started: str,
     cfg = spec.config
     model_cfg = cfg.models[spec.model]
     base = {
-        "run_id": spec.run_id, "dataset": "mnist", "model": spec.model, "seed": spec.seed,
+        "run_id": spec.run_id, "dataset": cfg.data.dataset, "model": spec.model, "seed": spec.seed,
         "status": status, "latent_dim": getattr(model_cfg, "latent_dim", pd.NA), "preset": cfg.preset,
         "config_hash": cfg.run_hash(spec.model), "git_commit": git_commit(), "started_at": started,
         "elapsed_s": round(elapsed, 3),
@@ -197,8 +198,8 @@ def _train_and_record(spec: RunSpec, data, run_dir: Path, log) -> None:
                 **spec.config.run_dict(spec.model)}
     atomic_write_bytes(run_dir / "config.json", json.dumps(cfg_dict, indent=2, sort_keys=True).encode())
     dc = spec.config.data
-    if data is None or data.val_images.shape[0] != dc.val_size:
-        data = load_mnist(spec.data_root, dc.val_size, dc.val_seed, spec.device)
+    if data is None or data.dataset != dc.dataset or data.val_images.shape[0] != dc.val_size:
+        data = load_data(spec.data_root, dc.val_size, dc.val_seed, spec.device, dc.dataset)
     train_data = data  # the model may train on a subset; evaluation always sees the full splits
     if spec.config.data.train_subset > 0:
         train_data = dataclasses.replace(data, train_images=data.train_images[:spec.config.data.train_subset],
@@ -259,7 +260,7 @@ def record_real(out: Path, config: Config, data) -> None:
                 return
             started = datetime.now(timezone.utc).isoformat(timespec="seconds")
             frame = pd.DataFrame([{
-                "run_id": run_id, "dataset": "mnist", "model": "real", "seed": pd.NA, "split": r.split,
+                "run_id": run_id, "dataset": config.data.dataset, "model": "real", "seed": pd.NA, "split": r.split,
                 "metric": r.metric, "value": r.value, "note": r.note, "status": "ok", "latent_dim": pd.NA,
                 "preset": config.preset, "config_hash": "", "git_commit": git_commit(), "started_at": started,
                 "elapsed_s": round(time.perf_counter() - t0, 3)} for r in rows])
@@ -279,11 +280,16 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = _Parser(prog="python -m bench.run", description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="pie,vae,wae", help="comma-separated registry names")
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="comma-separated registry names (default: every registered model, %(default)s)")
     p.add_argument("--seeds", default="1", help="N: run seeds 0..N-1")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML preset (default: %(default)s)")
     p.add_argument("--out", default="results", help="results directory (default: %(default)s)")
-    p.add_argument("--data-root", default=None, help="MNIST folder (else $MNIST_ROOT, else ./data)")
+    p.add_argument("--dataset", default=None, choices=list(DATASETS),
+                   help="the data.dataset to use (same as --set data.dataset=NAME; default: the preset's, mnist)")
+    p.add_argument("--data-root", default=None,
+                   help="folder of the dataset's files (else $MNIST_ROOT or $FASHION_MNIST_ROOT, "
+                        "else ./data or ./data/fashion-mnist)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config field; repeatable")
@@ -297,7 +303,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: a local Ray)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     p.add_argument("--yes", action="store_true", help=f"start a plan of more than {MAX_RUNS_WITHOUT_YES} runs")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.dataset:  # first, so an explicit --set data.dataset=... still wins
+        args.overrides.insert(0, f"data.dataset={args.dataset}")
+    return args
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -359,6 +368,9 @@ def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
     preset = Path(args.config).stem
     base = config_from_dict(raw, preset)
     sweeps = parse_sweeps(args.sweep)
+    if any(key == "data.dataset" for key, _ in sweeps):
+        raise UserError("--sweep over data.dataset is not supported: run one dataset per command "
+                        "(--dataset NAME), each into its own --out directory")
     for key, values in sweeps:  # a swept key must exist: build once with its first value
         config_from_dict(_with_values(raw, {key: values[0]}), preset)
     # A sweep over another model's section does not multiply this model's runs.
@@ -425,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         specs = plan_runs(args)
         out = Path(args.out)
         first = specs[0].config.data
-        data = load_mnist(args.data_root, first.val_size, first.val_seed, args.device)
+        data = load_data(args.data_root, first.val_size, first.val_seed, args.device, first.dataset)
         check_writable(out)
         for spec in specs:  # before anything runs: a crafted checkpoint of a run to resume stops it (exit 2)
             if not (out / "runs" / spec.run_id / DONE).is_file():

@@ -25,7 +25,7 @@ import torch
 from bench import metrics as M
 from bench.classifier import get_classifier
 from bench.config import Config
-from bench.data import MNISTData, preprocess
+from bench.data import ImageData, preprocess
 from bench.evaluate import batched, generate, real_stats
 
 PREFIX = "track_"
@@ -44,7 +44,7 @@ def column(metric: str) -> str:
 class Tracker:
     """``on_epoch_end`` callback for :func:`bench.train.train_model`; see the module docstring."""
 
-    def __init__(self, data: MNISTData, config: Config, seed: int):
+    def __init__(self, data: ImageData, config: Config, seed: int):
         self.data, self.cfg, self.seed = data, config.eval, seed
         self.every, self.last_epoch = config.eval.track_every, config.train.epochs
         self.n_val = min(self.cfg.track_samples, data.val_images.shape[0])
@@ -90,9 +90,7 @@ class Tracker:
                 gen = torch.Generator(device=self.data.val_images.device).manual_seed(self.seed + TRACK_NOISE_OFFSET)
                 x = preprocess(self.data.val_images[:self.n_val], model.preprocessing, gen, param.dtype)
                 out[column(M.RECON_MSE)] = M.reconstruction_errors(x, batched(model.reconstruct, x, cfg.batch_size))[0]
-                diagnostics = getattr(model, "diagnostics", None)  # optional member of the model contract
-                if diagnostics is not None:
-                    out.update({f"{DIAG_PREFIX}{k}": float(v) for k, v in diagnostics(x).items()})
+                out.update({f"{DIAG_PREFIX}{k}": float(v) for k, v in model.diagnostics(x).items()})
             out.update(self._real_values(extractor, real))
         return out
 
@@ -110,6 +108,6 @@ class Tracker:
         return out
 
 
-def make_tracker(data: MNISTData, config: Config, seed: int) -> Tracker | None:
+def make_tracker(data: ImageData, config: Config, seed: int) -> Tracker | None:
     """The callback for a run, or None when tracking is off (``eval.track_every`` = 0)."""
     return Tracker(data, config, seed) if config.eval.track_every > 0 else None

@@ -25,7 +25,7 @@ import pandas as pd
 import torch
 
 from bench.config import TrainConfig
-from bench.data import MNISTData, iterate_batches, preprocess
+from bench.data import ImageData, iterate_batches, preprocess
 from bench.errors import UserError
 from bench.results import write_csv_atomic
 
@@ -196,7 +196,7 @@ def _first_nonfinite(parts: dict[str, torch.Tensor]) -> str | None:
 
 def train_model(
     model: torch.nn.Module,
-    data: MNISTData,
+    data: ImageData,
     cfg: TrainConfig,
     *,
     seed: int,
@@ -309,7 +309,7 @@ def train_model(
 
 
 @torch.inference_mode()
-def validation_loss(model, data: MNISTData, cfg: TrainConfig, dtype, seed: int) -> float:
+def validation_loss(model, data: ImageData, cfg: TrainConfig, dtype, seed: int) -> float:
     """Mean loss on the held-out validation images (fixed dequantisation noise)."""
     if data.val_images.shape[0] == 0:
         return float("nan")

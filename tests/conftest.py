@@ -1,15 +1,17 @@
-"""Shared fixtures: real MNIST from $MNIST_ROOT, else ./data; never the network."""
+"""Shared fixtures: real MNIST from $MNIST_ROOT, else ./data (Fashion-MNIST: $FASHION_MNIST_ROOT, else
+./data/fashion-mnist); never the network."""
 
 import os
 
 import pytest
 import torch
 
-from tests.helpers import MNIST_DIR, ROOT
+from tests.helpers import FASHION_MNIST_DIR, MNIST_DIR, ROOT
 
 os.environ["PIE_BENCH_OFFLINE"] = "1"
 # Absolute, so runner subprocesses started in another directory find the same files.
 os.environ["MNIST_ROOT"] = str(MNIST_DIR)
+os.environ["FASHION_MNIST_ROOT"] = str(FASHION_MNIST_DIR)
 # One classifier cache for the whole session, subprocesses included: the LeNet trains once.
 os.environ.setdefault("PIE_BENCH_CACHE", str(ROOT / ".cache" / "pie-bench"))
 
@@ -42,3 +44,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def fashion():
+    from bench.data import load_data
+    from bench.errors import UserError
+
+    try:
+        return load_data(str(FASHION_MNIST_DIR), val_size=500, dataset="fashion-mnist")
+    except UserError as e:
+        pytest.fail(str(e), pytrace=False)

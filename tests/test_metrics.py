@@ -38,7 +38,7 @@ def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def test_sharpness_of_the_real_test_set_is_pinned(mnist):
-    # REFERENCE §3: 0.1825 with this exact recipe; any other padding/kernel/scale misses it.
+    # Table 1 recipe of the WAE code (Tolstikhin et al. 2018): 0.1825 with it; any other padding/kernel/scale misses it.
     assert M.sharpness(unit(mnist.test_images)) == pytest.approx(0.1825, abs=1e-3)
 
 
@@ -111,6 +111,6 @@ def test_frechet_distance_grows_with_blur(mnist, extractor):
 def test_classifier_reaches_99_percent_test_accuracy(mnist, extractor):
     logits = extractor.logits(unit(mnist.test_images))
     accuracy = M.accuracy(logits, mnist.test_labels)
-    assert accuracy >= 0.99
+    assert accuracy >= mnist.spec.min_classifier_accuracy == 0.99
     assert accuracy == pytest.approx(extractor.test_accuracy, abs=1e-4)
     assert extractor.features(unit(mnist.test_images[:3])).shape == (3, 128)

@@ -35,7 +35,8 @@ def _images(rng, n):
     return rng.uniform(0, 1, size=(n, 1, 28, 28)).astype(np.float32) ** 4
 
 
-def _write_run(out, rng, model, seed, latent, metrics, sweep=None, status="ok", arrays=None, hash_="h0"):
+def _write_run(out, rng, model, seed, latent, metrics, sweep=None, status="ok", arrays=None, hash_="h0",
+               dataset="mnist"):
     """One run as the runner leaves it: runs/<id>/{config.json,train_log.csv,artefacts.npz} + tidy rows."""
     sweep = sweep or {}
     tag = "-".join(f"{v}" for v in sweep.values())
@@ -65,7 +66,7 @@ def _write_run(out, rng, model, seed, latent, metrics, sweep=None, status="ok", 
     rows = [{"split": s, "metric": m, "value": v, "note": note} for s, m, v, note in metrics]
     if status != "ok":
         rows = [{"split": "train", "metric": "failed", "value": np.nan, "note": "diverged: loss is NaN"}]
-    frame = pd.DataFrame([{"run_id": run_id, "dataset": "mnist", "model": model, "seed": seed, "status": status,
+    frame = pd.DataFrame([{"run_id": run_id, "dataset": dataset, "model": model, "seed": seed, "status": status,
                            "latent_dim": latent, "preset": "synthetic", "config_hash": f"{hash_}{latent}{tag}",
                            "git_commit": "abc1234", "started_at": "2026-01-01T00:00:00+00:00", "elapsed_s": 1.0,
                            **sweep, **r} for r in rows])
@@ -315,3 +316,39 @@ def test_converged_column_and_artefact_flag(synthetic):
     assert re.search(r"\*\*Artefact flag\*\*.*\n\n- PIE: sharpness", md)
     assert (synthetic / "figures" / "convergence.png").is_file()
     assert "figures/convergence.png" in (synthetic / "index.md").read_text()
+
+
+def test_two_datasets_get_one_table_and_one_set_of_figures_each(tmp_path):
+    """MNIST keeps the top-level pages (with the paper column); Fashion-MNIST gets its own folder,
+    without the paper's numbers, built from its own runs only."""
+    out = make_synthetic(tmp_path / "two")
+    rng = np.random.default_rng(1)
+    real = pd.DataFrame([{"run_id": "real-fashion0-" + REAL_ID.split("-")[-1], "dataset": "fashion-mnist",
+                          "model": "real", "seed": pd.NA, "split": "test", "metric": m, "value": v, "note": "",
+                          "status": "ok", "latent_dim": pd.NA, "preset": "synthetic", "config_hash": "",
+                          "git_commit": "abc1234", "started_at": "2026-01-01T00:00:00+00:00", "elapsed_s": 1.0}
+                         for m, v in (("sharpness", 0.1824), ("fd_lenet", 0.5), ("artefact_corner", 0.002))])
+    replace_run_rows(out / "metrics.csv", real)
+    for model in ("vae", "wae"):
+        for seed in (0, 1):
+            _write_run(out, rng, model, seed, 8, _metrics(rng, model), hash_="f0", dataset="fashion-mnist")
+    assert report.main(["--results", str(out), "--umap-points", "200"]) == 0
+
+    mnist = pd.read_csv(out / "table1.csv")
+    assert mnist["paper_sharpness"].tolist() == [0.18, 0.08, 0.07, 0.49]
+    assert mnist["n_runs"].tolist() == [1, 3, 3, 3]  # no Fashion-MNIST run counted
+    fashion = pd.read_csv(out / "fashion-mnist" / "table1.csv")
+    assert fashion["paper_sharpness"].isna().all()
+    assert fashion["n_runs"].tolist() == [1, 2, 2, 0]
+    assert fashion["sharpness_mean"].iloc[0] == pytest.approx(0.1824)
+    assert all(r.startswith("vae-f0") for r in fashion.loc[fashion["model"] == "vae", "run_ids"].iloc[0].split())
+    md = (out / "fashion-mnist" / "table1.md").read_text()
+    assert "Fashion-MNIST" in md and "| Paper |" not in md and "−0.18" not in md
+    assert "| Paper |" in (out / "table1.md").read_text()
+    assert (out / "fashion-mnist" / "figures" / "table1_sharpness.png").is_file()
+    for folder in (out, out / "fashion-mnist"):
+        index = (folder / "index.md").read_text()
+        links = re.findall(r"\]\(([^)#]+)\)", index)
+        for link in links:
+            assert (folder / link).is_file(), (folder, link)
+    assert "fashion-mnist/index.md" in (out / "index.md").read_text()

@@ -13,7 +13,7 @@ import torch
 
 import bench.train
 from bench.config import load_config
-from bench.data import MNISTData
+from bench.data import ImageData
 from bench.errors import UserError
 from bench.registry import build_model
 from bench.train import CHECKPOINT, load_checkpoint, train_model, use_bf16_autocast
@@ -22,12 +22,12 @@ from tests.helpers import ROOT, SMOKE
 CFG = load_config(SMOKE)
 
 
-def _tiny_data(n: int = 100) -> MNISTData:
+def _tiny_data(n: int = 100) -> ImageData:
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
     labels = torch.randint(0, 10, (n,), generator=g)
     empty = images[:0]
-    return MNISTData(images, labels, empty, labels[:0], images[:20], labels[:20], checksum="tiny")
+    return ImageData(images, labels, empty, labels[:0], images[:20], labels[:20], checksum="tiny")
 
 
 def _train(model, run_dir, bf16=False, epochs=1, on_epoch_end=None):
