@@ -65,7 +65,7 @@ def batched(fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
 
 
 def _unit(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels k -> k / 255 in [0, 1]: the sharpness recipe's scale (REFERENCE §3)."""
+    """uint8 pixels k -> k / 255 in [0, 1]: the sharpness recipe's scale (Tolstikhin et al. 2018's code)."""
     return images.float() / 255.0
 
 
@@ -153,7 +153,7 @@ def bits_per_dim_row(model, data: MNISTData, cfg: EvalConfig, seed: int, x: torc
     n = len(x) if cfg.bpd_subset <= 0 else min(cfg.bpd_subset, len(x))
     if model.preprocessing == "dequantize":
         xb = x[:n]
-    else:  # bits/dim needs (k + u) / 256 whatever the model trained on (REFERENCE §4)
+    else:  # bits/dim needs (k + u) / 256 whatever the model trained on (dequantisation, Theis et al. 2016)
         gen = torch.Generator(device=x.device).manual_seed(seed + TEST_NOISE_OFFSET)
         xb = preprocess(data.test_images[:n], "dequantize", gen, x.dtype)
     devices = [x.device] if x.device.type == "cuda" else []

@@ -739,7 +739,7 @@ def bench_evaluation(names: list[str], cfg: Config, data: ImageData, device: tor
 SMOKE_CONFIG = "configs/smoke.yaml"
 
 
-def bench_eval_share(names: list[str], cfg: Config, data: MNISTData, device: torch.device, data_root: str | None,
+def bench_eval_share(names: list[str], cfg: Config, data: ImageData, device: torch.device, data_root: str | None,
                      quick: bool, log=print) -> list[Row]:
     """``eval_seconds / train_seconds`` of one real run per model (one epoch at the default preset).
 

@@ -1,4 +1,5 @@
-"""Likelihood in bits per dimension on dequantised 8-bit images (REFERENCE §4)."""
+"""Likelihood in bits per dimension on dequantised 8-bit images (Theis et al. 2016, "A note on the
+evaluation of generative models"; Dinh et al. 2017, RealNVP)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-# 4-neighbour Laplace kernel; REFERENCE §3 pins it (the 8-neighbour one gives other numbers).
+# 4-neighbour Laplace kernel of the WAE reference code (Tolstikhin et al. 2018), which Table 1 of the
+# PIE paper follows; the 8-neighbour kernel or other paddings give other numbers (pinned in the tests).
 LAPLACE_KERNEL = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 
 
