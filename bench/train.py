@@ -3,13 +3,18 @@
 The model is only used through ``model.loss(x)["loss"]``. Checkpoints are written at
 the end of every epoch (atomically; the previous one is kept), so a killed run
 resumes from its last epoch and, on CPU, ends with the same numbers as an
-uninterrupted run of the same seed. A non-finite loss or gradient raises
-:class:`Diverged` naming the step and the loss part.
+uninterrupted run of the same seed. A run with no checkpoint of its own continues from
+the newest checkpoint of a *shorter* run of the same configuration in the same results
+directory (:func:`shorter_run`): the lr schedule is set by epoch milestones, not by the
+epoch count, and the data order and RNG states are in the checkpoint, so training 20 more
+epochs on top of a finished 20-epoch run equals training 40 from scratch. A non-finite
+loss or gradient raises :class:`Diverged` naming the step and the loss part.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import pickle
@@ -187,6 +192,41 @@ def load_checkpoint(run_dir: Path, log=print) -> dict | None:
     return None
 
 
+# config.json keys that name or describe a run but do not change what it computes.
+_NOT_TRAINING_KEYS = ("run_id", "preset", "sweep", "device", "torch_version")
+
+
+def _training_identity(config: dict) -> str:
+    """The run's config without its epoch count and labels, as one canonical string."""
+    d = {k: v for k, v in config.items() if k not in _NOT_TRAINING_KEYS}
+    d["train"] = {k: v for k, v in (d.get("train") or {}).items() if k != "epochs"}
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def shorter_run(run_dir: Path, config_dict: dict) -> Path | None:
+    """The sibling run directory of ``run_dir`` whose ``config.json`` equals ``config_dict``
+    except for a smaller ``train.epochs`` (the longest such run), if it holds a checkpoint.
+
+    Its checkpoint is where a longer run of that configuration would be after that many
+    epochs, so the longer run can start there (same seed, model, data, schedule, RNG state).
+    """
+    epochs = int((config_dict.get("train") or {}).get("epochs", 0))
+    identity = _training_identity(config_dict)
+    best: tuple[int, Path] | None = None
+    for cfg_path in run_dir.parent.glob("*/config.json"):
+        other = cfg_path.parent
+        if other == run_dir or not ((other / CHECKPOINT).is_file() or (other / CHECKPOINT_PREV).is_file()):
+            continue
+        try:
+            cfg = json.loads(cfg_path.read_text())
+            other_epochs = int(cfg["train"]["epochs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # unreadable or foreign: not a candidate
+        if other_epochs < epochs and _training_identity(cfg) == identity and (best is None or other_epochs > best[0]):
+            best = (other_epochs, other)
+    return None if best is None else best[1]
+
+
 def _first_nonfinite(parts: dict[str, torch.Tensor]) -> str | None:
     for name, value in parts.items():
         if not torch.isfinite(value).all():
@@ -205,6 +245,7 @@ def train_model(
     progress: bool = False,
     log=print,
     on_epoch_end: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
+    extend_shorter: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``data.train_images``; resume from ``run_dir`` if it holds a checkpoint.
 
@@ -212,6 +253,7 @@ def train_model(
     validation loss; the values it returns join that epoch's history row, so they are
     written to ``train_log.csv`` and checkpointed (a resumed run keeps them). It must
     leave the training RNG streams untouched and may leave the model in eval mode.
+    ``extend_shorter``: without a checkpoint of its own, start from :func:`shorter_run`'s.
     """
     device = data.train_images.device
     dtype = torch.float64 if cfg.float64 else torch.float32
@@ -237,6 +279,12 @@ def train_model(
     history: list[dict] = []
     start_epoch, step, resumed_from = 0, 0, 0
     ckpt = load_checkpoint(run_dir, log)
+    source = shorter_run(run_dir, config_dict) if ckpt is None and extend_shorter else None
+    if source is not None:
+        ckpt = load_checkpoint(source, log)
+        if ckpt is not None:
+            log(f"{run_dir.name}: continuing from {source.name} (a shorter run of the same configuration) "
+                f"at epoch {ckpt['epoch']}")
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
