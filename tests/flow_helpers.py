@@ -124,6 +124,17 @@ def householder_linear_full(batch: int) -> tuple[Bijector, torch.Tensor]:
     return perturb(HouseholderLinear(6, 6).to(DTYPE)), _randn(batch, 6)
 
 
+def householder_conv_reflections(batch: int) -> tuple[Bijector, torch.Tensor]:
+    """``impl="reflections"``: the same map applied one reflection at a time."""
+    torch.manual_seed(0)
+    return perturb(HouseholderConv1x1(4, 3, impl="reflections").to(DTYPE)), _randn(batch, 4, 2, 2)
+
+
+def householder_linear_reflections(batch: int) -> tuple[Bijector, torch.Tensor]:
+    torch.manual_seed(0)
+    return perturb(HouseholderLinear(6, 6, impl="reflections").to(DTYPE)), _randn(batch, 6)
+
+
 def logit_transform(batch: int) -> tuple[Bijector, torch.Tensor]:
     x = torch.rand(batch, 1, 4, 4, generator=torch.Generator().manual_seed(1), dtype=DTYPE)
     return LogitTransform(0.05), x
@@ -175,6 +186,8 @@ BIJECTORS = [
     coupling_saturated,
     householder_conv_full,
     householder_linear_full,
+    householder_conv_reflections,
+    householder_linear_reflections,
     logit_transform,
     center_transform,
     sequential,

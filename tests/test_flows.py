@@ -128,6 +128,52 @@ def test_householder_is_orthogonal(cls):
     assert (w - eye).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("n", [1, 3, 4, 8])  # both sides of SEQUENTIAL_MAX_REFLECTIONS, and full width
+@pytest.mark.parametrize("cls, shape", [(HouseholderConv1x1, (5, 8, 3, 3)), (HouseholderLinear, (5, 8))])
+def test_householder_impls_agree_forward_inverse_and_gradients(cls, shape, n):
+    """``impl="reflections"`` is the same map as the materialised matrix (the default)."""
+    torch.manual_seed(n)
+    matrix = cls(8, n).to(DTYPE)
+    refl = cls(8, n, impl="reflections").to(DTYPE)
+    refl.load_state_dict(matrix.state_dict())
+    x = torch.randn(shape, dtype=DTYPE, requires_grad=True)
+    outs = {}
+    for name, layer in (("matrix", matrix), ("reflections", refl)):
+        y, logdet = layer(x)
+        x_back, logdet_inv = layer.inverse(y)
+        grads = torch.autograd.grad((y * torch.arange(y.numel(), dtype=DTYPE).view_as(y)).sum(),
+                                    [x, layer.vectors])
+        outs[name] = (y, x_back, logdet, logdet_inv, *grads)
+    assert (outs["reflections"][0] - x).abs().max() > 1e-2  # not the identity
+    for got, expected in zip(outs["reflections"], outs["matrix"], strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)  # float64 rounding (gradients ~1e3)
+
+
+def test_householder_set_impl_switches_every_map_of_a_pie_and_keeps_its_outputs():
+    from flow_helpers import tiny_pie_config
+
+    from models.flows.householder import householder_maps, set_impl
+    from models.pie import PIE
+
+    torch.manual_seed(0)
+    model = perturb(PIE(tiny_pie_config()).to(DTYPE), scale=0.1).eval()
+    x = torch.rand(3, 1, 8, 8, dtype=DTYPE) * 0.9 + 0.05
+    z = torch.randn(3, model.latent_dim, dtype=DTYPE)
+    with torch.no_grad():
+        loss, image = model.loss(x)["loss"], model.decode(z)
+        n_maps = 2 * len(model.blocks)  # couplings_per_block = 2: one map after each coupling
+        assert set_impl(model, "reflections") == len(householder_maps(model)) == n_maps
+        assert {m.impl for m in householder_maps(model)} == {"reflections"}
+        torch.testing.assert_close(model.loss(x)["loss"], loss, atol=1e-12, rtol=0)
+        torch.testing.assert_close(model.decode(z), image, atol=1e-12, rtol=0)
+        set_impl(model, "matrix")
+        assert torch.equal(model.loss(x)["loss"], loss)  # back to the default path, bit for bit
+    with pytest.raises(ValueError, match="impl"):
+        set_impl(model, "dense")
+    with pytest.raises(ValueError, match="impl"):
+        HouseholderLinear(4, 2, impl="dense")
+
+
 def test_householder_conv_mixes_channels_per_pixel():
     torch.manual_seed(0)
     layer = HouseholderConv1x1(4, 3).to(DTYPE)
