@@ -37,6 +37,12 @@ from bench.results import write_csv_atomic
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_PREV = "checkpoint.prev.pt"
 
+# Where train_model calls its ``hook(event)``, in this order every epoch: "epoch_start" before
+# the first batch is drawn, "step_end" after each optimiser step, then each "<phase>_start" /
+# "<phase>_end" pair around the validation loss, the train_log.csv write and the checkpoint.
+HOOK_EVENTS = ("epoch_start", "step_end", "validation_start", "validation_end", "log_start", "log_end",
+               "checkpoint_start", "checkpoint_end")
+
 
 class Diverged(RuntimeError):
     """A non-finite loss or gradient; ``step`` and ``part`` say where."""
@@ -246,6 +252,7 @@ def train_model(
     log=print,
     on_epoch_end: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
     extend_shorter: bool = True,
+    hook: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``data.train_images``; resume from ``run_dir`` if it holds a checkpoint.
 
@@ -254,6 +261,10 @@ def train_model(
     written to ``train_log.csv`` and checkpointed (a resumed run keeps them). It must
     leave the training RNG streams untouched and may leave the model in eval mode.
     ``extend_shorter``: without a checkpoint of its own, start from :func:`shorter_run`'s.
+
+    ``hook(event)`` is called at each of :data:`HOOK_EVENTS` (bench.perf times the loop's
+    steps and per-epoch work with it). It is given only the event's name and must leave the
+    model, the optimiser and the RNG streams alone; it runs once per step, so keep it cheap.
     """
     device = data.train_images.device
     dtype = torch.float64 if cfg.float64 else torch.float32
@@ -294,6 +305,7 @@ def train_model(
         resumed_from = start_epoch
         log(f"resuming {run_dir.name} from epoch {start_epoch}")
 
+    hook = hook or _no_hook
     t0 = time.perf_counter()
     steps_per_epoch = images.shape[0] // cfg.batch_size
     for epoch in range(start_epoch, cfg.epochs):
@@ -307,6 +319,7 @@ def train_model(
 
             bar = tqdm(total=steps_per_epoch, desc=f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs}",
                        leave=False)
+        hook("epoch_start")
         for x in iterate_batches(images, cfg.batch_size, gen, model.preprocessing, dtype):
             x = x.contiguous(memory_format=memory_format)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
@@ -328,6 +341,7 @@ def train_model(
             if bar is not None and step % max(1, cfg.log_every) == 0:
                 bar.set_postfix(loss=f"{float(values[names.index('loss')]):.4f}")
                 bar.update(cfg.log_every)
+            hook("step_end")
         if bar is not None:
             bar.close()
         sched.step()
@@ -335,7 +349,9 @@ def train_model(
             raise ValueError(f"train.batch_size {cfg.batch_size} exceeds the {images.shape[0]} training images")
         row = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"]}
         row.update({f"train_{k}": float(v) / n_batches for k, v in zip(names, sums.tolist(), strict=True)})
+        hook("validation_start")
         row["val_loss"] = validation_loss(model, data, cfg, dtype, seed)
+        hook("validation_end")
         if on_epoch_end is not None:
             row.update(on_epoch_end(model, epoch + 1))
             model.train()
@@ -343,17 +359,27 @@ def train_model(
         history.append(row)
         log(f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} "
             f"val {row['val_loss']:.4f}")
-        write_csv_atomic(run_dir / "train_log.csv", pd.DataFrame(history))
-        save_checkpoint(run_dir, {
+        log_frame = pd.DataFrame(history)
+        hook("log_start")
+        write_csv_atomic(run_dir / "train_log.csv", log_frame)
+        hook("log_end")
+        payload = {
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "rng": _rng_state(gen), "epoch": epoch + 1,
             "step": step, "history": _plain(history), "config": _plain(config_dict),
-        })
+        }
+        hook("checkpoint_start")
+        save_checkpoint(run_dir, payload)
+        hook("checkpoint_end")
     frame = pd.DataFrame(history)
     last = history[-1] if history else {}
     final = {k[len("train_"):]: v for k, v in last.items() if k.startswith("train_")}
     return TrainResult(frame, final, last.get("val_loss", float("nan")), resumed_from,
                        time.perf_counter() - t0)
+
+
+def _no_hook(event: str) -> None:
+    """The default ``hook`` of :func:`train_model`: nothing."""
 
 
 @torch.inference_mode()

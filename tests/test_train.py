@@ -30,12 +30,27 @@ def _tiny_data(n: int = 100) -> ImageData:
     return ImageData(images, labels, empty, labels[:0], images[:20], labels[:20], checksum="tiny")
 
 
-def _train(model, run_dir, bf16=False, epochs=1, on_epoch_end=None):
+def _train(model, run_dir, bf16=False, epochs=1, on_epoch_end=None, hook=None):
     cfg = dataclasses.replace(CFG.train, epochs=epochs, batch_size=50, bf16=bf16)
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {"model": "test", "torch_version": torch.__version__}  # a str subclass, as the runner records it
     return train_model(model, _tiny_data(), cfg, seed=0, run_dir=run_dir, config_dict=config, log=lambda _m: None,
-                       on_epoch_end=on_epoch_end)
+                       on_epoch_end=on_epoch_end, hook=hook)
+
+
+def test_hook_sees_every_event_in_order_and_changes_nothing(tmp_path, one_thread):
+    """``hook`` is called at HOOK_EVENTS (2 steps per epoch here) and leaves the run bit-identical."""
+    events = []
+    torch.manual_seed(0)
+    hooked = _train(build_model("vae", CFG), tmp_path / "hooked", epochs=2, hook=events.append)
+    torch.manual_seed(0)
+    plain = _train(build_model("vae", CFG), tmp_path / "plain", epochs=2)
+    per_epoch = ["epoch_start", "step_end", "step_end", *bench.train.HOOK_EVENTS[2:]]
+    assert events == per_epoch * 2
+    assert set(events) == set(bench.train.HOOK_EVENTS)
+    assert hooked.history.drop(columns="seconds").equals(plain.history.drop(columns="seconds"))
+    weights = [load_checkpoint(tmp_path / d, log=lambda _m: None)["model"] for d in ("hooked", "plain")]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
 
 @pytest.mark.parametrize("name", ["pie", "vae", "wae"])
