@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.errors import UserError
+from bench.errors import ArgumentParser, UserError
 
 MODELS = ("pie", "vae", "wae")
 PAPER_RUNS = {"pie": 5 + 3, "vae": 5, "wae": 5}  # Table 1: 5 seeds each; Fig. 7: PIE x 3 eps² (latent 10)
@@ -191,13 +191,8 @@ def observed_throughput(out: Path) -> tuple[float, float] | None:
     return (images, seconds) if seconds > 0 else None
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(message)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = _Parser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --dry-run)")
     p.add_argument("--budget-s", type=float, default=480.0, help="hard wall-clock budget (default: %(default)s)")
     p.add_argument("--out", default="results/gpu", help="output folder (default: %(default)s)")

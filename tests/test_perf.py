@@ -161,27 +161,58 @@ def test_count_flops_of_a_matmul():
 # ----------------------------------------------------------------------------- pieces
 
 
-def test_reflections_equal_the_materialised_householder_maps():
+def test_matrix_matmul_equals_the_householder_maps():
     from models.flows.householder import HouseholderConv1x1, HouseholderLinear
 
     torch.manual_seed(0)
     lin, conv = HouseholderLinear(10, 3), HouseholderConv1x1(4, 3)
     x, y = torch.randn(5, 10), torch.randn(5, 4, 6, 6)
-    torch.testing.assert_close(perf.reflect(x, lin.vectors), lin(x)[0], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(perf.reflect(y, conv.vectors), conv(y)[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(perf.matrix_matmul(x, lin.matrix()), lin(x)[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(perf.matrix_matmul(y, conv.matrix()), conv(y)[0], rtol=1e-5, atol=1e-5)
 
 
-def test_instrumented_train_restores_the_training_module():
-    originals = {n: getattr(bench.train, n) for n in ("iterate_batches", "validation_loss", "save_checkpoint",
-                                                     "write_csv_atomic")}
-    with perf.instrumented_train(torch.device("cpu")) as probe:
-        images = torch.zeros(10, 1, 28, 28, dtype=torch.uint8)
-        gen = torch.Generator().manual_seed(0)
-        assert len(list(bench.train.iterate_batches(images, 5, gen, "unit"))) == 2
-        assert bench.train.iterate_batches is not originals["iterate_batches"]
-    assert len(probe.marks) == 3  # one before the first batch, one after each batch
-    assert {n: getattr(bench.train, n) for n in originals} == originals
+def test_householder_section_finds_every_map_of_pie_with_its_input_shape():
+    from bench.config import load_config
+    from bench.perf.householder import maps_with_shapes
+    from bench.registry import build_model
+    from models.flows.householder import householder_maps
+
+    model = build_model("pie", load_config(ROOT / "configs" / "smoke.yaml"))
+    seen = maps_with_shapes(model, torch.rand(2, 1, 28, 28) * 0.9 + 0.05)
+    assert [m for m, _ in seen] == householder_maps(model)
+    assert all(shape[0] == m.features for m, shape in seen)
+    assert {len(shape) for _, shape in seen} == {1, 3}  # 1x1 convolutions and linear maps
+
+
+def test_step_probe_times_every_step_and_each_per_epoch_phase(tmp_path, one_thread):
+    """The harness section's hook on the real loop: one mark before the first batch and one per
+    step, and seconds for each per-epoch phase."""
+    import dataclasses
+
+    from bench.config import load_config
+    from bench.data import ImageData
+    from bench.registry import build_model
+
+    cfg = load_config(ROOT / "configs" / "smoke.yaml")
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (30, 1, 28, 28), generator=g, dtype=torch.uint8)
+    labels = torch.zeros(30, dtype=torch.long)
+    data = ImageData(images, labels, images[:10], labels[:10], images[:10], labels[:10], checksum="tiny")
+    probe = perf.StepProbe(torch.device("cpu"))
+    bench.train.train_model(build_model("vae", cfg), data, dataclasses.replace(cfg.train, epochs=1, batch_size=10),
+                            seed=0, run_dir=tmp_path, config_dict={}, log=lambda _m: None, hook=probe)
+    assert len(probe.marks) == 1 + 3 and probe.marks == sorted(probe.marks)
+    assert set(probe.fixed) == {"validation", "log", "checkpoint"} and all(v > 0 for v in probe.fixed.values())
+
+
+def test_step_probe_counts_only_the_time_between_a_phase_start_and_end(monkeypatch):
+    clock = iter([0.0, 1.0, 1.5, 4.0, 4.25, 10.0])
+    monkeypatch.setattr("bench.perf.harness.time.perf_counter", lambda: next(clock))
+    probe = perf.StepProbe(torch.device("cpu"))
+    for event in ("epoch_start", "step_end", "validation_start", "validation_end", "log_start", "log_end"):
+        probe(event)
+    assert probe.marks == [0.0, 1.0]
+    assert probe.fixed == {"validation": 2.5, "log": 5.75, "checkpoint": 0.0}
 
 
 def test_torchvision_mnist_root_is_readable_offline(tmp_path):
@@ -240,22 +271,3 @@ def test_bad_section_or_model_is_a_user_error(capsys):
     assert perf.main(["--sections", "nope"]) == 2
     assert perf.main(["--models", "gan"]) == 2
     assert "unknown" in capsys.readouterr().err
-
-
-def test_householder_impl_swaps_and_restores_pie_maps():
-    from bench.config import load_config
-    from bench.registry import build_model
-    from models.flows.householder import HouseholderConv1x1, HouseholderLinear
-
-    before = (HouseholderConv1x1.forward, HouseholderLinear.inverse)
-    torch.manual_seed(0)
-    model = build_model("pie", load_config(ROOT / "configs" / "smoke.yaml")).eval()
-    x = torch.rand(3, 1, 28, 28) * 0.9 + 0.05
-    z = torch.randn(3, model.latent_dim)
-    with torch.no_grad():
-        loss, image = model.loss(x)["loss"], model.decode(z)
-        with perf.householder_impl("reflections"):
-            assert HouseholderConv1x1.forward is not before[0]
-            torch.testing.assert_close(model.loss(x)["loss"], loss, rtol=1e-4, atol=1e-5)
-            torch.testing.assert_close(model.decode(z), image, rtol=1e-4, atol=1e-5)
-    assert (HouseholderConv1x1.forward, HouseholderLinear.inverse) == before

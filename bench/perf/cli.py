@@ -1,0 +1,147 @@
+"""``python -m bench.perf``: flags, the sections in order, the CSV and the printed tables."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from bench.config import load_config
+from bench.data import load_mnist
+from bench.errors import ArgumentParser, UserError
+from bench.perf.common import DEFAULT_CONFIG, FULL, PAPER_CONFIG, QUICK, SECTIONS, SHORT, Row, rows_frame, write_table
+from bench.perf.datapath import bench_data
+from bench.perf.evalshare import bench_eval_share
+from bench.perf.harness import bench_harness
+from bench.perf.householder import bench_householder
+from bench.perf.levers import bench_levers
+from bench.perf.machine import load_average, machine_columns, machine_rows
+from bench.perf.metric_costs import bench_metrics
+from bench.perf.peer import bench_peer
+from bench.perf.targets import target_rows
+from bench.perf.throughput import bench_models
+from bench.perf.timing import configure_device, resolve_device
+from bench.registry import MODELS
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    description = sys.modules["bench.perf"].__doc__.splitlines()[0]  # the package docstring's first line
+    p = ArgumentParser(prog="python -m bench.perf", description=description)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="CPU preset (default: %(default)s)")
+    p.add_argument("--paper-config", default=PAPER_CONFIG, help="paper-width preset (default: %(default)s)")
+    p.add_argument("--out", default="results/perf.csv", help="CSV to write (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="shrink everything (smoke test; numbers mean nothing)")
+    p.add_argument("--short", action="store_true", help="fewer, shorter timings (a GPU call of a few minutes)")
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated models (default: %(default)s)")
+    p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated sections (default: all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: $PIE_BENCH_THREADS, else 1 with --quick, else torch's)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the VAE/WAE on CUDA")
+    p.add_argument("--compile", action="store_true", help="torch.compile model.loss in the training steps")
+    p.add_argument("--compile-levers", action="store_true",
+                   help="also time torch.compile in the levers section (slow to warm up on a CPU)")
+    p.add_argument("--metrics-csv", default="results/metrics.csv",
+                   help="runner table for the eval-time target (default: %(default)s)")
+    p.add_argument("--data-root", default=None, help="MNIST folder (else $MNIST_ROOT, else ./data)")
+    return p.parse_args(argv)
+
+
+def format_tables(frame: pd.DataFrame) -> str:
+    """One pivot table per section: rows (preset, model, width), columns metrics."""
+    out = []
+    for section in SECTIONS:
+        part = frame[frame["section"] == section]
+        if part.empty:
+            continue
+        if section == "targets":
+            lines = [f"{r.metric:>26} {r.value:12.4g} {r.unit:<9} {r.note}" for r in part.itertuples()]
+            out.append(f"== {section}\n" + "\n".join(lines))
+            continue
+        wide = part.pivot_table(index=["preset", "model", "width"], columns="metric", values="value",
+                                aggfunc="first", sort=False)
+        out.append(f"== {section}\n" + wide.to_string(float_format=lambda v: f"{v:.4g}"))
+    return "\n\n".join(out)
+
+
+def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
+    args = parse_args(argv)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    for n in names:
+        if n not in MODELS:
+            raise UserError(f"unknown model '{n}' (valid models: {', '.join(MODELS)})")
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    for s in sections:
+        if s not in SECTIONS:
+            raise UserError(f"unknown section '{s}' (valid sections: {', '.join(SECTIONS)})")
+    device = resolve_device(args.device)
+    threads = args.threads or int(os.environ.get("PIE_BENCH_THREADS", 0)) or (1 if args.quick else 0)
+    if threads:
+        torch.set_num_threads(threads)
+    notes = configure_device(device)
+    budget = QUICK if args.quick else SHORT if args.short else FULL
+    cfg = load_config(args.config)
+    paper = load_config(args.paper_config)
+    presets = [(cfg, False), (paper, True)]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = load_mnist(args.data_root, cfg.data.val_size, cfg.data.val_seed, device)
+    n_train = cfg.data.train_subset or data.train_images.shape[0]
+    info = machine_columns(device)
+    log(f"bench.perf on {info['device_name']} ({device.type}), {info['threads']} threads, torch "
+        f"{info['torch_version']}{' [quick]' if args.quick else ''}")
+    for note in notes:
+        log(note)
+    load_start = load_average()
+    cores = os.cpu_count() or 1
+    if load_start > 0.5 * cores:
+        notes.append(f"warning: load average {load_start:.1f} on {cores} cores when starting: other processes "
+                     "compete for the CPU, so timings are unreliable (with several torch threads they can be many "
+                     "times slower; --threads 1 or OMP_WAIT_POLICY=PASSIVE limit the damage)")
+        log(notes[-1])
+
+    rows: list[Row] = []
+    t0 = time.perf_counter()
+    if "data" in sections:
+        rows += bench_data(cfg, data, device, budget, args.data_root, log)
+    if "model" in sections:
+        rows += bench_models(names, presets, data, device, budget, args, log)
+    if "harness" in sections:
+        rows += bench_harness(names, cfg, data, device, budget, args, log)
+    if "metrics" in sections:
+        rows += bench_metrics(names, cfg, data, device, budget, log)
+    if "evalshare" in sections:
+        rows += bench_eval_share(names, cfg, data, device, args.data_root, args.quick, log)
+    if "householder" in sections:
+        rows += bench_householder(names, presets, data, device, budget, log)
+    if "levers" in sections:
+        rows += bench_levers(names, cfg, data, device, budget, args, log)
+    if "peer" in sections:
+        rows += bench_peer(names, cfg, data, device, budget, log)
+    if "machine" in sections:
+        rows = machine_rows(cfg.preset, load_start, load_average()) + rows
+    if "targets" in sections:
+        rows += target_rows(rows_frame(rows), cfg, names, n_train, Path(args.metrics_csv))
+    frame = write_table(out, rows, info)
+    log("")
+    log(format_tables(frame))
+    log("")
+    for note in notes:
+        log(note)
+    log(f"wrote {len(frame)} rows to {out} in {time.perf_counter() - t0:.0f} s")
+    return frame
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        run(argv, log=lambda *a: print(*a, flush=True))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+

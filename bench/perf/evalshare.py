@@ -1,0 +1,68 @@
+"""Section ``evalshare``: evaluation / training seconds of one whole run per model."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from bench import evaluate as E
+from bench.classifier import get_classifier
+from bench.config import Config, load_config
+from bench.data import ImageData, load_mnist
+from bench.perf.common import SMOKE_CONFIG, TARGET_EVAL_FRACTION, Row, subset, temp_env, width_label
+from bench.perf.timing import timed
+
+
+def bench_eval_share(names: list[str], cfg: Config, data: ImageData, device: torch.device, data_root: str | None,
+                     quick: bool, log=print) -> list[Row]:
+    """``eval_seconds / train_seconds`` of one real run per model (one epoch at the default preset).
+
+    The run goes through ``bench.run.execute_run`` into a temporary results folder, so the two
+    times are the runner's own rows; seed 0. The classifier and the real-image statistics are
+    warmed up first, as after a worker's first run.
+    """
+    from bench.results import TABLE
+    from bench.run import RunSpec, execute_run
+
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pie-perf-evalshare-"))
+        if quick:  # smoke preset on a slice, its classifier trained for 1 epoch into a temporary cache
+            cfg = load_config(SMOKE_CONFIG)
+            data = subset(data, cfg.data.train_subset, 50)
+            cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_size=50),
+                                      eval=dataclasses.replace(cfg.eval, classifier_epochs=1))
+            stack.enter_context(temp_env("PIE_BENCH_CACHE", tmp))
+        elif cfg.data.val_size != data.val_images.shape[0]:
+            data = load_mnist(data_root, cfg.data.val_size, cfg.data.val_seed, device)
+        base = {"section": "evalshare", "model": "-", "preset": cfg.preset, "width": "-"}
+        rows: list[Row] = []
+        t_clf, extractor = timed(lambda: get_classifier(data, cfg.eval.classifier_epochs,
+                                                        batch_size=cfg.eval.batch_size), device)
+        t_real, _ = timed(lambda: E.real_stats(data, cfg.eval, extractor), device)
+        rows.append(Row(**base, metric="real_stats_seconds", value=t_real, unit="s",
+                        note=f"real test images' features, statistics and k-NN radii, once per process (classifier "
+                        f"load {t_clf:.3g} s); not in eval_seconds below"))
+        for name in names:
+            spec = RunSpec(model=name, seed=0, config=cfg, out_dir=tmp, data_root=data_root, device=str(device))
+            outcome = execute_run(spec, data, log=lambda *a, **k: None)
+            if outcome.status != "ok":
+                raise RuntimeError(f"evalshare run {name} failed: {outcome.reason}")
+            table = pd.read_csv(Path(tmp) / TABLE)
+            got = table[table["run_id"] == spec.run_id].set_index("metric")["value"]
+            train, evaluation = float(got["train_seconds"]), float(got["eval_seconds"])
+            share = evaluation / train
+            mb = {**base, "model": name, "width": width_label(cfg.models[name])}
+            rows += [Row(**mb, metric="run_train_seconds", value=train, unit="s", batch=cfg.train.batch_size,
+                         note=f"train_seconds of one run ({cfg.train.epochs} epoch(s), bench.run.execute_run)"),
+                     Row(**mb, metric="run_eval_seconds", value=evaluation, unit="s", batch=cfg.eval.batch_size,
+                         note="eval_seconds of the same run (bench.evaluate.evaluate_model)"),
+                     Row(**mb, metric="eval_share", value=share, unit="fraction",
+                         note=f"eval_seconds / train_seconds; target <= {TARGET_EVAL_FRACTION:g}: "
+                         f"{'met' if share <= TARGET_EVAL_FRACTION else 'not met'}")]
+            log(f"  evalshare {name}: train {train:.1f} s, eval {evaluation:.1f} s, share {share:.3f}")
+    return rows
