@@ -748,7 +748,7 @@ def bench_eval_share(names: list[str], cfg: Config, data: ImageData, device: tor
     warmed up first, as after a worker's first run.
     """
     from bench.results import TABLE
-    from bench.run import RunSpec, execute_run
+    from bench.runner import RunSpec, execute_run
 
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pie-perf-evalshare-"))

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import bench.data
-import bench.run
+import bench.runner
 from bench.errors import UserError
 from bench.report import load_table
 from bench.results import DONE
@@ -415,7 +415,7 @@ def test_any_failure_of_a_run_leaves_a_failed_row(reference, tmp_path, capsys, m
     def broken_evaluation(*args, **kwargs):
         raise RuntimeError("evaluation broke")
 
-    monkeypatch.setattr(bench.run, "evaluate_model", broken_evaluation)
+    monkeypatch.setattr(bench.runner, "evaluate_model", broken_evaluation)
     assert main([*GRID, "--out", str(out)]) == 1
     assert f"{vae.name}: RuntimeError: evaluation broke" in capsys.readouterr().err
     rows = pd.read_csv(out / "metrics.csv").query("run_id == @vae.name")
