@@ -426,7 +426,7 @@ def test_a_missing_data_root_creates_only_the_folder_asked_for(tmp_path, monkeyp
     monkeypatch.delenv("PIE_BENCH_OFFLINE")
     calls = []
 
-    def download_without_network(root):  # what torchvision does before it fails offline
+    def download_without_network(root, spec):  # what torchvision does before it fails offline
         calls.append(root)
         (root / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)
         raise OSError("no network")
