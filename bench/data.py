@@ -19,7 +19,6 @@ out by a fixed permutation seeded with ``val_seed`` (independent of the run seed
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import hashlib
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.cli import Parser, user_errors_exit_2
 from bench.datasets import DATASETS, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, DatasetSpec, get_dataset
 from bench.errors import UserError
 
@@ -213,18 +213,15 @@ def iterate_batches(
         yield preprocess(images[perm[start:start + batch_size]], kind, generator, dtype)
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     """Locate (and, unless offline, fetch) a dataset's four files; one line either way."""
-    p = argparse.ArgumentParser(prog="python -m bench.data", description=main.__doc__)
+    p = Parser(prog="python -m bench.data", description=main.__doc__)
     p.add_argument("--dataset", default="mnist", help=f"one of {', '.join(DATASETS)} (default: %(default)s)")
     p.add_argument("--data-root", default=None,
                    help="folder of the files (else $MNIST_ROOT / $FASHION_MNIST_ROOT, else ./data[/fashion-mnist])")
     args = p.parse_args(argv)
-    try:
-        paths = locate_files(resolve_root(args.data_root, args.dataset), args.dataset)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    paths = locate_files(resolve_root(args.data_root, args.dataset), args.dataset)
     print(f"{get_dataset(args.dataset).title}: {Path(next(iter(paths.values()))).parent.resolve()}")
     return 0
 

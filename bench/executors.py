@@ -1,10 +1,10 @@
 """Executors: how a list of RunSpecs is carried out (locally, a process pool, or Ray).
 
-Every executor calls the same :func:`bench.run.execute_run`, so run ids,
+Every executor calls the same :func:`bench.runner.execute_run`, so run ids,
 skip-finished/resume, failure recording and the locked results table behave the
 same everywhere. Signature: ``executor(specs, data, jobs=1, address=None, log=print,
 cpus_per_run=None)`` (each takes every keyword and ignores those it has no use for),
-returning one :class:`bench.run.RunOutcome` per spec, in the order of ``specs``.
+returning one :class:`bench.runner.RunOutcome` per spec, in the order of ``specs``.
 
 ``local``
     In-process, one run after another, sharing the driver's loaded MNIST.
@@ -49,7 +49,12 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+import torch
+
+from bench.data import resolve_root
 from bench.errors import UserError
+from bench.results import DONE, RUNS
+from bench.runner import RunOutcome, RunSpec, execute_run, record_failure
 
 RAY_CPUS_ENV = "PIE_BENCH_RAY_CPUS"
 RAY_MAX_RETRIES = 2  # reruns of a task whose worker died; each resumes from its checkpoint
@@ -57,8 +62,6 @@ RAY_MAX_RETRIES = 2  # reruns of a task whose worker died; each resumes from its
 
 def run_local(specs, data, jobs: int = 1, address: str | None = None, log=print, cpus_per_run: float | None = None):
     """In-process, one run after another (the default)."""
-    from bench.run import execute_run
-
     outcomes = []
     for spec in specs:
         try:
@@ -82,31 +85,19 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def _portable(spec, progress: bool | None = None):
-    """``spec`` as a ``bench.run.RunSpec`` with absolute paths, fit to ship to another process.
+def _portable(spec: RunSpec, progress: bool | None = None) -> RunSpec:
+    """``spec`` with absolute paths, fit to ship to another process.
 
-    Under ``python -m bench.run`` the driver's RunSpec class lives in ``__main__``;
-    rebuilding it from ``bench.run`` lets any worker unpickle it by reference. The
-    results path and MNIST root are made absolute (a worker's working directory is
-    not the driver's). None of this changes the run id.
+    The results path and the dataset's root are made absolute (a worker's working
+    directory is not the driver's). None of this changes the run id.
     """
-    from bench.data import resolve_root
-    from bench.run import RunSpec
-
-    values = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
-    values["out_dir"] = os.path.abspath(spec.out_dir)
-    values["data_root"] = os.path.abspath(resolve_root(spec.data_root, spec.config.data.dataset))
-    if progress is not None:
-        values["progress"] = progress
-    return RunSpec(**values)
+    root = os.path.abspath(resolve_root(spec.data_root, spec.config.data.dataset))
+    return dataclasses.replace(spec, out_dir=os.path.abspath(spec.out_dir), data_root=root,
+                               progress=spec.progress if progress is None else progress)
 
 
 def _run_one(spec, threads: int | None = None):
     """Worker side of every parallel executor: one run, never raising."""
-    import torch
-
-    from bench.run import execute_run
-
     if threads:
         torch.set_num_threads(threads)
     try:
@@ -118,8 +109,6 @@ def _run_one(spec, threads: int | None = None):
 
 def _failed(spec, reason: str):
     """A failed outcome, and its row in the table (every failure leaves one)."""
-    from bench.run import RunOutcome, record_failure
-
     try:
         record_failure(spec, reason)
     except Exception as e:  # e.g. the results folder is gone: the outcome still says what happened
@@ -131,8 +120,6 @@ def _failed(spec, reason: str):
 
 
 def _init_worker(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)
 
 
@@ -188,15 +175,12 @@ def _round(pairs: list, workers: int, threads: int, outcomes: dict, isolated: bo
 def _skip_finished(specs, outcomes: dict) -> list:
     """``(index, spec)`` of the runs still to do; finished ones are reported as skipped here.
 
-    The same test :func:`bench.run.execute_run` makes first, done by the driver so that a
+    The same test :func:`bench.runner.execute_run` makes first, done by the driver so that a
     rerun of a finished sweep starts no worker (and, on Ray, ships no task).
     """
-    from bench.results import DONE
-    from bench.run import RunOutcome
-
     todo = []
     for i, spec in enumerate(specs):
-        if (Path(spec.out_dir) / "runs" / spec.run_id / DONE).is_file():
+        if (Path(spec.out_dir) / RUNS / spec.run_id / DONE).is_file():
             outcomes[i] = RunOutcome(spec.run_id, "skipped")
             _report(outcomes[i])
         else:
@@ -214,8 +198,6 @@ def run_process(specs, data, jobs: int = 1, address: str | None = None, log=prin
     its worker cannot keep taking the others with it); a run that still kills its
     worker is recorded as failed. Reruns resume from the run's last checkpoint.
     """
-    import torch
-
     if jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {jobs}")
     shipped = [_portable(s, progress=s.progress and jobs == 1) for s in specs]

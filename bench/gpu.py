@@ -34,7 +34,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.errors import ArgumentParser, UserError
+from bench.cli import Parser, user_errors_exit_2
+from bench.errors import UserError
 
 MODELS = ("pie", "vae", "wae")
 PAPER_RUNS = {"pie": 5 + 3, "vae": 5, "wae": 5}  # Table 1: 5 seeds each; Fig. 7: PIE x 3 eps² (latent 10)
@@ -192,7 +193,7 @@ def observed_throughput(out: Path) -> tuple[float, float] | None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = ArgumentParser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --dry-run)")
     p.add_argument("--budget-s", type=float, default=480.0, help="hard wall-clock budget (default: %(default)s)")
     p.add_argument("--out", default="results/gpu", help="output folder (default: %(default)s)")
@@ -277,12 +278,9 @@ def run(argv: list[str] | None = None, log=print) -> dict:
     return {"plan": plan, "outcome": outcome, "serial_projection_s": serial}
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    try:
-        result = run(argv, log=lambda *a: print(*a, flush=True))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = run(argv, log=lambda *a: print(*a, flush=True))
     return 0 if all(o == "exit 0" for o in result["outcome"].values()) else 1
 
 

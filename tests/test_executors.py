@@ -146,7 +146,7 @@ def test_killed_runner_resumes_on_rerun_without_loss_or_duplicates(local_rows, t
 def test_worker_exception_is_a_failed_outcome_not_a_dead_sweep(tmp_path):
     from bench.config import load_config
     from bench.executors import run_process
-    from bench.run import RunSpec
+    from bench.runner import RunSpec
 
     empty = tmp_path / "no-mnist"
     empty.mkdir()

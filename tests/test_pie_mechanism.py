@@ -186,7 +186,7 @@ def test_mechanism_page_lists_each_pie_run_with_diagnostics_and_the_references(t
 def test_a_real_data_record_without_the_references_is_redone(tmp_path, mnist):
     from bench.config import load_config
     from bench.results import read_table
-    from bench.run import record_real
+    from bench.runner import record_real
 
     config = load_config(SMOKE, overrides=["eval.test_subset=100", "eval.n_samples=100"])
     record_real(tmp_path, config, mnist)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import bench.data
-import bench.run
+import bench.runner
 from bench.errors import UserError
 from bench.report import load_table
 from bench.results import DONE
@@ -415,7 +415,7 @@ def test_any_failure_of_a_run_leaves_a_failed_row(reference, tmp_path, capsys, m
     def broken_evaluation(*args, **kwargs):
         raise RuntimeError("evaluation broke")
 
-    monkeypatch.setattr(bench.run, "evaluate_model", broken_evaluation)
+    monkeypatch.setattr(bench.runner, "evaluate_model", broken_evaluation)
     assert main([*GRID, "--out", str(out)]) == 1
     assert f"{vae.name}: RuntimeError: evaluation broke" in capsys.readouterr().err
     rows = pd.read_csv(out / "metrics.csv").query("run_id == @vae.name")
@@ -426,7 +426,7 @@ def test_a_missing_data_root_creates_only_the_folder_asked_for(tmp_path, monkeyp
     monkeypatch.delenv("PIE_BENCH_OFFLINE")
     calls = []
 
-    def download_without_network(root):  # what torchvision does before it fails offline
+    def download_without_network(root, spec):  # what torchvision does before it fails offline
         calls.append(root)
         (root / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)
         raise OSError("no network")

@@ -1,5 +1,8 @@
-"""The runner end to end on the smoke preset: tidy rows, run directories, determinism."""
+"""The runner end to end on the smoke preset: tidy rows, run directories, determinism; and the
+bench modules' import graph (no cycles)."""
 
+import ast
+import graphlib
 import os
 import subprocess
 import sys
@@ -92,3 +95,43 @@ def test_models_default_is_every_registered_model(monkeypatch):
     assert parse_args([]).models == "pie,vae,wae"
     monkeypatch.setitem(registry.MODELS, "toy", registry.MODELS["wae"])  # one registry line more
     assert parse_args([]).models == "pie,vae,wae,toy"
+
+
+def bench_import_graph() -> dict[str, set[str]]:
+    """``{module: bench modules it imports}`` over every file of ``bench/``, read with ``ast``.
+
+    Every import statement counts, function-local and ``TYPE_CHECKING`` ones too: a cycle hidden
+    inside a function is still a cycle. ``from bench.x import y`` points at ``bench.x.y`` when that
+    is a module (e.g. ``from bench import metrics``), else at ``bench.x``.
+    """
+    package = ROOT / "bench"
+    files = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {name: set() for name in files}
+    for name, path in files.items():
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]  # the package of `from . import`
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(here.split(".")[: len(here.split(".")) - node.level + 1]) if node.level else ""
+                base = ".".join(p for p in (base, node.module or "") if p)
+                targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names]
+            else:
+                continue
+            graph[name] |= {t for t in targets if t in files and t != name}
+    return graph
+
+
+def test_bench_modules_import_each_other_in_one_direction_only():
+    graph = bench_import_graph()
+    try:
+        list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as e:  # e.args[1] lists each module before one that imports it
+        raise AssertionError(f"import cycle among bench modules: {' imports '.join(reversed(e.args[1]))}") from None
+    # The reader sees real edges, in the intended direction: run -> executors -> runner.
+    assert {"bench.executors", "bench.runner"} <= graph["bench.run"]
+    assert "bench.runner" in graph["bench.executors"]
+    assert "bench.metrics.sharpness" in graph["bench.metrics.artefact"]  # inside a subpackage too

@@ -33,7 +33,7 @@ table. Sections:
     fewer images and scaled linearly, as the note says) and the linear probe (encoding
     included); then a whole ``bench.evaluate.evaluate_model`` per (untrained) model.
 ``evalshare``
-    One whole run per model as ``./run_all.sh`` does it (``bench.run.execute_run``: train,
+    One whole run per model as ``./run_all.sh`` does it (``bench.runner.execute_run``: train,
     then evaluate, in this process, into a temporary folder): ``eval_seconds / train_seconds``
     against the 20 % target. The classifier and the real test images' statistics are loaded
     first (once per process in the runner too; their seconds are reported apart).

@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from bench.cli import Parser
 from bench.config import load_config
 from bench.data import load_mnist
-from bench.errors import ArgumentParser, UserError
+from bench.errors import UserError
 from bench.perf.common import DEFAULT_CONFIG, FULL, PAPER_CONFIG, QUICK, SECTIONS, SHORT, Row, rows_frame, write_table
 from bench.perf.datapath import bench_data
 from bench.perf.evalshare import bench_eval_share
@@ -31,7 +32,7 @@ from bench.registry import MODELS
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     description = sys.modules["bench.perf"].__doc__.splitlines()[0]  # the package docstring's first line
-    p = ArgumentParser(prog="python -m bench.perf", description=description)
+    p = Parser(prog="python -m bench.perf", description=description)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="CPU preset (default: %(default)s)")
     p.add_argument("--paper-config", default=PAPER_CONFIG, help="paper-width preset (default: %(default)s)")

@@ -16,19 +16,18 @@ from bench.config import Config, load_config
 from bench.data import ImageData, load_mnist
 from bench.perf.common import SMOKE_CONFIG, TARGET_EVAL_FRACTION, Row, subset, temp_env, width_label
 from bench.perf.timing import timed
+from bench.results import TABLE
+from bench.runner import RunSpec, execute_run
 
 
 def bench_eval_share(names: list[str], cfg: Config, data: ImageData, device: torch.device, data_root: str | None,
                      quick: bool, log=print) -> list[Row]:
     """``eval_seconds / train_seconds`` of one real run per model (one epoch at the default preset).
 
-    The run goes through ``bench.run.execute_run`` into a temporary results folder, so the two
+    The run goes through ``bench.runner.execute_run`` into a temporary results folder, so the two
     times are the runner's own rows; seed 0. The classifier and the real-image statistics are
     warmed up first, as after a worker's first run.
     """
-    from bench.results import TABLE
-    from bench.run import RunSpec, execute_run
-
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pie-perf-evalshare-"))
         if quick:  # smoke preset on a slice, its classifier trained for 1 epoch into a temporary cache
@@ -58,7 +57,7 @@ def bench_eval_share(names: list[str], cfg: Config, data: ImageData, device: tor
             share = evaluation / train
             mb = {**base, "model": name, "width": width_label(cfg.models[name])}
             rows += [Row(**mb, metric="run_train_seconds", value=train, unit="s", batch=cfg.train.batch_size,
-                         note=f"train_seconds of one run ({cfg.train.epochs} epoch(s), bench.run.execute_run)"),
+                         note=f"train_seconds of one run ({cfg.train.epochs} epoch(s), bench.runner.execute_run)"),
                      Row(**mb, metric="run_eval_seconds", value=evaluation, unit="s", batch=cfg.eval.batch_size,
                          note="eval_seconds of the same run (bench.evaluate.evaluate_model)"),
                      Row(**mb, metric="eval_share", value=share, unit="fraction",
