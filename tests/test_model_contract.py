@@ -91,7 +91,7 @@ def trained(request, mnist, tmp_path_factory) -> Trained:
         before = fixed_batch_loss(model, probe)
         run_dir = tmp_path_factory.mktemp(f"train-{name}")
         result = train_model(model, data, CFG.train, seed=0, run_dir=run_dir,
-                             config_dict={"model": name}, log=lambda _m: None)
+                             config_dict={"model": name}, log=lambda _m: None, extend_shorter=False)
         return Trained(model, run_dir, result.history, before, fixed_batch_loss(model, probe))
     finally:
         torch.set_num_threads(threads)
