@@ -48,10 +48,14 @@ class VAE(GenerativeEncoder):
         self.latent_dim = cfg.latent_dim
         self.preprocessing = cfg.preprocessing
         self.has_density = cfg.likelihood == "gaussian"
-        self.log_prob_estimator = "importance-weighted lower bound (IWAE) with K = iw_samples samples from q(z|x)"
         self.encoder = ConvEncoder(2 * cfg.latent_dim, cfg.width)
         self.decoder = ConvDecoder(cfg.latent_dim, cfg.width)
         self.log_scale = nn.Parameter(torch.tensor(float(cfg.init_log_scale)))
+
+    @property
+    def log_prob_estimator(self) -> str:
+        return (f"importance-weighted lower bound (IWAE) with K = iw_samples samples from q(z|x) "
+                f"(iw_samples={self.cfg.iw_samples})")
 
     def _posterior(self, x):
         mu, logvar = self.encoder(x).chunk(2, dim=1)

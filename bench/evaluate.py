@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,9 +30,6 @@ TEST_NOISE_OFFSET = 104729  # dequantisation noise of the test images
 PROBE_NOISE_OFFSET = 7919  # dequantisation noise of the probe's training images
 SAMPLE_OFFSET = 2750159  # z of the generated samples (the same z at both temperatures)
 LOG_PROB_OFFSET = 15485863  # noise drawn inside log_prob (IWAE)
-# Model-config fields that change what log_prob estimates; named in the bits/dim note.
-ESTIMATOR_CONFIG_KEYS = ("iw_samples", "eps2")
-NOTE_CHARS = 300  # longest estimator description copied from a log_prob docstring
 RNG_BLOCK = 16  # CPU randn fills 16 values at a time: chunks of a multiple of 16 draw one stream
 
 
@@ -133,22 +129,16 @@ def feature_rows(
     ]
 
 
-def log_prob_note(model) -> str:
-    """How the model's log_prob is obtained, from its attributes only (never its name)."""
-    text = getattr(model, "log_prob_estimator", None)
-    if not text:  # else the docstring of its log_prob, up to any Args/Returns section
-        doc = re.split(r"\n\s*(?:Args|Returns|Reference|Raises):", type(model).log_prob.__doc__ or "")[0]
-        doc = re.sub(r",?\s*``\[[^`]*\]``", "", doc).replace("``", "")
-        text = " ".join(doc.split())[:NOTE_CHARS] or "log_prob"
-    cfg = getattr(model, "cfg", None)
-    extras = [f"{k}={getattr(cfg, k)}" for k in ESTIMATOR_CONFIG_KEYS if hasattr(cfg, k)]
-    extra = f" ({', '.join(extras)})" if extras else ""
-    return f"{text}{extra} [log_prob of {type(model).__name__}]"
+def log_prob_note(model: GenerativeEncoder) -> str:
+    """How the model's log_prob is obtained: the contract's ``log_prob_estimator``, never its name."""
+    if not model.log_prob_estimator:
+        raise ValueError(f"{type(model).__name__} has a density but no log_prob_estimator (models/contract.py)")
+    return f"{model.log_prob_estimator} [log_prob of {type(model).__name__}]"
 
 
 def bits_per_dim_row(model, data: MNISTData, cfg: EvalConfig, seed: int, x: torch.Tensor) -> MetricRow:
     """bits/dim on the first ``bpd_subset`` dequantised test images, or NaN without a density."""
-    if not getattr(model, "has_density", False):
+    if not model.has_density:
         return MetricRow("test", M.BITS_PER_DIM, float("nan"), "not applicable: model defines no density")
     n = len(x) if cfg.bpd_subset <= 0 else min(cfg.bpd_subset, len(x))
     if model.preprocessing == "dequantize":

@@ -3,16 +3,23 @@
 Public API::
 
     from bench.config import load_config
-    from bench.registry import build_model
+    from bench.registry import build_model, register
     model = build_model("vae", load_config("configs/smoke.yaml"))
+    register("mine", MyModel, MyConfig)  # a new model: its class, its config section's dataclass
+
+A registered name is a ``--models`` name and a config section (``mine.latent_dim=4``);
+everything else (training, evaluation, the tidy table) only uses the model contract.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 
 from baselines.vae import VAE, VAEConfig
 from baselines.wae import WAE, WAEConfig
+from bench.config import SECTION_TYPES
 from bench.errors import UserError
 from models.contract import GenerativeEncoder
 from models.pie import PIE, PIEConfig
@@ -24,14 +31,34 @@ class ModelEntry:
     config_cls: type
 
 
-MODELS: dict[str, ModelEntry] = {
-    "pie": ModelEntry(PIE, PIEConfig),
-    "vae": ModelEntry(VAE, VAEConfig),
-    "wae": ModelEntry(WAE, WAEConfig),
-}
+MODELS: dict[str, ModelEntry] = {}
+# Names a model cannot take: the harness's config sections, the tidy table's real-image rows,
+# and the resolved config's preset key.
+RESERVED_NAMES = frozenset({*SECTION_TYPES, "real", "preset"})
 
-for _name, _entry in MODELS.items():  # checked once, at import
-    assert issubclass(_entry.model_cls, GenerativeEncoder), _name
+
+def register(name: str, model_cls: type[GenerativeEncoder], config_cls: type) -> None:
+    """Add model ``name``, built as ``model_cls(config)`` from its config section.
+
+    ``config_cls`` is a dataclass whose fields all have defaults (a preset may omit the
+    section). Raises ValueError for a name that is taken or not lowercase ``[a-z][a-z0-9_]*``
+    (it becomes a CLI name, a config section and part of run ids), and TypeError for a class
+    outside the contract (:class:`models.contract.GenerativeEncoder`) or a config that is no dataclass.
+    """
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise ValueError(f"model name {name!r} must match [a-z][a-z0-9_]*")
+    if name in MODELS or name in RESERVED_NAMES:
+        raise ValueError(f"model name {name!r} is taken")
+    if not (isinstance(model_cls, type) and issubclass(model_cls, GenerativeEncoder)):
+        raise TypeError(f"{name}: {model_cls!r} does not subclass models.contract.GenerativeEncoder")
+    if not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
+        raise TypeError(f"{name}: config class {config_cls!r} is not a dataclass")
+    MODELS[name] = ModelEntry(model_cls, config_cls)
+
+
+register("pie", PIE, PIEConfig)
+register("vae", VAE, VAEConfig)
+register("wae", WAE, WAEConfig)
 
 
 def check_model_names(names: list[str]) -> list[str]:
@@ -47,6 +74,9 @@ def build_model(name: str, config) -> GenerativeEncoder:
     check_model_names([name])
     entry = MODELS[name]
     try:
-        return entry.model_cls(config.models[name])
+        model = entry.model_cls(config.models[name])
     except ValueError as e:  # the model's own size/consistency checks
         raise UserError(f"invalid {name} config: {e}") from e
+    if model.has_density and not model.log_prob_estimator:  # the bits/dim note states it
+        raise TypeError(f"{name}: a model with has_density must say what log_prob computes (log_prob_estimator)")
+    return model

@@ -20,19 +20,21 @@ class GenerativeEncoder(nn.Module):
     Attributes:
         latent_dim: size d of the code ``z``.
         has_density: True if :meth:`log_prob` is defined (PIE, VAE); False for WAE.
-        log_prob_estimator: one line saying what :meth:`log_prob` computes (reported with bits/dim).
+        log_prob_estimator: one line saying what :meth:`log_prob` computes (exact, a bound, an
+            approximation) and with which settings; the harness copies it into the bits/dim
+            note. Required when ``has_density`` (the registry refuses a density model without it).
         preprocessing: how the harness maps 8-bit pixels ``k`` to model inputs:
             ``"unit"`` is ``k / 255`` (autoencoders), ``"dequantize"`` is ``(k + u) / 256``
             with ``u ~ U(0, 1)`` (density models, so bits/dim are comparable).
 
     Methods to implement: ``loss``, ``encode``, ``decode`` and, for density models,
-    ``log_prob``. ``reconstruct`` and ``sample`` follow from them; ``diagnostics`` is
-    optional.
+    ``log_prob`` (with ``has_density = True`` and ``log_prob_estimator``). ``reconstruct``
+    and ``sample`` follow from them; ``diagnostics`` is optional.
     """
 
     latent_dim: int
     has_density: bool = False
-    log_prob_estimator: str = ""  # how log_prob is obtained (exact, a bound, an approximation)
+    log_prob_estimator: str = ""  # how log_prob is obtained; required when has_density
     allows_bf16: bool = False  # bf16 autocast is safe (not for flows: log-dets stay fp32)
     preprocessing: Preprocessing = "unit"
 

@@ -200,7 +200,6 @@ class PIE(GenerativeEncoder):
     """
 
     has_density = True
-    log_prob_estimator = "Eq. 17 approximation of log p(x); its error depends on eps2"
 
     def __init__(self, cfg: PIEConfig) -> None:
         super().__init__()
@@ -213,6 +212,10 @@ class PIE(GenerativeEncoder):
             LogitTransform(cfg.logit_alpha) if cfg.input_transform == "logit" else CenterTransform()
         )
         self.blocks = nn.ModuleList(self._build_blocks(cfg))
+
+    @property
+    def log_prob_estimator(self) -> str:
+        return f"Eq. 17 approximation of log p(x); its error depends on eps2 (eps2={self.cfg.eps2})"
 
     # ------------------------------------------------------------------ construction
     @staticmethod

@@ -1,4 +1,5 @@
-"""VAE and WAE-MMD: hand-checked losses, the MMD estimator, shapes, and learning."""
+"""VAE and WAE-MMD: hand-checked losses, the MMD estimator, the IWAE bound, the Bernoulli option.
+The contract's checks and a smoke training run of the registered VAE and WAE: test_model_contract.py."""
 
 import math
 
@@ -8,6 +9,7 @@ from torch.distributions import Normal
 
 from baselines.vae import VAE, VAEConfig
 from baselines.wae import WAE, WAEConfig, imq_mmd
+from tests.contract_helpers import check_contract, model_inputs
 
 SCALES = [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]
 
@@ -95,25 +97,21 @@ def test_vae_kl_matches_the_closed_form_and_torch_distributions():
     assert kl == pytest.approx(float(reference), rel=1e-12)
 
 
-@pytest.mark.parametrize("make", [lambda: VAE(VAEConfig(width=0.0625)), lambda: WAE(WAEConfig(width=0.0625)),
-                                  lambda: VAE(VAEConfig(width=0.0625, likelihood="bernoulli"))],
-                         ids=["vae", "wae", "vae-bernoulli"])
-def test_shapes_ranges_and_learning(make):
+def test_bernoulli_vae_keeps_the_contract_without_a_density_and_learns(mnist, one_thread):
+    """The registry builds the Gaussian VAE (checked with every model in test_model_contract.py);
+    the Bernoulli decoder is an option with its own loss and no density on [0, 1]."""
     torch.manual_seed(0)
-    model = make()
-    x = torch.rand(16, 1, 28, 28)
-    z = model.encode(x)
-    assert z.shape == (16, 8)
-    out = model.decode(z)
-    assert out.shape == (16, 1, 28, 28) and out.min() >= 0 and out.max() <= 1
-    assert model.sample(5, temperature=0.5).shape == (5, 1, 28, 28)
+    model = VAE(VAEConfig(width=0.0625, likelihood="bernoulli"))
+    assert not model.has_density
+    check_contract(model, mnist.test_images[:16])
+    x = model_inputs(model, mnist.test_images[:16])
+    model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     torch.manual_seed(1)
     first = float(model.loss(x)["loss"].detach())
     for _ in range(30):
         opt.zero_grad()
-        parts = model.loss(x)
-        parts["loss"].backward()
+        model.loss(x)["loss"].backward()
         opt.step()
     torch.manual_seed(1)
     assert float(model.loss(x)["loss"].detach()) < first

@@ -38,6 +38,7 @@ class GaussianPixels(GenerativeEncoder):
     """Known density: x ~ N(0, I) in pixel space; a random linear code for the rest of the contract."""
 
     has_density = True
+    log_prob_estimator = "exact: independent N(0, 1) pixels"
     preprocessing = "dequantize"
 
     def __init__(self, latent_dim: int = 8):

@@ -1,5 +1,5 @@
 """PIE model tests: right inverse, paper sizes, Eq. 17 against an independent computation,
-config refusal and a smoke training run."""
+config refusal. The contract's checks and a smoke training run: test_model_contract.py."""
 
 from __future__ import annotations
 
@@ -164,29 +164,6 @@ def test_log_prob_matches_independent_computation(overrides):
 def test_config_that_does_not_fit_is_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
         PIE(PIEConfig(**overrides))
-
-
-def test_smoke_training_lowers_loss():
-    torch.manual_seed(0)
-    model = PIE(PIEConfig(couplings_per_block=2, **SMALL_WIDTHS))
-    x = _images(8, (1, 28, 28), seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    losses = []
-    for _ in range(12):
-        parts = model.loss(x)
-        assert all(torch.isfinite(v) for v in parts.values()), parts
-        opt.zero_grad()
-        parts["loss"].backward()
-        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-        opt.step()
-        losses.append(parts["loss"].item())
-    assert losses[-1] < losses[0] - 0.1, losses
-    with torch.no_grad():
-        samples = model.sample(4, temperature=0.5)
-        recon = model.reconstruct(x[:4])
-    for images in (samples, recon):
-        assert images.shape == (4, 1, 28, 28)
-        assert torch.isfinite(images).all() and images.min() >= 0 and images.max() <= 1
 
 
 def test_ablation_switches_build_what_they_say():

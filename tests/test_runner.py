@@ -88,14 +88,6 @@ def test_missing_mnist_offline_exits_2_naming_files(tmp_path):
     assert not out.exists()
 
 
-def test_models_default_is_every_registered_model(monkeypatch):
-    from bench import registry
-    from bench.run import parse_args
-
-    assert parse_args([]).models == "pie,vae,wae"
-    monkeypatch.setitem(registry.MODELS, "toy", registry.MODELS["wae"])  # one registry line more
-    assert parse_args([]).models == "pie,vae,wae,toy"
-
 
 def bench_import_graph() -> dict[str, set[str]]:
     """``{module: bench modules it imports}`` over every file of ``bench/``, read with ``ast``.
