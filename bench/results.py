@@ -32,6 +32,9 @@ COLUMNS = (
     "latent_dim", "preset", "config_hash", "git_commit", "started_at", "elapsed_s",
 )
 REQUIRED = ("run_id", "model", "split", "metric", "value", "status")  # a table without these is not one
+# Read as text whatever they look like: a commit "5e77292" or a config hash "0123456789" is not a number.
+TEXT_COLUMNS = ("run_id", "dataset", "model", "split", "metric", "note", "status", "preset", "config_hash",
+                "git_commit", "started_at")
 INT_COLUMNS = ("seed", "latent_dim")  # integers, written without ".0" even next to empty cells
 STATUSES = ("ok", "failed")
 TABLE = "metrics.csv"
@@ -163,7 +166,8 @@ def parse_table(path: Path) -> TableRead:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(good)
-    frame = pd.read_csv(io.StringIO(buf.getvalue()), keep_default_na=True)
+    frame = pd.read_csv(io.StringIO(buf.getvalue()), keep_default_na=True,
+                        dtype={c: str for c in TEXT_COLUMNS if c in header})
     return TableRead(frame, dropped)
 
 

@@ -441,3 +441,21 @@ def test_a_missing_data_root_creates_only_the_folder_asked_for(tmp_path, monkeyp
     assert main([*GRID, "--out", str(tmp_path / "out"), "--data-root", str(shallow)]) == 2
     assert calls == [shallow] and not shallow.exists()  # made for the download, removed when it failed
     assert not (tmp_path / "out").exists()
+
+
+def test_text_columns_that_look_like_numbers_survive_a_rewrite(tmp_path):
+    # A commit such as 5e77292 parses as a float (inf) and a hash such as 0123456789 loses its
+    # leading zero unless the table reads those columns as text.
+    from bench.results import COLUMNS, read_table, replace_run_rows
+
+    path = tmp_path / "metrics.csv"
+    row = dict.fromkeys(COLUMNS, "")
+    row.update(run_id="vae-0123456789-s0", dataset="mnist", model="vae", seed=0, split="test", metric="m",
+               value=1.0, status="ok", latent_dim=8, preset="smoke", config_hash="0123456789",
+               git_commit="5e77292", started_at="2026-11-29T00:00:00+00:00")
+    replace_run_rows(path, pd.DataFrame([row]))
+    other = {**row, "run_id": "vae-0123456789-s1", "seed": 1}
+    replace_run_rows(path, pd.DataFrame([other]))  # read, merge and write the first row again
+    table = read_table(path)
+    assert table["git_commit"].tolist() == ["5e77292", "5e77292"]
+    assert table["config_hash"].tolist() == ["0123456789", "0123456789"]
