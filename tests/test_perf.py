@@ -17,8 +17,13 @@ from torch import nn
 
 import bench.train
 from bench import perf
+from bench.config import load_config
 from bench.errors import UserError
+from bench.registry import MODELS, build_model
 from tests.helpers import ROOT
+
+# Every registered model is measured; bits/dim only for those with a density (at the default preset).
+DENSITY_MODELS = {m for m in MODELS if build_model(m, load_config(ROOT / "configs" / "default.yaml")).has_density}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +60,7 @@ def test_quick_csv_measures_every_model_at_both_widths(quick_csv):
     for metric in ("train_images_per_s", "sample_images_per_s", "train_flops_per_image", "train_gflops_per_s"):
         got = models[models["metric"] == metric]
         assert set(zip(got["model"], got["preset"], strict=True)) == {
-            (m, p) for m in ("pie", "vae", "wae") for p in ("default", "paper")}, metric
+            (m, p) for m in MODELS for p in ("default", "paper")}, metric
     # Paper widths are wider: more FLOPs per image for every model.
     flops = models[models["metric"] == "train_flops_per_image"].pivot(index="model", columns="preset", values="value")
     assert (flops["paper"] > flops["default"]).all()
@@ -70,12 +75,12 @@ def test_quick_csv_harness_data_metrics_and_targets(quick_csv):
     assert {"bare_images_per_s", "harness_step_images_per_s", "harness_ratio", "per_epoch_seconds",
             "harness_epoch_ratio"} <= metrics("harness")
     harness = frame[(frame["section"] == "harness") & (frame["metric"] == "harness_ratio")]
-    assert set(harness["model"]) == {"pie", "vae", "wae"}
+    assert set(harness["model"]) == set(MODELS)
     assert {"harness_unit_batches_per_s", "dataloader_batches_per_s", "data_path_ratio"} <= metrics("data")
     assert {"sharpness_seconds", "features_fd_seconds", "probe_seconds", "bits_per_dim_seconds",
             "eval_seconds"} <= metrics("metrics")
     bpd = frame[(frame["section"] == "metrics") & (frame["metric"] == "bits_per_dim_seconds")]
-    assert set(bpd["model"]) == {"pie", "vae"}  # the density models only
+    assert set(bpd["model"]) == DENSITY_MODELS  # the density models only
     assert {"data_path_ratio", "harness_ratio_min", "eval_fraction_estimate"} <= metrics("targets")
     targets = frame[frame["section"] == "targets"].set_index("metric")
     # Each target states one verdict ("not met" is tried first: "met" alone also matches inside it),
@@ -88,7 +93,7 @@ def test_quick_csv_harness_data_metrics_and_targets(quick_csv):
     assert met["eval_fraction_estimate"] == (
         targets.loc["eval_fraction_estimate", "value"] <= perf.TARGET_EVAL_FRACTION)
     share = frame[frame["section"] == "evalshare"].pivot(index="model", columns="metric", values="value")
-    assert set(share.index) == {"pie", "vae", "wae", "-"} and (share.loc["-", "real_stats_seconds"] > 0)
+    assert set(share.index) == {*MODELS, "-"} and (share.loc["-", "real_stats_seconds"] > 0)
     share = share.drop("-")
     assert share["eval_share"].to_numpy() == pytest.approx(
         (share["run_eval_seconds"] / share["run_train_seconds"]).to_numpy())
@@ -96,8 +101,8 @@ def test_quick_csv_harness_data_metrics_and_targets(quick_csv):
     assert met["eval_share_max"] == (targets.loc["eval_share_max", "value"] <= perf.TARGET_EVAL_FRACTION)
     levers = frame[frame["section"] == "levers"]
     base = levers[levers["metric"] == "train_ratio[baseline]"]
-    assert set(base["model"]) == {"pie", "vae", "wae"} and (base["value"] == 1.0).all()
-    assert set(levers.loc[levers["metric"] == "eval_ratio[channels_last]", "model"]) == {"pie", "vae", "wae"}
+    assert set(base["model"]) == set(MODELS) and (base["value"] == 1.0).all()
+    assert set(levers.loc[levers["metric"] == "eval_ratio[channels_last]", "model"]) == set(MODELS)
     assert {"train_ratio[channels_last]", "train_ratio[fused_adam]",
             "train_ratio[channels_last+fused_adam]"} <= metrics("levers")
     peer = metrics("peer")
