@@ -110,8 +110,10 @@ def real_stats(data: MNISTData, cfg: EvalConfig, extractor: FeatureExtractor) ->
 
 def feature_rows(
     fake_images: torch.Tensor, fake_name: str, real: RealStats, extractor: FeatureExtractor, cfg: EvalConfig,
+    suffix: str = "",
 ) -> list[MetricRow]:
-    """fd_lenet, kid_lenet, precision and recall of ``fake_images`` against the real test set."""
+    """fd_lenet, kid_lenet, precision and recall (each + ``suffix``) of ``fake_images`` against the
+    real test set."""
     feats = extractor.features(fake_images, cfg.batch_size)
     mu, sigma = M.feature_stats(feats)
     counts = f"extractor {extractor.weights_hash}, {len(feats)} {fake_name} vs {len(real.feats)} test"
@@ -120,12 +122,12 @@ def feature_rows(
     size = min(cfg.kid_subset_size, len(feats), len(real.feats))
     precision, recall = M.precision_recall(real.feats, feats, cfg.pr_k, real.radii[cfg.pr_k])
     return [
-        MetricRow("test", M.FD_LENET, fd, f"{counts}; Fréchet distance of LeNet penultimate features"),
-        MetricRow("test", M.KID_LENET, kid,
+        MetricRow("test", M.FD_LENET + suffix, fd, f"{counts}; Fréchet distance of LeNet penultimate features"),
+        MetricRow("test", M.KID_LENET + suffix, kid,
                   f"{counts}; unbiased MMD² cubic kernel, mean of {cfg.kid_subsets} subsets of {size} "
                   f"(std {kid_std:.3g})"),
-        MetricRow("test", M.PRECISION, precision, f"{counts}; k-NN manifolds, k = {cfg.pr_k}"),
-        MetricRow("test", M.RECALL, recall, f"{counts}; k-NN manifolds, k = {cfg.pr_k}"),
+        MetricRow("test", M.PRECISION + suffix, precision, f"{counts}; k-NN manifolds, k = {cfg.pr_k}"),
+        MetricRow("test", M.RECALL + suffix, recall, f"{counts}; k-NN manifolds, k = {cfg.pr_k}"),
     ]
 
 
@@ -193,7 +195,8 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
 
     Rows (split ``test``): sharpness, sharpness_std, sharpness_t05, sharpness_gap,
     artefact_corner, recon_mse, recon_sse, bits_per_dim, classifier_accuracy, fd_lenet, kid_lenet,
-    precision, recall, probe_accuracy, the counts n_samples, n_test, n_bpd, and one
+    precision, recall (and fd_lenet_t05, kid_lenet_t05, precision_t05, recall_t05 of the samples at
+    the second temperature), probe_accuracy, the counts n_samples, n_test, n_bpd, and one
     ``diag_<name>`` row per entry of ``model.diagnostics`` (first evaluation batch).
     Artefacts: samples_t1, samples_t2, recon_inputs, recon_outputs, interpolations,
     test_latents, test_labels.
@@ -251,6 +254,7 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
         MetricRow("test", M.CLASSIFIER_ACCURACY, extractor.test_accuracy,
                   f"LeNet extractor {extractor.weights_hash} on {extractor.n_test} test images"),
         *feature_rows(samples, "generated", real, extractor, cfg),
+        *feature_rows(samples_t2, f"generated at T = {t2:.4g}", real, extractor, cfg, suffix="_t05"),
         MetricRow("test", M.PROBE_ACCURACY, probe,
                   f"multinomial logistic regression on standardised codes: {n_probe} train -> {n_test} test"),
         MetricRow("test", M.N_SAMPLES, float(n), "generated samples per temperature"),

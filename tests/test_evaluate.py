@@ -154,3 +154,16 @@ def test_evaluation_caps_blas_threads_at_torch_threads_and_restores_them():
         assert blas_threads() == before
     finally:
         torch.set_num_threads(torch_threads)
+
+
+def test_second_temperature_feature_metrics_are_those_of_its_own_samples(mnist, extractor):
+    # At second_temperature = 1 the second set of samples is the first one (same latent draws), so its
+    # fd/kid/precision/recall equal the T = 1 values; at 0.5 they are measured on other images.
+    torch.manual_seed(0)
+    same = as_dict(evaluate_model(small_vae(), mnist, dataclasses.replace(SMALL, second_temperature=1.0), seed=3)[0])
+    torch.manual_seed(0)
+    half = as_dict(evaluate_model(small_vae(), mnist, SMALL, seed=3)[0])
+    for t05, t1 in zip(M.FEATURE_METRICS_T05, (M.FD_LENET, M.KID_LENET, M.PRECISION, M.RECALL), strict=True):
+        assert same[t05] == same[t1], t05
+        assert half[t1] == same[t1], t05
+    assert half[M.FEATURE_METRICS_T05[0]] != half[M.FD_LENET]  # (an untrained model's precision is 0 at both)

@@ -16,12 +16,14 @@ KID_LENET = "kid_lenet"
 PRECISION = "precision"
 RECALL = "recall"
 PROBE_ACCURACY = "probe_accuracy"
+# The same four at the second temperature (Fig. 7c: are samples from N(0, 0.5) "more accurate"?)
+FEATURE_METRICS_T05 = tuple(f"{m}_t05" for m in (FD_LENET, KID_LENET, PRECISION, RECALL))
 N_SAMPLES = "n_samples"  # bookkeeping rows: how many images each metric saw
 N_TEST = "n_test"
 N_BPD = "n_bpd"
 
 SAMPLE_METRICS = (SHARPNESS, SHARPNESS_STD, SHARPNESS_T05, SHARPNESS_GAP, ARTEFACT_CORNER, FD_LENET, KID_LENET,
-                  PRECISION, RECALL)
+                  PRECISION, RECALL, *FEATURE_METRICS_T05)
 MODEL_METRICS = (
     *SAMPLE_METRICS, RECON_MSE, RECON_SSE, BITS_PER_DIM, CLASSIFIER_ACCURACY, PROBE_ACCURACY,
     N_SAMPLES, N_TEST, N_BPD,
