@@ -164,6 +164,7 @@ def drop_checkpoints(out: Path) -> None:
 def write_table1(out: Path) -> str:
     """Table 1 of the finished runs (the report's own code, without figures), or why there is none."""
     from bench import report
+    from bench.results import write_csv_atomic
 
     try:
         table = report.load_table(out)
@@ -173,7 +174,7 @@ def write_table1(out: Path) -> str:
         t1 = report.build_table1(table, sel, configs)
     except (UserError, KeyError, ValueError) as e:
         return f"no Table 1 ({e})"
-    report.write_csv_atomic(out / "table1.csv", t1.frame)
+    write_csv_atomic(out / "table1.csv", t1.frame)
     text = report.table1_markdown(t1, sel)
     report.write_text(out / "table1.md", text)
     return text

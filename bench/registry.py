@@ -29,6 +29,7 @@ from models.pie import PIE, PIEConfig
 class ModelEntry:
     model_cls: type[GenerativeEncoder]
     config_cls: type
+    label: str = ""  # display name in the report's tables and figures; empty: the registry name
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -37,8 +38,9 @@ MODELS: dict[str, ModelEntry] = {}
 RESERVED_NAMES = frozenset({*SECTION_TYPES, "real", "preset"})
 
 
-def register(name: str, model_cls: type[GenerativeEncoder], config_cls: type) -> None:
-    """Add model ``name``, built as ``model_cls(config)`` from its config section.
+def register(name: str, model_cls: type[GenerativeEncoder], config_cls: type, label: str = "") -> None:
+    """Add model ``name``, built as ``model_cls(config)`` from its config section; ``label``: its
+    name in the report's tables and figures (default: ``name``).
 
     ``config_cls`` is a dataclass whose fields all have defaults (a preset may omit the
     section). Raises ValueError for a name that is taken or not lowercase ``[a-z][a-z0-9_]*``
@@ -53,12 +55,12 @@ def register(name: str, model_cls: type[GenerativeEncoder], config_cls: type) ->
         raise TypeError(f"{name}: {model_cls!r} does not subclass models.contract.GenerativeEncoder")
     if not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
         raise TypeError(f"{name}: config class {config_cls!r} is not a dataclass")
-    MODELS[name] = ModelEntry(model_cls, config_cls)
+    MODELS[name] = ModelEntry(model_cls, config_cls, label)
 
 
-register("pie", PIE, PIEConfig)
-register("vae", VAE, VAEConfig)
-register("wae", WAE, WAEConfig)
+register("pie", PIE, PIEConfig, label="PIE")
+register("vae", VAE, VAEConfig, label="VAE")
+register("wae", WAE, WAEConfig, label="WAE")
 
 
 def check_model_names(names: list[str]) -> list[str]:
@@ -67,6 +69,12 @@ def check_model_names(names: list[str]) -> list[str]:
         if name not in MODELS:
             raise UserError(f"unknown model '{name}' (valid models: {', '.join(MODELS)})")
     return names
+
+
+def display_label(name: str) -> str:
+    """The model's label in tables and figures: its entry's ``label``, else its registry name."""
+    entry = MODELS.get(name)
+    return (entry.label if entry else "") or name
 
 
 def build_model(name: str, config) -> GenerativeEncoder:

@@ -17,6 +17,9 @@ import pytest
 
 from bench import report
 from bench.figure_data import ARTEFACTS, FIGURES, save_figure_data
+from bench.report.figures import PANELS, fig7_name
+from bench.report.selection import pick_config
+from bench.report.table import TABLE1_METRICS
 from bench.results import COLUMNS, replace_run_rows
 from bench.tracking import TRACKED, column
 from tests.helpers import ROOT, SMOKE
@@ -122,15 +125,15 @@ def expected_figures():
     names = ["table1_sharpness.png", "samples_vae_wae_pie.png", "fig7_overview.png", "training_curves.png",
              "convergence.png"]
     for eps in EPS:
-        for letter, what in report.PANELS:
-            names.append(report.fig7_name(eps, letter, what))
+        for letter, what in PANELS:
+            names.append(fig7_name(eps, letter, what))
     return names
 
 
 def test_synthetic_report_writes_every_file_and_marks_missing_panels(synthetic):
     for name in ("table1.md", "table1.csv", "index.md"):
         assert (synthetic / name).is_file(), name
-    missing = {report.fig7_name(1.0, "c", "samples_t2"), report.fig7_name(1.0, "d", "interpolations")}
+    missing = {fig7_name(1.0, "c", "samples_t2"), fig7_name(1.0, "d", "interpolations")}
     for name in expected_figures():
         path = synthetic / "figures" / name
         assert path.is_file() != (name in missing), name
@@ -177,7 +180,7 @@ def test_table_mean_std_equal_a_pandas_groupby_of_the_tidy_csv(synthetic):
     agg = sel.groupby(["model", "metric"])["value"].agg(["mean", "std", "count"])
     t = pd.read_csv(synthetic / "table1.csv").set_index("model")
     for model in ("vae", "wae", "pie"):
-        for metric in report.TABLE1_METRICS:
+        for metric in TABLE1_METRICS:
             mean, std = agg.loc[(model, metric), "mean"], agg.loc[(model, metric), "std"]
             np.testing.assert_allclose(t.loc[model, f"{metric}_mean"], mean, rtol=1e-12, equal_nan=True)
             np.testing.assert_allclose(t.loc[model, f"{metric}_std"], std, rtol=1e-12, equal_nan=True)
@@ -249,7 +252,7 @@ def test_figures_rebuild_from_figures_npz_and_are_kept_without_any_inputs(tmp_pa
 def test_table1_keeps_the_configuration_with_most_seeds():
     runs = pd.DataFrame({"run_id": ["a0", "a1", "b0"], "config_hash": ["A", "A", "B"], "status": ["ok", "ok", "ok"],
                          "started_at": ["2026-01-01", "2026-01-01", "2026-02-01"]})
-    kept, dropped = report._pick_config(runs)
+    kept, dropped = pick_config(runs)
     assert kept["run_id"].tolist() == ["a0", "a1"] and dropped == ["B"]
 
 

@@ -1,0 +1,113 @@
+"""``python -m bench.report --results DIR``: every page and figure of a results directory.
+
+Reads only ``DIR/metrics.csv`` and the files the runner saved under ``DIR/runs/<run_id>/``
+(``config.json``, ``train_log.csv``, ``figures.npz``, else ``artefacts.npz``): no checkpoints,
+no models, no training. Writes ``DIR/table1.md``, ``DIR/table1.csv``, PNGs in ``DIR/figures/``,
+``DIR/index.md`` and, when PIE runs recorded diagnostics, ``DIR/mechanism.md``; one such set per
+dataset (MNIST at the top, any other in ``DIR/<dataset>/``). Bad input exits 2 with one line
+on stderr; a figure that could not be drawn is named on stderr and makes the exit code 1 (the
+other outputs are still written).
+
+The report never deletes or overwrites a figure it cannot rebuild: when a panel's inputs are
+missing (e.g. a clone of results saved before ``figures.npz`` existed, whose uncommitted
+``artefacts.npz`` is gone), an existing PNG of that name is kept and ``index.md`` says it
+comes from an earlier build. A composite figure (the samples side by side, the Fig. 7
+overview) is kept the same way when a run it shows has neither ``figures.npz`` nor
+``artefacts.npz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from bench.datasets import DATASETS
+from bench.errors import UserError
+from bench.report.figures import UMAP_MAX_POINTS, Report, build_figures
+from bench.report.index import index_markdown
+from bench.report.markdown import write_text
+from bench.report.selection import load_table, read_json, select_runs
+from bench.report.table import build_table1, mechanism_markdown, run_logs, table1_markdown
+from bench.results import write_csv_atomic
+
+
+def dataset_folders(table: pd.DataFrame) -> dict[str, str]:
+    """dataset -> its report's folder relative to the results directory: MNIST (else the only or
+    first dataset) at the top, every other dataset in a subfolder of its name."""
+    names = sorted(set(table["dataset"].fillna("mnist").astype(str))) or ["mnist"]
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        raise UserError(f"the table names unknown dataset(s) {', '.join(unknown)}; valid: {', '.join(DATASETS)}")
+    top = "mnist" if "mnist" in names else names[0]
+    return {n: "" if n == top else f"{n}/" for n in names}
+
+
+def build_report(results: Path, umap_points: int = UMAP_MAX_POINTS, log=print) -> list[str]:
+    """Write every output, one Table 1 and one set of figures per dataset; return the list of
+    figure errors (empty when all were drawn)."""
+    table = load_table(results)
+    folders = dataset_folders(table)
+    errors = []
+    for dataset, folder in folders.items():
+        part = table[table["dataset"].fillna("mnist").astype(str) == dataset]
+        others = [(d, f"{f}index.md") for d, f in folders.items() if d != dataset]
+        errors += _build_dataset_report(results, part, dataset, folder, others, umap_points, log)
+    return errors
+
+
+def _build_dataset_report(results: Path, table: pd.DataFrame, dataset: str, folder: str,
+                          others: list[tuple[str, str]], umap_points: int, log) -> list[str]:
+    out = results / folder
+    out.mkdir(exist_ok=True)
+    up = "../" * folder.count("/")
+    configs = {r: read_json(results / "runs" / r / "config.json") for r in table["run_id"].unique()
+               if not r.startswith("real-")}
+    sel = select_runs(table, configs)
+    sel.dataset = dataset
+    logs = run_logs(results, pd.concat([f.query("status == 'ok'") for f in sel.table1.values()]))
+    t1 = build_table1(table, sel, configs, logs)
+    write_csv_atomic(out / "table1.csv", t1.frame)
+    write_text(out / "table1.md", table1_markdown(t1, sel, up=up))
+    rep = Report(results, out, dataset)
+    figs = build_figures(rep, table, sel, t1, configs, umap_points, logs)
+    write_text(out / "index.md", index_markdown(results, table, sel, t1, figs, rep.errors, up, others))
+    written = ["table1.md", "table1.csv", "index.md"]
+    mechanism = mechanism_markdown(table, configs)
+    if mechanism is not None:
+        write_text(out / "mechanism.md", mechanism)
+        written.append("mechanism.md")
+    written += rep.drawn
+    for name in written:
+        log(f"wrote {out / name}")
+    for name in rep.kept:
+        log(f"kept {out / name} (its inputs are missing; see index.md)")
+    return [f"{folder}{e}" for e in rep.errors]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2
+        raise UserError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = _Parser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    p.add_argument("--results", required=True, help="results directory written by python -m bench.run")
+    p.add_argument("--umap-points", type=int, default=UMAP_MAX_POINTS,
+                   help="most test latents embedded per UMAP panel (default and most: %(default)s, "
+                   "the number figures.npz keeps)")
+    try:
+        args = p.parse_args(argv)
+        if args.umap_points < 10:
+            raise UserError(f"--umap-points must be at least 10, got {args.umap_points}")
+        errors = build_report(Path(args.results), args.umap_points)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if errors:
+        for e in errors:
+            print(f"warning: {e}", file=sys.stderr)
+        return 1
+    return 0

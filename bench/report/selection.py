@@ -1,0 +1,249 @@
+"""Which runs the report uses, read from a results directory's tidy table and run configs.
+
+- Table 1: finished runs of every registered model with latent_dim 8 (the paper's Table 1) and
+  no value in any sweep column (PIE at its config's own eps²). If a model has runs of several
+  configurations (config_hash), the one with the most finished seeds is used (ties: the newest).
+  The "True" row is the ``real-*`` run whose evaluation config matches the Table 1 runs'.
+- Figure 7: finished pie runs with latent_dim 10, grouped by eps² (the ``pie.eps2`` sweep
+  column, else the run's config). Per eps² one run is drawn: the paper's figure varies eps²
+  alone, so first the runs whose other PIE settings are their preset's (an ablation such as
+  ``--sweep pie.coupling=additive`` or ``--set pie.n_reflections=0`` in the same directory is
+  not Fig. 7), then runs with no other sweep column set, then runs swept over eps², then the
+  lowest seed, then the newest. The other seeds of the drawn run's configuration are the
+  figure's runs too (training curves, "Runs used").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench.datasets import DATASETS, DatasetSpec
+from bench.errors import UserError
+from bench.registry import MODELS, display_label
+from bench.report.markdown import list_text
+from bench.report.paper import PAPER
+from bench.results import COLUMNS, TABLE, parse_table, runs_missing_rows
+
+REAL = "real"  # model name of the real-data runs (Table 1's first row)
+REAL_LABEL = "True"  # the paper's name for that row
+TABLE1_LATENT = PAPER.table1_latent
+FIG7_MODEL = "pie"  # the model of the paper's Fig. 7
+FIG7_LATENT = PAPER.fig7_latent
+FIG7_EPS2 = PAPER.fig7_eps2
+EPS2_COLUMN = f"{FIG7_MODEL}.eps2"
+FIG7_FREE_KEYS = ("eps2", "latent_dim")  # the settings Fig. 7 runs set away from their preset
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"  # the presets a run's config.json names
+
+
+def table1_models() -> tuple[str, ...]:
+    """Table 1's model rows: the paper's row order for the models it reports, then every other
+    registered model in registry order."""
+    paper = [m for m in PAPER.sharpness if m in MODELS]
+    return (*paper, *(m for m in MODELS if m not in paper))
+
+
+def label(model: str) -> str:
+    """A row's name in tables and figures: "True" for the real data, else the registry's label."""
+    return REAL_LABEL if model == REAL else display_label(model)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_table(results: Path) -> pd.DataFrame:
+    """The tidy table of a results directory, or UserError with one line."""
+    if not results.exists():
+        raise UserError(f"results directory '{results}' does not exist")
+    if not results.is_dir():
+        raise UserError(f"'{results}' is not a directory")
+    path = results / TABLE
+    if not path.is_file():
+        raise UserError(f"'{results}' holds no {TABLE} (run python -m bench.run --out {results} first)")
+    read = parse_table(path)  # malformed lines are left out, never read as data
+    if read.broken:
+        raise UserError(f"'{path}' is not a pie-bench results table ({read.broken}); "
+                        f"python -m bench.run --out {results} ... rebuilds it from {results / 'runs'}")
+    table = read.frame
+    if read.dropped:
+        print(f"warning: left out {len(read.dropped)} malformed line(s) of {path} ({read.dropped[0]})",
+              file=sys.stderr)
+    lagging = runs_missing_rows(results, table)
+    if lagging:
+        print(f"warning: {path} lacks rows of {len(lagging)} finished run(s) in {results / 'runs'} (e.g. "
+              f"{lagging[0]}); re-run the same python -m bench.run command to rebuild it", file=sys.stderr)
+    for col in COLUMNS:
+        if col not in table.columns:
+            table[col] = pd.NA
+    table["run_id"] = table["run_id"].astype(str)
+    table["model"] = table["model"].astype(str)
+    table["value"] = pd.to_numeric(table["value"], errors="coerce")
+    table["seed"] = pd.to_numeric(table["seed"], errors="coerce")
+    table["latent_dim"] = pd.to_numeric(table["latent_dim"], errors="coerce")
+    table["note"] = table["note"].fillna("").astype(str)
+    return table
+
+
+def sweep_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if c not in COLUMNS]
+
+
+def run_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per run_id (the run-level columns of its first row)."""
+    cols = ["run_id", "model", "seed", "status", "latent_dim", "preset", "config_hash", "git_commit", "started_at",
+            *sweep_columns(table)]
+    runs = table[cols].drop_duplicates("run_id").reset_index(drop=True)
+    runs["started_at"] = runs["started_at"].fillna("").astype(str)
+    return runs
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        out = json.loads(path.read_text())
+        return out if isinstance(out, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def eval_hash(config: dict[str, Any]) -> str | None:
+    """The hash the runner puts in the real-data run id (``real-<data>-<eval hash>``)."""
+    if not isinstance(config.get("eval"), dict):
+        return None
+    return hashlib.sha256(json.dumps(config["eval"], sort_keys=True).encode()).hexdigest()[:8]
+
+
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+@dataclass
+class Selection:
+    """The runs behind Table 1 and Figure 7, and what was set aside."""
+
+    table1: dict[str, pd.DataFrame]  # model -> its chosen runs (ok and failed), one row per run; row order
+    real_run: str | None
+    fig7: dict[float, pd.Series]  # eps² -> the run drawn
+    fig7_all: pd.DataFrame  # the finished latent-10 PIE runs of the drawn configurations, with their eps²
+    notes: list[str] = field(default_factory=list)
+    dataset: str = "mnist"  # the table's runs are all of this dataset (build_report splits by it)
+
+    @property
+    def spec(self) -> DatasetSpec:
+        return DATASETS[self.dataset]
+
+    @property
+    def has_paper(self) -> bool:
+        """The paper reports MNIST only: its column and markers appear for MNIST alone."""
+        return self.dataset == PAPER.dataset
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        """Table 1's rows: the real data, then the models."""
+        return (REAL, *self.table1)
+
+
+def pick_config(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Keep the config_hash with the most finished runs (ties: newest start)."""
+    if runs.empty or runs["config_hash"].nunique(dropna=False) <= 1:
+        return runs, []
+    stats = runs.assign(ok=runs["status"] == "ok").groupby("config_hash", dropna=False).agg(
+        ok=("ok", "sum"), newest=("started_at", "max"))
+    best = stats.sort_values(["ok", "newest"], ascending=False).index[0]
+    dropped = [str(h) for h in stats.index if h != best]
+    return runs[runs["config_hash"] == best], dropped
+
+
+@functools.cache
+def _preset_settings(preset: str, model: str) -> dict[str, str]:
+    """The model's section of ``configs/<preset>.yaml`` as JSON texts per key; the model's config
+    defaults when there is no such preset (or it no longer loads)."""
+    from bench.config import load_config
+
+    path = CONFIG_DIR / f"{preset}.yaml"
+    section = MODELS[model].config_cls()
+    if path.is_file():
+        try:
+            section = load_config(path).models[model]
+        except UserError:
+            pass
+    return {k: json.dumps(v, sort_keys=True) for k, v in dataclasses.asdict(section).items()}
+
+
+def settings_changed(config: dict[str, Any], model: str, free: tuple[str, ...] = FIG7_FREE_KEYS) -> int:
+    """How many of ``model``'s settings in a run's config.json differ from its preset's, besides
+    ``free``; a key the run did not record (older code) or the preset no longer has is not counted."""
+    own = config.get(model)
+    if not isinstance(own, dict):
+        return 0
+    preset = _preset_settings(str(config.get("preset", "")), model)
+    return sum(1 for k, v in own.items()
+               if k not in free and k in preset and json.dumps(v, sort_keys=True) != preset[k])
+
+
+def select_runs(table: pd.DataFrame, configs: dict[str, dict]) -> Selection:
+    runs = run_frame(table)
+    sweeps = sweep_columns(table)
+    unswept = runs[sweeps].isna().all(axis=1) if sweeps else pd.Series(True, index=runs.index)
+    notes: list[str] = []
+
+    table1: dict[str, pd.DataFrame] = {}
+    for model in table1_models():
+        cand = runs[(runs["model"] == model) & (runs["latent_dim"] == TABLE1_LATENT) & unswept]
+        chosen, dropped = pick_config(cand)
+        if dropped:
+            notes.append(f"{label(model)}: runs of other configurations were set aside (config_hash "
+                         f"{list_text(dropped)}); Table 1 uses config_hash {chosen['config_hash'].iloc[0]}.")
+        table1[model] = chosen.sort_values("seed")
+
+    real = runs[(runs["model"] == REAL) & (runs["status"] == "ok")]
+    real_run = None
+    if len(real):
+        wanted = [eval_hash(configs.get(r, {})) for m in table1.values() for r in m["run_id"]]
+        wanted = [h for h in wanted if h]
+        match = real[real["run_id"].str.split("-").str[-1].isin(wanted)] if wanted else real.iloc[0:0]
+        if len(match):
+            real_run = match.sort_values("started_at")["run_id"].iloc[-1]
+        else:
+            real_run = real.sort_values("started_at")["run_id"].iloc[-1]
+            if wanted:
+                notes.append(f"True row: no real-data run matches the Table 1 runs' evaluation config; "
+                             f"using the newest one ({real_run}).")
+
+    fig7, fig7_all = select_fig7(runs, configs, [c for c in sweeps if c != EPS2_COLUMN])
+    return Selection(table1, real_run, fig7, fig7_all, notes)
+
+
+def select_fig7(runs: pd.DataFrame, configs: dict[str, dict],
+                other_sweeps: list[str]) -> tuple[dict[float, pd.Series], pd.DataFrame]:
+    """eps² -> the run drawn (see the module docstring), and every finished run of the drawn
+    runs' configurations with its eps²."""
+    cand = runs[(runs["model"] == FIG7_MODEL) & (runs["latent_dim"] == FIG7_LATENT)
+                & (runs["status"] == "ok")].copy()
+    eps_col = pd.to_numeric(cand[EPS2_COLUMN], errors="coerce") if EPS2_COLUMN in cand else \
+        pd.Series(np.nan, index=cand.index)
+    cand["swept"] = eps_col.notna()
+    from_config = cand["run_id"].map(lambda r: (configs.get(r, {}).get(FIG7_MODEL) or {}).get("eps2", np.nan))
+    cand["eps2"] = eps_col.fillna(pd.to_numeric(from_config, errors="coerce"))
+    cand = cand.dropna(subset=["eps2"])
+    cand["_changed"] = [settings_changed(configs.get(r, {}), FIG7_MODEL) for r in cand["run_id"]]
+    cand["_other_sweeps"] = cand[other_sweeps].notna().any(axis=1) if other_sweeps else False
+    cand["_unswept"] = ~cand["swept"]
+    fig7: dict[float, pd.Series] = {}
+    same_config = pd.Series(False, index=cand.index)
+    for eps2, group in cand.groupby("eps2"):
+        group = group.sort_values(["_changed", "_other_sweeps", "_unswept", "seed", "started_at"],
+                                  ascending=[True, True, True, True, False])
+        fig7[float(eps2)] = group.iloc[0]
+        hashes = group["config_hash"].astype(str)
+        same_config[group.index[hashes == hashes.iloc[0]]] = True
+    return fig7, cand[same_config].drop(columns=["_changed", "_other_sweeps", "_unswept"])

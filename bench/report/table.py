@@ -1,0 +1,317 @@
+"""Table 1 (``table1.csv``, ``table1.md``), the numbers under Fig. 7 and the mechanism page.
+
+Computed from the tidy table alone (``bench.results``): per run one value per metric (the
+preferred split first), then mean ± std over the seeds of each row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from bench import convergence
+from bench.report.markdown import and_list, eps_label, fmt_mean_std, fmt_num, list_text, md_table
+from bench.report.paper import PAPER
+from bench.report.selection import FIG7_MODEL, REAL, TABLE1_LATENT, Selection, label, run_frame
+
+if TYPE_CHECKING:
+    from bench.report.figures import Fig7Entry
+
+TABLE1_METRICS = ("sharpness", "fd_lenet", "recon_mse", "bits_per_dim", "probe_accuracy", "artefact_corner")
+# Artefact flag: sharper than the real digits *and* corner Laplacian energy (black in real digits,
+# ~3e-4) above this fraction of the real digits' whole-image sharpness: the sharpness is artefact.
+ARTEFACT_FLAG_FRACTION = 0.1
+SPLIT_PRIORITY = ("samples", "test", "val", "train")  # if a metric exists in several splits
+DEFAULT_RECIPE = ("grey images in [0, 1], 3×3 Laplacian [[0,1,0],[1,-4,1],[0,1,0]] with no padding ('valid'), "
+                  "variance of the activations per image, mean over images "
+                  "(WAE reference code; Tolstikhin et al. 2018)")
+CONVERGENCE_RULE = (f"for each of {', '.join(convergence.RULE_METRICS)}, the mean over the last fifth of the tracked "
+                    f"epochs is within {convergence.TOLERANCE:.0%} of the mean over the fifth before; at least "
+                    f"{convergence.MIN_EPOCHS} tracked epochs, else 'too short'; 'not tracked' without learning curves")
+# Code-free reconstruction baselines, measured on the real-data run (bench.evaluate).
+REFERENCE_RECON = {"recon_mse_mean_image": "Mean image (reference)",
+                   "recon_mse_class_mean_image": "Class-mean image (reference)"}
+
+
+def per_run_values(table: pd.DataFrame, run_ids: list[str], metrics: tuple[str, ...]) -> pd.DataFrame:
+    """Long frame run_id, metric, value, note: one value per (run, metric), preferred split first."""
+    rows = table[table["run_id"].isin(run_ids) & table["metric"].isin(metrics)].copy()
+    rank = {s: i for i, s in enumerate(SPLIT_PRIORITY)}
+    rows["_rank"] = rows["split"].map(lambda s: rank.get(s, len(rank)))
+    rows = rows.sort_values("_rank", kind="stable").drop_duplicates(["run_id", "metric"])
+    return rows[["run_id", "model", "seed", "metric", "value", "note"]]
+
+
+def reference_recon(table: pd.DataFrame, sel: Selection) -> dict[str, float]:
+    """label -> recon_mse of the code-free references (mean image, class-mean image) of the
+    real-data run; absent when that run predates them."""
+    if not sel.real_run:
+        return {}
+    vals = per_run_values(table, [sel.real_run], tuple(REFERENCE_RECON))
+    return {REFERENCE_RECON[m]: float(v) for m, v in zip(vals["metric"], vals["value"], strict=True)}
+
+
+def reference_rows_md(refs: dict[str, float], n_columns: int, recon_column: int) -> list[list[str]]:
+    """Markdown rows with only the recon_mse cell filled (at ``recon_column``)."""
+    rows = []
+    for name, value in refs.items():
+        cells = [f"*{name}*"] + ["—"] * (n_columns - 1)
+        cells[recon_column] = fmt_num(value)
+        rows.append(cells)
+    return rows
+
+
+@dataclass
+class Table1:
+    frame: pd.DataFrame  # the CSV
+    per_run: pd.DataFrame  # row, run_id, seed, metric, value (for figures and checks)
+    real_sharpness: float
+    footnotes: list[str]
+    protocol: list[str]
+    metric_notes: dict[str, str]
+    artefact_flags: list[str] = field(default_factory=list)
+    references: dict[str, float] = field(default_factory=dict)  # label -> recon_mse, reference_recon
+
+
+def run_logs(results: Path, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """run_id -> its train_log.csv (unreadable or absent logs are left out)."""
+    out = {}
+    for rid in runs["run_id"]:
+        try:
+            out[rid] = pd.read_csv(results / "runs" / rid / "train_log.csv")
+        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            continue
+    return out
+
+
+def artefact_flags(frame: pd.DataFrame) -> list[str]:
+    """Models sharper than the real digits whose corner artefact score is large (see ARTEFACT_FLAG_FRACTION)."""
+    real = frame[frame["model"] == REAL]
+    if real.empty or not np.isfinite(real["sharpness_mean"].iloc[0]):
+        return []
+    real_sharp = float(real["sharpness_mean"].iloc[0])
+    real_art = real["artefact_corner_mean"].iloc[0]
+    flags = []
+    for _, r in frame[frame["model"] != REAL].iterrows():
+        limit = ARTEFACT_FLAG_FRACTION * real_sharp
+        if r["sharpness_mean"] > real_sharp and r["artefact_corner_mean"] > limit:
+            flags.append(f"{r['row']}: sharpness {fmt_num(r['sharpness_mean'])} exceeds the real digits' "
+                         f"{fmt_num(real_sharp)}, but its corner artefact score is "
+                         f"{fmt_num(r['artefact_corner_mean'])} (real digits {fmt_num(real_art)}; flag above "
+                         f"{fmt_num(limit)}): "
+                         "the extra Laplacian energy is pattern where real digits are black, not detail.")
+    return flags
+
+
+def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
+                 logs: dict[str, pd.DataFrame] | None = None) -> Table1:
+    row_runs: dict[str, list[str]] = {m: sel.table1[m].query("status == 'ok'")["run_id"].tolist()
+                                      for m in sel.table1}
+    row_runs[REAL] = [sel.real_run] if sel.real_run else []
+    per_run = []
+    for row in sel.rows:
+        vals = per_run_values(table, row_runs[row], TABLE1_METRICS)
+        per_run.append(vals.assign(row=row))
+    per_run = pd.concat(per_run, ignore_index=True)
+
+    real_vals = per_run[(per_run["row"] == REAL) & (per_run["metric"] == "sharpness")]["value"].dropna()
+    real_sharpness = float(real_vals.mean()) if len(real_vals) else float("nan")
+    sharp = per_run[per_run["metric"] == "sharpness"]
+    gap = sharp[sharp["row"] != REAL].assign(metric="gap_to_real", value=lambda f: f["value"] - real_sharpness)
+    per_run = pd.concat([per_run, gap], ignore_index=True)
+
+    footnotes: list[str] = []
+    records = []
+    for row in sel.rows:
+        runs = sel.table1.get(row)
+        rec: dict[str, Any] = {"row": label(row), "model": row, "n_runs": len(row_runs[row])}
+        rec["n_failed"] = int((runs["status"] != "ok").sum()) if runs is not None else 0
+        rec["seeds"] = " ".join(str(int(s)) for s in runs.query("status == 'ok'")["seed"].dropna()) \
+            if runs is not None else ""
+        for metric in ("sharpness", "gap_to_real", *TABLE1_METRICS[1:]):
+            v = per_run[(per_run["row"] == row) & (per_run["metric"] == metric)]
+            vals = v["value"]
+            rec[f"{metric}_mean"] = float(vals.mean()) if vals.notna().any() else float("nan")
+            rec[f"{metric}_std"] = float(vals.std()) if vals.notna().sum() > 1 else float("nan")
+            rec[f"{metric}_n"] = int(vals.notna().sum())
+            nan_notes = sorted({n for n in v.loc[vals.isna(), "note"] if n})
+            if nan_notes:
+                footnotes.append(f"{label(row)} {metric}: " + "; ".join(nan_notes))
+            if metric == "sharpness":
+                rec["paper_sharpness"] = PAPER.sharpness.get(row, float("nan")) if sel.has_paper else float("nan")
+        rec["run_ids"] = " ".join(row_runs[row])
+        # the convergence rule on each finished run's learning curves (bench.convergence)
+        rec["converged"] = "—" if row == REAL else convergence.summary(
+            [convergence.judge((logs or {}).get(r)) for r in row_runs[row]])
+        records.append(rec)
+    frame = pd.DataFrame(records)
+    order = ["row", "model", "n_runs", "n_failed", "seeds", "sharpness_mean", "sharpness_std", "sharpness_n",
+             "paper_sharpness"]
+    frame = frame[order + [c for c in frame.columns if c not in order]]
+    flags = artefact_flags(frame)
+    frame["artefact_flag"] = [any(f.startswith(f"{r}:") for f in flags) for r in frame["row"]]
+
+    metric_notes = {}  # each model's most common note (one text if all agree), else the real-data row's
+    for metric in TABLE1_METRICS:
+        rows = per_run[(per_run["metric"] == metric) & (per_run["note"] != "") & per_run["value"].notna()]
+        models = rows[rows["row"] != REAL]
+        per_model = {r: models[models["row"] == r]["note"].value_counts().index[0]
+                     for r in sel.table1 if (models["row"] == r).any()}
+        if len(set(per_model.values())) == 1:
+            metric_notes[metric] = next(iter(per_model.values()))
+        elif per_model:
+            metric_notes[metric] = "; ".join(f"{label(r)}: {n}" for r, n in per_model.items())
+        elif len(rows):
+            metric_notes[metric] = rows["note"].value_counts().index[0]
+    return Table1(frame, per_run, real_sharpness, footnotes, protocol_lines(table, sel, configs, metric_notes),
+                  metric_notes, flags, reference_recon(table, sel))
+
+
+def _env_info(configs: list[dict]) -> str:
+    """Device and torch version as each run's config.json records them (bench.run writes both)."""
+    found = {k: sorted({str(c[k]) for c in configs if c.get(k) is not None}) for k in ("device", "torch_version")}
+    if not any(found.values()):
+        return "not recorded in the run records (see each run's config.json)"
+    return "; ".join(f"{k} {', '.join(v)}" for k, v in found.items() if v)
+
+
+def protocol_lines(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
+                   metric_notes: dict[str, str]) -> list[str]:
+    run_ids = [r for m in sel.table1.values() for r in m["run_id"]]
+    cfgs = [configs[r] for r in run_ids if r in configs]
+    ev = [c.get("eval", {}) for c in cfgs]
+    n_samples = sorted({e.get("n_samples") for e in ev if e.get("n_samples") is not None})
+    test_subset = sorted({e.get("test_subset") for e in ev if e.get("test_subset") is not None})
+    test_text = list_text(["10000 (all)" if t == 0 else t for t in test_subset]) if test_subset else "see config"
+    rows = table[table["run_id"].isin(run_ids)]
+    presets = sorted(rows["preset"].dropna().astype(str).unique())
+    commits = sorted(rows["git_commit"].dropna().astype(str).unique())
+    seeds = {label(m): " ".join(str(int(s)) for s in f.query("status == 'ok'")["seed"].dropna())
+             for m, f in sel.table1.items()}
+    paper_n = f"{PAPER.table1_n_samples:,}".replace(",", " ")  # "10 000"
+    lines = [
+        f"Latent dimension {TABLE1_LATENT} for {and_list([label(m) for m in sel.table1])} (the paper: \"a sample "
+        f"of {PAPER.table1_latent} dimensions\"); "
+        "runs of the default configuration (no sweep).",
+        f"Generated samples per run for the sample metrics: {list_text(n_samples) if n_samples else 'see config'} "
+        f"(the paper: {paper_n}); test images for reconstruction/probe/True row: " + test_text + ".",
+        "Sharpness recipe: " + metric_notes.get("sharpness", DEFAULT_RECIPE).rstrip(".") + ".",
+        f"Preset: {list_text(presets)}; seeds: " + "; ".join(f"{k} {v or 'none'}" for k, v in seeds.items()) + ".",
+        "mean ± std over seeds (sample std, ddof 1); a single run shows its value alone; n/a = not recorded.",
+        "Device / torch: " + _env_info(cfgs) + f"; git commit(s): {list_text(commits)}.",
+        f"Gap to real = model sharpness − sharpness of the real test {sel.spec.item}s (same recipe); above 0 means "
+        f"more Laplacian variance than real {sel.spec.item}s, which can be detail or noise (added noise raises the "
+        "score).",
+    ]
+    if sel.has_paper:
+        lines += PAPER.sharpness_notes
+    return lines
+
+
+def table1_markdown(t1: Table1, sel: Selection, heading: str = "#", up: str = "") -> str:
+    """``up``: the path from the page to the results directory ("../" for a dataset's subfolder)."""
+    header = ["", "n", "Sharpness", "Paper", "Gap to real", *TABLE1_METRICS[1:], "converged"]
+    rows = []
+    for _, r in t1.frame.iterrows():
+        n = f"{r['n_runs']}" + (f" ({r['n_failed']} failed)" if r["n_failed"] else "")
+        gap = "—" if r["model"] == REAL else fmt_mean_std(r["gap_to_real_mean"], r["gap_to_real_std"],
+                                                             r["gap_to_real_n"])
+        cells = [f"**{r['row']}**", n, fmt_mean_std(r["sharpness_mean"], r["sharpness_std"], r["sharpness_n"]),
+                 fmt_num(r["paper_sharpness"], 3), gap]
+        cells += [fmt_mean_std(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]) for m in TABLE1_METRICS[1:]]
+        cells.append(r["converged"])
+        if not sel.has_paper:
+            del cells[3]
+        rows.append(cells)
+    if not sel.has_paper:
+        header.remove("Paper")
+    rows += reference_rows_md(t1.references, len(header), header.index("recon_mse"))
+    what = "MNIST digits" if sel.dataset == "mnist" else f"{sel.spec.title} images"
+    parts = [f"{heading} Table 1: sharpness of generated {what} (latent {TABLE1_LATENT})", "",
+             "Protocol:", ""]
+    parts += [f"- {line}" for line in t1.protocol]
+    parts += ["", md_table(header, rows), ""]
+    parts += [f"converged: runs meeting the convergence rule ({CONVERGENCE_RULE}).", ""]
+    if t1.artefact_flags:
+        parts += ["**Artefact flag** (sharper than real digits with a large corner artefact score):", ""]
+        parts += [f"- {f}" for f in t1.artefact_flags] + [""]
+    else:
+        parts += ["Artefact check: no model is both sharper than the real digits and above the corner artefact "
+                  f"threshold ({ARTEFACT_FLAG_FRACTION:g} × the real digits' sharpness).", ""]
+    if t1.metric_notes:
+        parts += ["Metrics (as recorded by the runner):", ""]
+        parts += [f"- `{k}`: {v}" for k, v in t1.metric_notes.items()]
+        parts.append("")
+    if t1.footnotes:
+        parts += ["n/a with a reason:", ""] + [f"- {f}" for f in t1.footnotes] + [""]
+    if sel.notes:
+        parts += ["Selection notes:", ""] + [f"- {n}" for n in sel.notes] + [""]
+    parts.append(f"Machine-readable: [table1.csv](table1.csv); every row of every run: [metrics.csv]({up}metrics.csv).")
+    return "\n".join(parts) + "\n"
+
+
+FIG7_NUMBERS = ("recon_mse", "probe_accuracy", "sharpness", "fd_lenet", "bits_per_dim")
+
+
+def fig7_numbers_md(table: pd.DataFrame, entries: list[Fig7Entry], refs: dict[str, float]) -> list[str]:
+    """Per eps², the drawn run's numbers and its model diagnostics (``diag_*`` rows), with the
+    code-free reconstruction references below: a recon_mse above them means the code helps
+    less than predicting the mean image."""
+    runs = [(e.eps2, e.run["run_id"]) for e in entries if e.run is not None]
+    if not runs:
+        return []
+    ids = [r for _, r in runs]
+    diag = sorted(m for m in table.loc[table["run_id"].isin(ids), "metric"].unique() if str(m).startswith("diag_"))
+    metrics = (*FIG7_NUMBERS, *diag)
+    vals = per_run_values(table, ids, metrics).set_index(["run_id", "metric"])["value"]
+    header = ["eps²", *metrics]
+    rows = [[eps_label(e), *(fmt_num(vals.get((r, m), float("nan"))) for m in metrics)] for e, r in runs]
+    rows += reference_rows_md(refs, len(header), header.index("recon_mse"))
+    return ["Numbers of the drawn runs (diag_*: the model's own diagnostics, `models/pie.py` "
+            "`PIE.diagnostics`):", "", md_table(header, rows), ""]
+
+
+def mechanism_markdown(table: pd.DataFrame, configs: dict[str, dict] | None = None) -> str | None:
+    """``mechanism.md``: every finished PIE run with diagnostics, one row each, by the ``pie.*``
+    settings that differ between them (swept, or set with --set and read from each run's
+    config.json) — the mechanism sweep of README "Does eps² matter?"; None if there is none."""
+    runs = run_frame(table)
+    with_diag = set(table.loc[table["metric"].astype(str).str.startswith("diag_"), "run_id"])
+    pie = runs[(runs["model"] == FIG7_MODEL) & (runs["status"] == "ok") & runs["run_id"].isin(with_diag)].copy()
+    if pie.empty:
+        return None
+    settings = [(configs or {}).get(r, {}).get(FIG7_MODEL) or {} for r in pie["run_id"]]
+    for key in sorted({k for s in settings for k in s}):
+        values = [json.dumps(s.get(key), sort_keys=True) for s in settings]
+        if len(set(values)) > 1 and f"{FIG7_MODEL}.{key}" not in pie:
+            pie[f"{FIG7_MODEL}.{key}"] = [s.get(key) for s in settings]
+    swept = sorted(c for c in pie.columns if c.startswith(f"{FIG7_MODEL}.") and pie[c].notna().any())
+    pie = pie.sort_values([*swept, "latent_dim", "seed"], na_position="first", kind="stable")
+    diag = sorted(m for m in table.loc[table["run_id"].isin(pie["run_id"]), "metric"].unique()
+                  if str(m).startswith("diag_"))
+    metrics = (*FIG7_NUMBERS, *diag)
+    vals = per_run_values(table, pie["run_id"].tolist(), metrics).set_index(["run_id", "metric"])["value"]
+    header = ["run", *swept, "latent", "seed", *metrics]
+    rows = [[f"`{r['run_id']}`", *(str(r[c]) if not pd.isna(r[c]) else "—" for c in swept),
+             fmt_num(r["latent_dim"]), str(int(r["seed"])),
+             *(fmt_num(vals.get((r["run_id"], m), float("nan"))) for m in metrics)] for _, r in pie.iterrows()]
+    real = runs[(runs["model"] == REAL) & (runs["status"] == "ok")].sort_values("started_at")
+    refs = {}
+    if len(real):
+        ref_vals = per_run_values(table, [real["run_id"].iloc[-1]], tuple(REFERENCE_RECON))
+        refs = {REFERENCE_RECON[m]: float(v) for m, v in zip(ref_vals["metric"], ref_vals["value"], strict=True)}
+    rows += reference_rows_md(refs, len(header), header.index("recon_mse"))
+    return "\n".join([
+        "# PIE mechanism: eps², coupling and Householder ablations", "",
+        "Every finished PIE run that recorded diagnostics (README \"Does eps² matter?\"). `diag_resid_ratio_l<l>`: "
+        "E‖r − g(z)‖² / (d·eps²) at split l in flow coordinates (near 1: the flow met eps² by scaling r); "
+        "`diag_flow_logdet_per_dim`: the flow's log-det per image dimension without the input transform; "
+        "`diag_recon_mse_rg`: decoding with r = g(z) (the reconstruction). The reference rows are code-free "
+        "reconstructions (mean training image, class-mean image) of the real-data run.", "",
+        md_table(header, rows), ""])
+
