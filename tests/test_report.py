@@ -39,15 +39,16 @@ def _images(rng, n):
 
 
 def _write_run(out, rng, model, seed, latent, metrics, sweep=None, status="ok", arrays=None, hash_="h0",
-               dataset="mnist"):
-    """One run as the runner leaves it: runs/<id>/{config.json,train_log.csv,artefacts.npz} + tidy rows."""
+               dataset="mnist", settings=None, started_at="2026-01-01T00:00:00+00:00"):
+    """One run as the runner leaves it: runs/<id>/{config.json,train_log.csv,artefacts.npz} + tidy rows.
+    ``settings``: more keys of the model's config section (as ``--set`` leaves them)."""
     sweep = sweep or {}
-    tag = "-".join(f"{v}" for v in sweep.values())
+    tag = "-".join(f"{v}" for v in [*sweep.values(), *(settings or {}).values()])
     run_id = f"{model}-{hash_}{latent}{tag}-s{seed}"
     d = out / "runs" / run_id
     d.mkdir(parents=True)
     cfg = {"model": model, "seed": seed, "sweep": sweep, "preset": "synthetic", "run_id": run_id, "eval": EVAL,
-           model: {"latent_dim": latent, "eps2": sweep.get("pie.eps2", 0.1)}}
+           model: {"latent_dim": latent, "eps2": sweep.get("pie.eps2", 0.1), **(settings or {})}}
     (d / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
     epochs = np.arange(1, 13)
     log = pd.DataFrame({"epoch": epochs, "step": epochs * 10, "lr": 1e-3, "train_loss": 5.0 / epochs + seed,
@@ -71,7 +72,7 @@ def _write_run(out, rng, model, seed, latent, metrics, sweep=None, status="ok", 
         rows = [{"split": "train", "metric": "failed", "value": np.nan, "note": "diverged: loss is NaN"}]
     frame = pd.DataFrame([{"run_id": run_id, "dataset": dataset, "model": model, "seed": seed, "status": status,
                            "latent_dim": latent, "preset": "synthetic", "config_hash": f"{hash_}{latent}{tag}",
-                           "git_commit": "abc1234", "started_at": "2026-01-01T00:00:00+00:00", "elapsed_s": 1.0,
+                           "git_commit": "abc1234", "started_at": started_at, "elapsed_s": 1.0,
                            **sweep, **r} for r in rows])
     replace_run_rows(out / "metrics.csv", frame)
     return run_id
@@ -197,6 +198,81 @@ def test_figure7_draws_the_lowest_seed_of_each_eps2(synthetic):
         assert re.search(rf"### eps² = {re.escape(repr(eps))}\n\nRun `pie-h010{re.escape(str(eps))}-s0` \(seed 0",
                          index), eps
     assert "vae-h016-s0" not in index  # latent 16 is neither Table 1 nor Fig. 7
+
+
+def _fig7_selection(out: Path):
+    table = report.load_table(out)
+    configs = {r: report.read_json(out / "runs" / r / "config.json") for r in table["run_id"].unique()}
+    return report.select_runs(table, configs)
+
+
+def test_figure7_ignores_ablations_of_the_mechanism_sweep_in_the_same_directory(tmp_path):
+    """README "Does eps² matter?" runs PIE at latent 10 swept over eps² *and* other settings into one
+    directory. Fig. 7 varies eps² alone: the runs at the preset's other settings are drawn, not the
+    newer additive-coupling or full-Householder ones; without a plain run at an eps², the ablation
+    run whose settings are the preset's (coupling=affine) is drawn."""
+    out, rng = tmp_path / "mech", np.random.default_rng(3)
+    out.mkdir()
+    plain = {eps: _write_run(out, rng, "pie", 0, 10, _metrics(rng, "pie"), sweep={"pie.eps2": eps})
+             for eps in EPS[:2]}
+    affine = {}
+    for eps in EPS:  # --sweep pie.eps2=... --sweep pie.coupling=affine,additive (newer, same seed)
+        for coupling in ("affine", "additive"):
+            rid = _write_run(out, rng, "pie", 0, 10, _metrics(rng, "pie"),
+                             sweep={"pie.eps2": eps, "pie.coupling": coupling}, settings={"coupling": coupling},
+                             started_at="2026-02-01T00:00:00+00:00")
+            if coupling == "affine":
+                affine[eps] = rid
+        # --set pie.n_reflections=0 --sweep pie.eps2=...: only pie.eps2 is a sweep column, and it is the newest
+        _write_run(out, rng, "pie", 0, 10, _metrics(rng, "pie"), sweep={"pie.eps2": eps},
+                   settings={"n_reflections": 0}, started_at="2026-03-01T00:00:00+00:00")
+    sel = _fig7_selection(out)
+    drawn = {eps: run["run_id"] for eps, run in sel.fig7.items()}
+    assert drawn == {**plain, EPS[2]: affine[EPS[2]]}
+    assert sorted(sel.fig7_all["run_id"]) == sorted(drawn.values())  # no ablation run in Fig. 7's curves
+
+
+def test_fig7_settings_are_compared_with_the_runs_preset():
+    from bench.config import load_config
+    from bench.report.selection import settings_changed
+
+    preset = load_config(ROOT / "configs" / "default.yaml").models["pie"]
+    run = {"preset": "default", "pie": {"coupling_conv_hidden": preset.coupling_conv_hidden, "eps2": 0.01,
+                                        "latent_dim": 10, "coupling": "affine", "retired_key": 1}}
+    assert settings_changed(run, "pie") == 0  # eps² and latent_dim are Fig. 7's own; unknown keys are not counted
+    assert settings_changed({**run, "pie": {**run["pie"], "n_reflections": 0}}, "pie") == 1
+    # A preset that is not in configs/ compares with the model's config defaults.
+    custom = {**run, "preset": "no-such-preset", "pie": {**run["pie"], "coupling_conv_hidden": 1}}
+    assert settings_changed(custom, "pie") == 1
+
+
+def test_table1_rows_and_labels_come_from_the_registry(synthetic, monkeypatch):
+    """A registered model gets its Table 1 row (after the paper's rows, labelled by its name when it
+    has no label) without any report edit."""
+    from baselines.vae import VAE, VAEConfig
+    from bench import registry
+    from bench.report.table import build_table1, table1_markdown
+
+    monkeypatch.setitem(registry.MODELS, "toy", registry.ModelEntry(VAE, VAEConfig))
+    sel = _fig7_selection(synthetic)
+    t1 = build_table1(report.load_table(synthetic), sel, {})
+    assert t1.frame["row"].tolist() == ["True", "VAE", "WAE", "PIE", "toy"]
+    assert t1.frame["n_runs"].iloc[-1] == 0 and np.isnan(t1.frame["paper_sharpness"].iloc[-1])
+    md = table1_markdown(t1, sel)
+    assert "| **toy** | 0 |" in md and "Latent dimension 8 for VAE, WAE, PIE and toy" in md
+
+
+def test_the_papers_numbers_are_data_with_a_citation_each(tmp_path):
+    from bench.report import paper
+
+    assert paper.PAPER.sharpness == {"real": 0.18, "vae": 0.08, "wae": 0.07, "pie": 0.49}  # Table 1
+    assert paper.PAPER.fig7_eps2 == (0.01, 0.1, 1.0) and paper.PAPER.fig7_latent == 10
+    text = paper.PAPER_FILE.read_text()
+    assert text.count("cite:") == 2 + 4 + 3  # Table 1: latent, samples and four rows; Fig. 7: three facts
+    broken = tmp_path / "paper.yaml"
+    broken.write_text(text.replace('cite: "Table 1, row WAE"', ""))
+    with pytest.raises(ValueError, match="table1.sharpness.wae needs a value and a cite"):
+        paper.load_paper(broken)
 
 
 def test_report_is_rebuilt_from_csvs_alone_and_is_idempotent(synthetic):
