@@ -85,6 +85,25 @@ def _image_axes(ax, grid: np.ndarray, title: str, width_in: float | None = None)
     ax.set_axis_off()
 
 
+def _save(fig, path: Path, title: str | None = None, title_size: int = 10, top: float = 1.0) -> Path:
+    """Lay out (below a figure title, if any), write the PNG and free the figure."""
+    if title:
+        fig.suptitle(title, fontsize=title_size)
+        fig.tight_layout(rect=(0, 0, 1, top))
+    else:
+        fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _epoch_axes(ax, title: str) -> None:
+    """Title, whole-number epochs and a small legend: the panels of the curve figures."""
+    ax.set_title(title, fontsize=9)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=7)
+
+
 def save_image_grid(images: np.ndarray, path: Path, nrow: int, title: str) -> Path:
     """A titled PNG of an image grid; the figure size follows the grid."""
     grid = make_grid(images, nrow)
@@ -94,10 +113,7 @@ def save_image_grid(images: np.ndarray, path: Path, nrow: int, title: str) -> Pa
     n_title_lines = _wrap(title, width_in).count("\n") + 1
     fig, ax = plt.subplots(figsize=(width_in, max(2.0, h * scale) + 0.2 + 0.18 * n_title_lines))
     _image_axes(ax, grid, title, width_in)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- UMAP
@@ -160,10 +176,7 @@ def umap_figure(emb: np.ndarray, labels: np.ndarray, path: Path, title: str,
     """Fig. 7e: UMAP of the test latents coloured by class (digit for MNIST)."""
     fig, ax = plt.subplots(figsize=(5.6, 4.6))
     umap_axes(ax, emb, labels, title, dataset=dataset)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- composite figures
@@ -195,11 +208,7 @@ def fig7_overview(rows: Sequence[dict], path: Path, dataset: DatasetSpec = DATAS
                 umap_axes(ax, payload[0], payload[1], full, legend=(c == 4 and r == 0), dataset=dataset)
             else:
                 _missing_axes(ax, full, payload)
-    fig.suptitle("Figure 7 (reproduction): PIE, dim(z) = 10", fontsize=12)
-    fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path, "Figure 7 (reproduction): PIE, dim(z) = 10", 12, 0.97)
 
 
 def samples_side_by_side(entries: Sequence[dict], path: Path) -> Path:
@@ -211,11 +220,7 @@ def samples_side_by_side(entries: Sequence[dict], path: Path) -> Path:
         else:
             samples = entry["samples"]
             _image_axes(ax, make_grid(samples, max(1, int(np.ceil(np.sqrt(len(samples)))))), entry["title"])
-    fig.suptitle("Samples at T = 1 (Table 1 runs, latent 8)", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.94))
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path, "Samples at T = 1 (Table 1 runs, latent 8)", 11, 0.94)
 
 
 def sharpness_bars(per_run: pd.DataFrame, paper: dict[str, float], path: Path,
@@ -255,10 +260,7 @@ def sharpness_bars(per_run: pd.DataFrame, paper: dict[str, float], path: Path,
     ax.set_ylabel("sharpness (variance of the Laplacian)")
     ax.set_title(f"Table 1: sharpness of generated {dataset.item}s (latent 8)", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.93) if missing else None)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def training_curves(logs: pd.DataFrame, path: Path, panels: Sequence[str]) -> Path:
@@ -280,14 +282,8 @@ def training_curves(logs: pd.DataFrame, path: Path, panels: Sequence[str]) -> Pa
         style = None if hue == "curve" else "curve"
         sns.lineplot(data=data, x="epoch", y="loss", hue=hue, style=style, errorbar="sd", marker="o",
                      markersize=4, ax=ax)
-        ax.set_title(panel, fontsize=9)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=7)
-    fig.suptitle("Training curves (train loss = mean over the epoch; val = held-out images)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+        _epoch_axes(ax, panel)
+    return _save(fig, path, "Training curves (train loss = mean over the epoch; val = held-out images)", top=0.95)
 
 
 def convergence_curves(curves: pd.DataFrame, real: dict[str, float], path: Path, metrics: Sequence[str]) -> Path:
@@ -310,12 +306,6 @@ def convergence_curves(curves: pd.DataFrame, real: dict[str, float], path: Path,
             ax.axhline(real[metric], ls="--", lw=1, color="grey", label=f"real digits ({real[metric]:.3g})")
         if metric == "fd_lenet" or (data["value"] > 0).all() and data["value"].max() > 50 * data["value"].min():
             ax.set_yscale("log")  # FD falls by orders of magnitude; so do artefact scores between models
-        ax.set_title(metric, fontsize=9)
         ax.set_ylabel("")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize=7)
-    fig.suptitle("Learning curves of Table 1's metrics (mean ± std over seeds)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+        _epoch_axes(ax, metric)
+    return _save(fig, path, "Learning curves of Table 1's metrics (mean ± std over seeds)", top=0.93)
