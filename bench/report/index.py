@@ -68,7 +68,8 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
               "(c) samples at the second temperature, (d) linear interpolations in z between pairs of test images, "
               f"(e) UMAP of the test latents coloured by {sel.spec.item}. All images are decoded from z.", ""]
     lines += figure_md(figs["fig7_overview"])
-    lines += fig7_numbers_md(table, figs["fig7"], t1.references)
+    lines += fig7_numbers_md(table, [(e.eps2, e.run["run_id"]) for e in figs["fig7"] if e.run is not None],
+                             t1.references)
     for entry in figs["fig7"]:
         lines += [f"### eps² = {eps_label(entry.eps2)}", ""]
         if entry.run is None:

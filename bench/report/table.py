@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,9 +18,6 @@ from bench import convergence
 from bench.report.markdown import and_list, eps_label, fmt_mean_std, fmt_num, list_text, md_table
 from bench.report.paper import PAPER
 from bench.report.selection import FIG7_MODEL, REAL, TABLE1_LATENT, Selection, label, run_frame
-
-if TYPE_CHECKING:
-    from bench.report.figures import Fig7Entry
 
 TABLE1_METRICS = ("sharpness", "fd_lenet", "recon_mse", "bits_per_dim", "probe_accuracy", "artefact_corner")
 # Artefact flag: sharper than the real digits *and* corner Laplacian energy (black in real digits,
@@ -258,11 +255,10 @@ def table1_markdown(t1: Table1, sel: Selection, heading: str = "#", up: str = ""
 FIG7_NUMBERS = ("recon_mse", "probe_accuracy", "sharpness", "fd_lenet", "bits_per_dim")
 
 
-def fig7_numbers_md(table: pd.DataFrame, entries: list[Fig7Entry], refs: dict[str, float]) -> list[str]:
-    """Per eps², the drawn run's numbers and its model diagnostics (``diag_*`` rows), with the
-    code-free reconstruction references below: a recon_mse above them means the code helps
-    less than predicting the mean image."""
-    runs = [(e.eps2, e.run["run_id"]) for e in entries if e.run is not None]
+def fig7_numbers_md(table: pd.DataFrame, runs: list[tuple[float, str]], refs: dict[str, float]) -> list[str]:
+    """Per eps² (``runs``: eps², the drawn run's id), the drawn run's numbers and its model
+    diagnostics (``diag_*`` rows), with the code-free reconstruction references below: a
+    recon_mse above them means the code helps less than predicting the mean image."""
     if not runs:
         return []
     ids = [r for _, r in runs]
