@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from baselines.vae import VAE, VAEConfig
 from baselines.wae import WAE, WAEConfig
-from bench.config import SECTION_TYPES
 from bench.errors import UserError
 from models.contract import GenerativeEncoder
 from models.pie import PIE, PIEConfig
@@ -35,7 +34,9 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {}
 # Names a model cannot take: the harness's config sections, the tidy table's real-image rows,
 # and the resolved config's preset key.
-RESERVED_NAMES = frozenset({*SECTION_TYPES, "real", "preset"})
+# (Spelled out: bench.config imports this module, so this one cannot import bench.config;
+# tests/test_model_contract.py checks the list against bench.config.SECTION_TYPES.)
+RESERVED_NAMES = frozenset({"data", "train", "eval", "real", "preset"})
 
 
 def register(name: str, model_cls: type[GenerativeEncoder], config_cls: type, label: str = "") -> None:

@@ -222,3 +222,10 @@ def test_a_density_without_an_estimator_is_refused_at_build(linear_ae):
     MODELS[linear_ae] = dataclasses.replace(MODELS[linear_ae], model_cls=Undocumented)
     with pytest.raises(TypeError, match="log_prob_estimator"):
         build_model(linear_ae, load_config(SMOKE))
+
+
+def test_reserved_names_cover_every_harness_section():
+    from bench.config import SECTION_TYPES
+    from bench.registry import RESERVED_NAMES
+
+    assert set(SECTION_TYPES) <= RESERVED_NAMES
