@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from bench.cli import Parser
+from bench.cli import Parser, user_errors_exit_2
 from bench.config import load_config
 from bench.data import load_mnist
 from bench.errors import UserError
@@ -138,11 +138,8 @@ def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
     return frame
 
 
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    try:
-        run(argv, log=lambda *a: print(*a, flush=True))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run(argv, log=lambda *a: print(*a, flush=True))
     return 0
 

@@ -18,12 +18,12 @@ overview) is kept the same way when a run it shows has neither ``figures.npz`` n
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from bench.cli import Parser, user_errors_exit_2
 from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.report.figures import UMAP_MAX_POINTS, Report, build_figures
@@ -87,25 +87,17 @@ def _build_dataset_report(results: Path, table: pd.DataFrame, dataset: str, fold
     return [f"{folder}{e}" for e in rep.errors]
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2
-        raise UserError(message)
-
-
+@user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    p = _Parser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m bench.report", description=__doc__.splitlines()[0])
     p.add_argument("--results", required=True, help="results directory written by python -m bench.run")
     p.add_argument("--umap-points", type=int, default=UMAP_MAX_POINTS,
                    help="most test latents embedded per UMAP panel (default and most: %(default)s, "
                    "the number figures.npz keeps)")
-    try:
-        args = p.parse_args(argv)
-        if args.umap_points < 10:
-            raise UserError(f"--umap-points must be at least 10, got {args.umap_points}")
-        errors = build_report(Path(args.results), args.umap_points)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    args = p.parse_args(argv)
+    if args.umap_points < 10:
+        raise UserError(f"--umap-points must be at least 10, got {args.umap_points}")
+    errors = build_report(Path(args.results), args.umap_points)
     if errors:
         for e in errors:
             print(f"warning: {e}", file=sys.stderr)
