@@ -19,7 +19,8 @@ from bench.report.markdown import and_list, eps_label, fmt_mean_std, fmt_num, li
 from bench.report.paper import PAPER
 from bench.report.selection import FIG7_MODEL, REAL, TABLE1_LATENT, Selection, label, run_frame
 
-TABLE1_METRICS = ("sharpness", "fd_lenet", "recon_mse", "bits_per_dim", "probe_accuracy", "artefact_corner")
+TABLE1_METRICS = ("sharpness", "fd_lenet", "precision", "recall", "recon_mse", "bits_per_dim", "probe_accuracy",
+                  "artefact_corner")
 # Artefact flag: sharper than the real digits *and* corner Laplacian energy (black in real digits,
 # ~3e-4) above this fraction of the real digits' whole-image sharpness: the sharpness is artefact.
 ARTEFACT_FLAG_FRACTION = 0.1
@@ -252,7 +253,8 @@ def table1_markdown(t1: Table1, sel: Selection, heading: str = "#", up: str = ""
     return "\n".join(parts) + "\n"
 
 
-FIG7_NUMBERS = ("recon_mse", "probe_accuracy", "sharpness", "fd_lenet", "bits_per_dim")
+FIG7_NUMBERS = ("recon_mse", "probe_accuracy", "sharpness", "sharpness_t05", "fd_lenet", "fd_lenet_t05", "precision",
+                "precision_t05", "bits_per_dim")
 
 
 def fig7_numbers_md(table: pd.DataFrame, runs: list[tuple[float, str]], refs: dict[str, float]) -> list[str]:
