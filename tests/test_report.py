@@ -81,14 +81,14 @@ def _write_run(out, rng, model, seed, latent, metrics, sweep=None, status="ok", 
 def _metrics(rng, model):
     base = {"vae": 0.08, "wae": 0.07, "pie": 0.3}[model]
     bpd = np.nan if model == "wae" else rng.uniform(1, 2)
-    return [("samples", "sharpness", base + rng.normal(0, 0.01), "Laplacian variance, valid padding"),
-            ("samples", "fd_lenet", rng.uniform(5, 50), "LeNet features, samples vs test"),
-            ("samples", "artefact_corner", ARTEFACT[model] * rng.uniform(0.9, 1.1), "corner Laplacian"),
+    return [("test", "sharpness", base + rng.normal(0, 0.01), "Laplacian variance, valid padding"),
+            ("test", "fd_lenet", rng.uniform(5, 50), "LeNet features, samples vs test"),
+            ("test", "artefact_corner", ARTEFACT[model] * rng.uniform(0.9, 1.1), "corner Laplacian"),
             ("test", "recon_mse", rng.uniform(0.01, 0.05), "per pixel, test images"),
             ("test", "bits_per_dim", bpd, "not applicable: WAE has no density" if model == "wae" else "IWAE"),
             ("test", "probe_accuracy", rng.uniform(0.8, 0.95), "linear probe on latents"),
-            ("samples", "precision", rng.uniform(0.8, 0.95), "k-NN manifolds"),
-            ("samples", "recall", rng.uniform(0.1, 0.5), "k-NN manifolds"),
+            ("test", "precision", rng.uniform(0.8, 0.95), "k-NN manifolds"),
+            ("test", "recall", rng.uniform(0.1, 0.5), "k-NN manifolds"),
             ("train", "final_loss", rng.uniform(0, 1), "")]
 
 

@@ -24,7 +24,7 @@ TABLE1_METRICS = ("sharpness", "fd_lenet", "precision", "recall", "recon_mse", "
 # Artefact flag: sharper than the real digits *and* corner Laplacian energy (black in real digits,
 # ~3e-4) above this fraction of the real digits' whole-image sharpness: the sharpness is artefact.
 ARTEFACT_FLAG_FRACTION = 0.1
-SPLIT_PRIORITY = ("samples", "test", "val", "train")  # if a metric exists in several splits
+SPLIT_PRIORITY = ("test", "val", "train")  # if a metric exists in several splits
 DEFAULT_RECIPE = ("grey images in [0, 1], 3×3 Laplacian [[0,1,0],[1,-4,1],[0,1,0]] with no padding ('valid'), "
                   "variance of the activations per image, mean over images "
                   "(WAE reference code; Tolstikhin et al. 2018)")
