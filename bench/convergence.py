@@ -84,3 +84,18 @@ def summary(verdicts: list[Verdict]) -> str:
     text = f"{sum(v.converged for v in judged)} of {len(verdicts)} seeds"
     unjudged = len(verdicts) - len(judged)
     return text + (f" ({unjudged} not judged)" if unjudged else "")
+
+
+def unmet(verdicts: list[Verdict], tolerance: float = TOLERANCE) -> str:
+    """Why judged runs missed the rule: each metric that moved more than ``tolerance``, with the
+    range of its relative change over those runs ("fd_lenet −14 % to −8 % (4 runs)"); "" if none."""
+    moved: dict[str, list[float]] = {}
+    for v in verdicts:
+        if v.status == NOT_CONVERGED:
+            for metric, change in v.changes.items():
+                if abs(change) > tolerance:
+                    moved.setdefault(metric, []).append(change)
+    order = [m for m in RULE_METRICS if m in moved] + sorted(m for m in moved if m not in RULE_METRICS)
+    return "; ".join(f"{m} {min(moved[m]):+.0%} to {max(moved[m]):+.0%} ({len(moved[m])} run"
+                     f"{'s' if len(moved[m]) > 1 else ''})" for m in order)
+

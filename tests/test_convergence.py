@@ -82,3 +82,11 @@ def test_summary_counts_seeds():
     assert C.summary([conv, short]) == "1 of 2 seeds (1 not judged)"
     assert C.summary([short, short]) == "too short"
     assert C.summary([]) == "n/a"
+
+
+def test_unmet_names_each_moving_metric_with_its_range():
+    conv = C.Verdict(C.CONVERGED, 20, {"fd_lenet": -0.04})
+    a = C.Verdict(C.NOT_CONVERGED, 20, {"sharpness": 0.01, "fd_lenet": -0.14, "recon_mse": 0.0})
+    b = C.Verdict(C.NOT_CONVERGED, 20, {"sharpness": 0.06, "fd_lenet": -0.08, "recon_mse": 0.0})
+    assert C.unmet([conv, a, b]) == "sharpness +6% to +6% (1 run); fd_lenet -14% to -8% (2 runs)"
+    assert C.unmet([conv]) == ""

@@ -144,8 +144,9 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
                 rec["paper_sharpness"] = PAPER.sharpness.get(row, float("nan")) if sel.has_paper else float("nan")
         rec["run_ids"] = " ".join(row_runs[row])
         # the convergence rule on each finished run's learning curves (bench.convergence)
-        rec["converged"] = "—" if row == REAL else convergence.summary(
-            [convergence.judge((logs or {}).get(r)) for r in row_runs[row]])
+        verdicts = [] if row == REAL else [convergence.judge((logs or {}).get(r)) for r in row_runs[row]]
+        rec["converged"] = "—" if row == REAL else convergence.summary(verdicts)
+        rec["unconverged_metrics"] = convergence.unmet(verdicts)
         records.append(rec)
     frame = pd.DataFrame(records)
     order = ["row", "model", "n_runs", "n_failed", "seeds", "sharpness_mean", "sharpness_std", "sharpness_n",
@@ -235,6 +236,10 @@ def table1_markdown(t1: Table1, sel: Selection, heading: str = "#", up: str = ""
     parts += [f"- {line}" for line in t1.protocol]
     parts += ["", md_table(header, rows), ""]
     parts += [f"converged: runs meeting the convergence rule ({CONVERGENCE_RULE}).", ""]
+    why = [f"- {r['row']}: {r['unconverged_metrics']} between the last two fifths"
+           for _, r in t1.frame.iterrows() if r.get("unconverged_metrics")]
+    if why:
+        parts += ["Not converged, and why (relative change beyond the rule's tolerance):", "", *why, ""]
     if t1.artefact_flags:
         parts += ["**Artefact flag** (sharper than real digits with a large corner artefact score):", ""]
         parts += [f"- {f}" for f in t1.artefact_flags] + [""]
