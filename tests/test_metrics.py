@@ -72,6 +72,18 @@ def test_laplacian_stencil_equals_the_float64_convolution_bit_for_bit(mnist):
     assert torch.equal(M.laplacian_response(images), conv)
 
 
+def test_laplacian_metrics_in_chunks_equal_one_pass_over_all_images_bit_for_bit(mnist):
+    from bench.metrics.artefact import corner_mask
+    from bench.metrics.sharpness import CHUNK
+
+    noise = torch.rand(CHUNK // 2, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    images = torch.cat([unit(mnist.test_images[:CHUNK + 30]), noise])  # two chunk boundaries, a partial chunk
+    response = M.laplacian_response(images)
+    assert torch.equal(M.laplacian_variance(images), response.flatten(1).var(dim=1, unbiased=False))
+    corner = response[:, 0][:, corner_mask(28, 28)].pow(2).mean(dim=1)
+    assert torch.equal(M.corner_laplacian_energy(images), corner)
+
+
 # ---------------------------------------------------------------------------- Fréchet distance
 
 

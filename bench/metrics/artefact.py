@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.metrics.sharpness import _check_images, laplacian_response
+from bench.metrics.sharpness import CHUNK, _check_images, laplacian_response
 
 CORNER = 4  # side of each corner square, pixels: real MNIST test digits score ~3e-4 here
 
@@ -41,9 +41,9 @@ def corner_laplacian_energy(images: torch.Tensor, corner: int = CORNER) -> torch
         ``20 a²`` to the sum it is averaged from (centre ``-4a``, four neighbours ``a``).
     """
     _check_images(images)
-    response = laplacian_response(images)[:, 0]  # 'valid', as in sharpness
-    mask = corner_mask(images.shape[2], images.shape[3], corner).to(response.device)
-    return response[:, mask].pow(2).mean(dim=1)
+    mask = corner_mask(images.shape[2], images.shape[3], corner).to(images.device)
+    # 'valid' response, as in sharpness, in chunks of images (cache-sized, same values per image)
+    return torch.cat([laplacian_response(chunk)[:, 0][:, mask].pow(2).mean(dim=1) for chunk in images.split(CHUNK)])
 
 
 def corner_artefact(images: torch.Tensor, corner: int = CORNER) -> float:
