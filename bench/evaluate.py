@@ -10,8 +10,10 @@ only gathers tensors and caches what does not depend on the model: the classifie
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +56,32 @@ class RealStats:
 
 
 _REAL_STATS: dict[tuple, RealStats] = {}  # (data checksum, extractor, n_test, device) -> stats
+
+
+@contextlib.contextmanager
+def phase(timings: dict[str, float] | None, name: str, device: torch.device):
+    """Add the seconds of the ``with`` body to ``timings[name]`` (nothing when ``timings`` is None).
+
+    Names start with ``model:`` for calls into the model (fixed by the protocol's counts) or
+    ``metric:`` for the harness's own maths; ``bench.perf`` reports the two sums.
+    """
+    if timings is None:
+        yield
+        return
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+def model_seconds(timings: dict[str, float]) -> float:
+    """Seconds spent inside the model during an evaluation (the ``model:`` phases)."""
+    return sum(v for k, v in timings.items() if k.startswith("model:"))
 
 
 def batched(fn, x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -110,17 +138,22 @@ def real_stats(data: MNISTData, cfg: EvalConfig, extractor: FeatureExtractor) ->
 
 def feature_rows(
     fake_images: torch.Tensor, fake_name: str, real: RealStats, extractor: FeatureExtractor, cfg: EvalConfig,
-    suffix: str = "",
+    suffix: str = "", timings: dict[str, float] | None = None,
 ) -> list[MetricRow]:
     """fd_lenet, kid_lenet, precision and recall (each + ``suffix``) of ``fake_images`` against the
     real test set."""
-    feats = extractor.features(fake_images, cfg.batch_size)
-    mu, sigma = M.feature_stats(feats)
+    device = fake_images.device
+    with phase(timings, "metric: LeNet features", device):
+        feats = extractor.features(fake_images, cfg.batch_size)
     counts = f"extractor {extractor.weights_hash}, {len(feats)} {fake_name} vs {len(real.feats)} test"
-    fd = M.frechet_distance_from_stats(mu, sigma, real.mu, real.sigma)
-    kid, kid_std = M.kernel_distance(feats, real.feats, cfg.kid_subset_size, cfg.kid_subsets, KID_SEED)
+    with phase(timings, "metric: Fréchet distance", device):
+        mu, sigma = M.feature_stats(feats)
+        fd = M.frechet_distance_from_stats(mu, sigma, real.mu, real.sigma)
+    with phase(timings, "metric: KID", device):
+        kid, kid_std = M.kernel_distance(feats, real.feats, cfg.kid_subset_size, cfg.kid_subsets, KID_SEED)
     size = min(cfg.kid_subset_size, len(feats), len(real.feats))
-    precision, recall = M.precision_recall(real.feats, feats, cfg.pr_k, real.radii[cfg.pr_k])
+    with phase(timings, "metric: precision/recall", device):
+        precision, recall = M.precision_recall(real.feats, feats, cfg.pr_k, real.radii[cfg.pr_k])
     return [
         MetricRow("test", M.FD_LENET + suffix, fd, f"{counts}; Fréchet distance of LeNet penultimate features"),
         MetricRow("test", M.KID_LENET + suffix, kid,
@@ -190,8 +223,11 @@ def _check(cfg: EvalConfig) -> None:
 
 @blas_threads_like_torch
 @torch.inference_mode()
-def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
+def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int, timings: dict[str, float] | None = None):
     """All metrics of one trained model. Returns (rows, artefacts dict of numpy arrays).
+
+    ``timings``, if given, receives the seconds of each phase (:func:`phase`): the model's calls,
+    whose counts the protocol fixes, apart from the harness's metric maths.
 
     Rows (split ``test``): sharpness, sharpness_std, sharpness_t05, sharpness_gap,
     artefact_corner, recon_mse, recon_sse, bits_per_dim, classifier_accuracy, fd_lenet, kid_lenet,
@@ -203,38 +239,54 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
     """
     _check(cfg)
     model.eval()
-    dtype = next(model.parameters()).dtype
+    param = next(model.parameters())
+    dtype, device = param.dtype, param.device
     torch.manual_seed(seed + LOG_PROB_OFFSET)  # any stray global-RNG use is seeded too
     x, labels = test_inputs(model, data, cfg, seed, dtype)
     n_test = len(x)
-    extractor = get_classifier(data, cfg.classifier_epochs, batch_size=cfg.batch_size)
-    real = real_stats(data, cfg, extractor)
+    with phase(timings, "metric: classifier and real statistics (cached per process)", device):
+        extractor = get_classifier(data, cfg.classifier_epochs, batch_size=cfg.batch_size)
+        real = real_stats(data, cfg, extractor)
 
     if cfg.channels_last:  # faster convolutions (oneDNN / cuDNN); values move at the 1e-7 level
         model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     # The test set is encoded once: its codes serve the probe, the interpolations and, when the
     # model keeps the contract's reconstruct = decode(encode(x)), the reconstructions too.
-    z_test = batched(model.encode, x, cfg.batch_size)
-    if type(model).reconstruct is GenerativeEncoder.reconstruct:
-        recon = batched(model.decode, z_test, cfg.batch_size)
-    else:
-        recon = batched(model.reconstruct, x, cfg.batch_size)
-    mse, sse = M.reconstruction_errors(x, recon)
+    with phase(timings, "model: encode test images", device):
+        z_test = batched(model.encode, x, cfg.batch_size)
+    with phase(timings, "model: reconstruct test images", device):
+        if type(model).reconstruct is GenerativeEncoder.reconstruct:
+            recon = batched(model.decode, z_test, cfg.batch_size)
+        else:
+            recon = batched(model.reconstruct, x, cfg.batch_size)
+    with phase(timings, "metric: reconstruction error", device):
+        mse, sse = M.reconstruction_errors(x, recon)
     n_probe = min(cfg.probe_train_size, len(data.train_images))
     gen = torch.Generator(device=x.device).manual_seed(seed + PROBE_NOISE_OFFSET)
     x_train = preprocess(data.train_images[:n_probe], model.preprocessing, gen, dtype)
     if cfg.channels_last:
         x_train = x_train.contiguous(memory_format=torch.channels_last)
-    z_train = batched(model.encode, x_train, cfg.batch_size)
-    probe = M.linear_probe_accuracy(z_train, data.train_labels[:n_probe], z_test, labels,
-                                    n_classes=data.spec.n_classes)
+    with phase(timings, "model: encode probe images", device):
+        z_train = batched(model.encode, x_train, cfg.batch_size)
+    with phase(timings, "metric: linear probe", device):
+        probe = M.linear_probe_accuracy(z_train, data.train_labels[:n_probe], z_test, labels,
+                                        n_classes=data.spec.n_classes)
 
     t2 = cfg.second_temperature_std()
-    samples = generate(model, cfg.n_samples, 1.0, cfg, seed + SAMPLE_OFFSET)
-    samples_t2 = generate(model, cfg.n_samples, t2, cfg, seed + SAMPLE_OFFSET)
-    sharp, sharp_std = M.sharpness_stats(samples)
-    sharp_t2 = M.sharpness(samples_t2)
+    with phase(timings, "model: samples at T = 1", device):
+        samples = generate(model, cfg.n_samples, 1.0, cfg, seed + SAMPLE_OFFSET)
+    with phase(timings, "model: samples at the second temperature", device):
+        samples_t2 = generate(model, cfg.n_samples, t2, cfg, seed + SAMPLE_OFFSET)
+    with phase(timings, "metric: Laplacian (sharpness, corner artefact)", device):
+        sharp, sharp_std = M.sharpness_stats(samples)
+        sharp_t2 = M.sharpness(samples_t2)
+        corner = M.corner_artefact(samples)
+    with phase(timings, "model: log_prob (bits/dim)", device):
+        bpd_row = bits_per_dim_row(model, data, cfg, seed, x)
+    feature_metrics = [*feature_rows(samples, "generated", real, extractor, cfg, timings=timings),
+                       *feature_rows(samples_t2, f"generated at T = {t2:.4g}", real, extractor, cfg, suffix="_t05",
+                                     timings=timings)]
 
     n = cfg.n_samples
     recipe = "4-neighbour Laplacian, valid, variance per image, pixels in [0, 1]"
@@ -246,34 +298,37 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int):
                   f"read as a {cfg.second_temperature_is})"),
         MetricRow("test", M.SHARPNESS_GAP, abs(sharp - real.sharpness),
                   f"|sharpness - {real.sharpness:.4f}| (real value on the same {n_test} test images)"),
-        MetricRow("test", M.ARTEFACT_CORNER, M.corner_artefact(samples),
+        MetricRow("test", M.ARTEFACT_CORNER, corner,
                   f"{n} samples at T = 1; mean squared Laplacian in the four {M.CORNER}x{M.CORNER} corners"),
         MetricRow("test", M.RECON_MSE, mse, f"per pixel, {n_test} test images ({model.preprocessing} inputs)"),
         MetricRow("test", M.RECON_SSE, sse, f"per image, {n_test} test images ({model.preprocessing} inputs)"),
-        bits_per_dim_row(model, data, cfg, seed, x),
+        bpd_row,
         MetricRow("test", M.CLASSIFIER_ACCURACY, extractor.test_accuracy,
                   f"LeNet extractor {extractor.weights_hash} on {extractor.n_test} test images"),
-        *feature_rows(samples, "generated", real, extractor, cfg),
-        *feature_rows(samples_t2, f"generated at T = {t2:.4g}", real, extractor, cfg, suffix="_t05"),
+        *feature_metrics,
         MetricRow("test", M.PROBE_ACCURACY, probe,
                   f"multinomial logistic regression on standardised codes: {n_probe} train -> {n_test} test"),
         MetricRow("test", M.N_SAMPLES, float(n), "generated samples per temperature"),
         MetricRow("test", M.N_TEST, float(n_test), "test images evaluated"),
     ]
     n_diag = min(cfg.batch_size, n_test)  # the model's own diagnostics (models/contract.py), one batch
+    with phase(timings, "model: diagnostics", device):
+        diagnostics = model.diagnostics(x[:n_diag])
     rows += [MetricRow("test", f"diag_{k}", v, f"model.diagnostics on the first {n_diag} test images")
-             for k, v in model.diagnostics(x[:n_diag]).items()]
+             for k, v in diagnostics.items()]
     n_bpd = min(cfg.bpd_subset, n_test) if cfg.bpd_subset > 0 else n_test
     rows.append(MetricRow("test", M.N_BPD, float(n_bpd) if model.has_density else math.nan,
                           "test images scored for bits/dim"))
 
     n_grid = cfg.grid_size**2
+    with phase(timings, "model: interpolations", device):
+        paths = interpolations(model, z_test, cfg).cpu().numpy()
     artefacts = {
         "samples_t1": samples[:n_grid].cpu().numpy(),
         "samples_t2": samples_t2[:n_grid].cpu().numpy(),
         "recon_inputs": x[:n_grid].float().cpu().numpy(),
         "recon_outputs": recon[:n_grid].float().cpu().numpy(),
-        "interpolations": interpolations(model, z_test, cfg).cpu().numpy(),
+        "interpolations": paths,
         "test_latents": z_test.float().cpu().numpy(),
         "test_labels": labels.cpu().numpy().astype(np.int64),
     }

@@ -28,7 +28,7 @@ import torch
 from bench.config import Config
 from bench.data import load_data
 from bench.errors import UserError
-from bench.evaluate import MetricRow, evaluate_model, evaluate_real
+from bench.evaluate import MetricRow, evaluate_model, evaluate_real, model_seconds
 from bench.figure_data import save_figure_data
 from bench.metrics import RECON_MSE_MEAN_IMAGE
 from bench.registry import build_model
@@ -120,8 +120,10 @@ def record_failure(spec: RunSpec, reason: str, started: str | None = None, elaps
     replace_run_rows(Path(spec.out_dir) / TABLE, frame)
 
 
-def execute_run(spec: RunSpec, data=None, log=print) -> RunOutcome:
+def execute_run(spec: RunSpec, data=None, log=print, eval_timings: dict[str, float] | None = None) -> RunOutcome:
     """Claim, train, evaluate and record one run; idempotent (skips a finished run).
+
+    ``eval_timings``, if given, receives the evaluation's seconds per phase (``bench.perf``).
 
     The run is claimed by a lock on ``runs/<run_id>/.lock`` held until it is recorded: a
     run claimed by another runner comes back ``busy`` (or, with ``spec.wait``, is waited
@@ -146,7 +148,7 @@ def execute_run(spec: RunSpec, data=None, log=print) -> RunOutcome:
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         t0 = time.perf_counter()
         try:
-            _train_and_record(spec, data, run_dir, log)
+            _train_and_record(spec, data, run_dir, log, eval_timings)
             return RunOutcome(spec.run_id, "ok")
         except Diverged as e:
             reason = f"diverged: {e}"
@@ -159,7 +161,7 @@ def execute_run(spec: RunSpec, data=None, log=print) -> RunOutcome:
         return RunOutcome(spec.run_id, "failed", reason)
 
 
-def _train_and_record(spec: RunSpec, data, run_dir: Path, log) -> None:
+def _train_and_record(spec: RunSpec, data, run_dir: Path, log, eval_timings: dict[str, float] | None = None) -> None:
     out = Path(spec.out_dir)
     cfg_dict = {"model": spec.model, "seed": spec.seed, "sweep": spec.sweep, "preset": spec.config.preset,
                 "run_id": spec.run_id, "device": describe_device(spec.device), "torch_version": torch.__version__,
@@ -187,9 +189,13 @@ def _train_and_record(spec: RunSpec, data, run_dir: Path, log) -> None:
     rows.append(MetricRow("val", "loss", result.val_loss, "held-out validation images"))
     rows.append(MetricRow("train", "train_seconds", result.seconds, "wall time of training in this process"))
     eval_t0 = time.perf_counter()
-    eval_rows, artefacts = evaluate_model(model, data, spec.config.eval, spec.seed)
+    timings = {} if eval_timings is None else eval_timings
+    eval_rows, artefacts = evaluate_model(model, data, spec.config.eval, spec.seed, timings=timings)
     rows += eval_rows
     rows.append(MetricRow("test", "eval_seconds", time.perf_counter() - eval_t0, "wall time of evaluation"))
+    rows.append(MetricRow("test", "eval_model_seconds", model_seconds(timings),
+                          "part of eval_seconds spent in the model's own calls (encode, decode, sample, log_prob), "
+                          "whose counts the protocol fixes"))
     np.savez_compressed(run_dir / "artefacts.npz", **artefacts)
     save_figure_data(run_dir, artefacts)  # the small, committed part: the report rebuilds figures from it
     save_grid(artefacts["samples_t1"], run_dir / "samples.png", spec.config.eval.grid_size)

@@ -167,3 +167,20 @@ def test_second_temperature_feature_metrics_are_those_of_its_own_samples(mnist, 
         assert same[t05] == same[t1], t05
         assert half[t1] == same[t1], t05
     assert half[M.FEATURE_METRICS_T05[0]] != half[M.FD_LENET]  # (an untrained model's precision is 0 at both)
+
+
+def test_phase_timings_cover_the_models_calls_and_leave_every_number_unchanged(mnist, extractor):
+    plain_rows, plain_art = evaluate_model(small_vae(), mnist, SMALL, seed=2)
+    timings: dict[str, float] = {}
+    rows, art = evaluate_model(small_vae(), mnist, SMALL, seed=2, timings=timings)
+    np.testing.assert_equal(as_dict(rows), as_dict(plain_rows))
+    for key in plain_art:
+        np.testing.assert_array_equal(art[key], plain_art[key])
+    model_phases = {"model: encode test images", "model: reconstruct test images", "model: encode probe images",
+                    "model: samples at T = 1", "model: samples at the second temperature",
+                    "model: log_prob (bits/dim)", "model: diagnostics", "model: interpolations"}
+    assert model_phases <= set(timings)
+    assert {"metric: LeNet features", "metric: precision/recall", "metric: Laplacian (sharpness, corner artefact)",
+            "metric: linear probe"} <= set(timings)
+    assert all(k.startswith(("model: ", "metric: ")) and v >= 0.0 for k, v in timings.items())
+    assert bench_evaluate.model_seconds(timings) == pytest.approx(sum(timings[k] for k in model_phases))

@@ -98,6 +98,11 @@ def test_quick_csv_harness_data_metrics_and_targets(quick_csv):
     assert share["eval_share"].to_numpy() == pytest.approx(
         (share["run_eval_seconds"] / share["run_train_seconds"]).to_numpy())
     assert targets.loc["eval_share_max", "value"] == share["eval_share"].max()
+    # The floor: time inside the model's calls is part of the evaluation, and the phases add up to it.
+    assert ((share["eval_model_share"] > 0) & (share["eval_model_share"] < share["eval_share"])).all()
+    phases = share.filter(like="eval_phase_seconds[model: ")
+    assert (phases.sum(axis=1) / share["run_train_seconds"]).to_numpy() == pytest.approx(
+        share["eval_model_share"].to_numpy())
     assert met["eval_share_max"] == (targets.loc["eval_share_max", "value"] <= perf.TARGET_EVAL_FRACTION)
     levers = frame[frame["section"] == "levers"]
     base = levers[levers["metric"] == "train_ratio[baseline]"]

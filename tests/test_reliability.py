@@ -26,7 +26,7 @@ from bench.train import CHECKPOINT, CHECKPOINT_PREV, load_checkpoint, save_check
 from tests.helpers import ROOT, SMOKE
 
 RUNNER = [sys.executable, "-m", "bench.run", "--config", SMOKE, "--no-progress"]
-TIMING = {"train_seconds", "eval_seconds"}
+TIMING = {"train_seconds", "eval_seconds", "eval_model_seconds"}
 
 
 def _metrics(out: Path) -> pd.DataFrame:

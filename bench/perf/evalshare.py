@@ -27,6 +27,11 @@ def bench_eval_share(names: list[str], cfg: Config, data: ImageData, device: tor
     The run goes through ``bench.runner.execute_run`` into a temporary results folder, so the two
     times are the runner's own rows; seed 0. The classifier and the real-image statistics are
     warmed up first, as after a worker's first run.
+
+    The evaluation's phases (``bench.evaluate.phase``) are reported too. The ``model:`` phases are
+    calls into the model whose counts the protocol fixes (samples at two temperatures, the test and
+    probe encodings, reconstructions, log_prob for bits/dim); ``eval_model_share`` = their seconds /
+    training seconds is the floor that no faster metric code can go below.
     """
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pie-perf-evalshare-"))
@@ -48,13 +53,15 @@ def bench_eval_share(names: list[str], cfg: Config, data: ImageData, device: tor
                         f"load {t_clf:.3g} s); not in eval_seconds below"))
         for name in names:
             spec = RunSpec(model=name, seed=0, config=cfg, out_dir=tmp, data_root=data_root, device=str(device))
-            outcome = execute_run(spec, data, log=lambda *a, **k: None)
+            timings: dict[str, float] = {}
+            outcome = execute_run(spec, data, log=lambda *a, **k: None, eval_timings=timings)
             if outcome.status != "ok":
                 raise RuntimeError(f"evalshare run {name} failed: {outcome.reason}")
             table = pd.read_csv(Path(tmp) / TABLE)
             got = table[table["run_id"] == spec.run_id].set_index("metric")["value"]
             train, evaluation = float(got["train_seconds"]), float(got["eval_seconds"])
             share = evaluation / train
+            in_model = E.model_seconds(timings)
             mb = {**base, "model": name, "width": width_label(cfg.models[name])}
             rows += [Row(**mb, metric="run_train_seconds", value=train, unit="s", batch=cfg.train.batch_size,
                          note=f"train_seconds of one run ({cfg.train.epochs} epoch(s), bench.runner.execute_run)"),
@@ -62,6 +69,13 @@ def bench_eval_share(names: list[str], cfg: Config, data: ImageData, device: tor
                          note="eval_seconds of the same run (bench.evaluate.evaluate_model)"),
                      Row(**mb, metric="eval_share", value=share, unit="fraction",
                          note=f"eval_seconds / train_seconds; target <= {TARGET_EVAL_FRACTION:g}: "
-                         f"{'met' if share <= TARGET_EVAL_FRACTION else 'not met'}")]
-            log(f"  evalshare {name}: train {train:.1f} s, eval {evaluation:.1f} s, share {share:.3f}")
+                         f"{'met' if share <= TARGET_EVAL_FRACTION else 'not met'}"),
+                     Row(**mb, metric="eval_model_share", value=in_model / train, unit="fraction",
+                         note=f"seconds inside the model's calls during evaluation ({in_model:.3g} s) / train_seconds: "
+                         f"the floor of eval_share at this protocol's sample counts")]
+            rows += [Row(**mb, metric=f"eval_phase_seconds[{phase}]", value=t, unit="s", batch=cfg.eval.batch_size,
+                         note="bench.evaluate.phase of the same evaluation")
+                     for phase, t in sorted(timings.items(), key=lambda kv: -kv[1])]
+            log(f"  evalshare {name}: train {train:.1f} s, eval {evaluation:.1f} s (in the model {in_model:.1f} s), "
+                f"share {share:.3f}, floor {in_model / train:.3f}")
     return rows
