@@ -53,7 +53,7 @@ class TrainConfig:
     log_every: int = 50  # steps between loss reads (each read syncs the device)
     float64: bool = False  # train in float64 (slow; for diverging flows)
     compile: bool = False  # torch.compile the model's loss (opt-in)
-    bf16: bool = False  # bf16 autocast on CUDA for models that allow it
+    bf16: bool = False  # bf16 autocast (CUDA or CPU) for models that allow it; opt-in, numbers change
     channels_last: bool = True  # channels-last model and batches (faster convolutions; bench.perf "levers")
     fused_adam: bool = True  # one fused Adam kernel over all parameters (bench.perf "levers")
 

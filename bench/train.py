@@ -71,9 +71,10 @@ def lr_factor(epoch: int, milestones: list[int], factors: list[float]) -> float:
 
 
 def use_bf16_autocast(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> bool:
-    """bf16 autocast only when asked (``train.bf16``), only on CUDA, only for models whose
-    contract allows it (``allows_bf16``; flows keep their log-dets in fp32). Never on CPU."""
-    return bool(cfg.bf16 and device.type == "cuda" and getattr(model, "allows_bf16", False))
+    """bf16 autocast only when asked (``train.bf16``) and only for models whose contract allows it
+    (``allows_bf16``; flows keep their log-dets in fp32), on any device: on CUDA, and on a CPU,
+    where it pays only with native bf16 (AVX512-BF16 / AMX; ``bench.perf`` section ``levers``)."""
+    return bool(cfg.bf16 and getattr(model, "allows_bf16", False))
 
 
 def _numpy_state() -> dict:
@@ -322,7 +323,7 @@ def train_model(
         hook("epoch_start")
         for x in iterate_batches(images, cfg.batch_size, gen, model.preprocessing, dtype):
             x = x.contiguous(memory_format=memory_format)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
                 parts = loss_fn(x)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()

@@ -1,4 +1,4 @@
-"""The training loop's decisions and its checkpoints: bf16 autocast, safe loading, RNG state."""
+"""The training loop's decisions and its checkpoints: bf16 autocast (CPU and CUDA), safe loading, RNG state."""
 
 import contextlib
 import dataclasses
@@ -54,16 +54,16 @@ def test_hook_sees_every_event_in_order_and_changes_nothing(tmp_path, one_thread
 
 
 @pytest.mark.parametrize("name", ["pie", "vae", "wae"])
-def test_bf16_autocast_only_when_asked_on_cuda_and_allowed(name):
+def test_bf16_autocast_only_when_asked_and_allowed_on_any_device(name):
     model = build_model(name, CFG)
     for bf16 in (False, True):
         train = dataclasses.replace(CFG.train, bf16=bf16)
-        assert not use_bf16_autocast(train, model, torch.device("cpu"))  # never on CPU
-        assert use_bf16_autocast(train, model, torch.device("cuda")) == (bf16 and name != "pie")
+        for device in ("cpu", "cuda"):
+            assert use_bf16_autocast(train, model, torch.device(device)) == (bf16 and name != "pie")
 
 
 def test_training_loop_autocasts_exactly_as_decided(tmp_path, monkeypatch, one_thread):
-    """The loop's autocast context follows use_bf16_autocast: off on CPU even with train.bf16."""
+    """The loop's autocast context follows use_bf16_autocast on the batches' device (here the CPU)."""
     calls = []
 
     def recording_autocast(device_type, dtype=None, enabled=True, **_):
@@ -71,15 +71,30 @@ def test_training_loop_autocasts_exactly_as_decided(tmp_path, monkeypatch, one_t
         return contextlib.nullcontext()
 
     monkeypatch.setattr(torch, "autocast", recording_autocast)
+    for name, bf16, enabled in [("vae", True, True), ("vae", False, False), ("pie", True, False)]:
+        calls.clear()
+        torch.manual_seed(0)
+        _train(build_model(name, CFG), tmp_path / f"{name}-{bf16}", bf16=bf16)
+        assert calls and all(c == ("cpu", torch.bfloat16, enabled) for c in calls), (name, bf16, calls[:1])
+
+
+def test_bf16_training_runs_in_bf16_on_cpu(tmp_path, one_thread):
+    """With train.bf16 a VAE's convolutions really run in bf16 on the CPU (and the loss stays finite)."""
+    seen = set()
+
+    def record(module, inputs, output):
+        if module.training:  # the validation pass after the epoch stays fp32
+            seen.add(output.dtype)
+
+    model = build_model("vae", CFG)
+    convs = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    handles = [m.register_forward_hook(record) for m in convs]
     torch.manual_seed(0)
-    _train(build_model("vae", CFG), tmp_path / "cpu", bf16=True)
-    assert calls and all(c == ("cuda", torch.bfloat16, False) for c in calls)
-    # Were the decision "yes" (a CUDA device with train.bf16), the loop would enable it.
-    calls.clear()
-    monkeypatch.setattr(bench.train, "use_bf16_autocast", lambda cfg, model, device: True)
-    torch.manual_seed(0)
-    _train(build_model("vae", CFG), tmp_path / "yes", bf16=True)
-    assert calls and all(c == ("cuda", torch.bfloat16, True) for c in calls)
+    result = _train(model, tmp_path, bf16=True)
+    for h in handles:
+        h.remove()
+    assert seen == {torch.bfloat16}
+    assert np.isfinite(result.history["train_loss"]).all()
 
 
 def test_checkpoint_loads_weights_only_and_restores_every_rng(tmp_path, one_thread):
