@@ -19,6 +19,7 @@ import bench.train
 from bench import perf
 from bench.config import load_config
 from bench.errors import UserError
+from bench.perf.common import bare_step_fn
 from bench.registry import MODELS, build_model
 from tests.helpers import ROOT
 
@@ -110,9 +111,13 @@ def test_quick_csv_harness_data_metrics_and_targets(quick_csv):
     assert set(levers.loc[levers["metric"] == "eval_ratio[channels_last]", "model"]) == set(MODELS)
     assert {"train_ratio[channels_last]", "train_ratio[fused_adam]",
             "train_ratio[channels_last+fused_adam]"} <= metrics("levers")
+    bf16 = levers[levers["metric"] == "train_ratio[channels_last+fused_adam+bf16]"]
+    assert set(bf16["model"]) == {m for m in MODELS if build_model(m, load_config(ROOT / "configs" / "default.yaml"))
+                                  .allows_bf16}  # the VAE/WAE; PIE stays fp32
+    assert bf16["note"].str.contains("native bf16").all()
     peer = metrics("peer")
-    assert peer == ({"ours_images_per_s", "pythae_images_per_s", "peer_ratio"} if importlib.util.find_spec("pythae")
-                    else {"peer_skipped"})
+    assert peer == ({"ours_images_per_s", "pythae_images_per_s", "peer_ratio", "ours_images_per_s[bf16]",
+                     "peer_ratio[bf16]"} if importlib.util.find_spec("pythae") else {"peer_skipped"})
 
 
 def test_quick_csv_describes_the_machine(quick_csv):
@@ -248,17 +253,30 @@ def test_eval_fraction_from_a_runner_table(tmp_path):
 # ----------------------------------------------------------------------------- GPU path, CPU-testable
 
 
-def test_bf16_only_on_cuda_only_when_asked_and_never_for_pie():
-    from bench.config import load_config
-    from bench.registry import build_model
-
+def test_perf_bf16_is_the_training_loops_decision_on_any_device():
+    """``--bf16``: bf16 where the model contract allows it (not PIE), on CPU and CUDA alike."""
     cfg = load_config(ROOT / "configs" / "smoke.yaml")
-    cuda, cpu = torch.device("cuda"), torch.device("cpu")
     for name in ("pie", "vae", "wae"):
         model = build_model(name, cfg)
-        assert not perf.uses_bf16(name, model, cpu, True)
-        assert not perf.uses_bf16(name, model, cuda, False)
-        assert perf.uses_bf16(name, model, cuda, True) == (name != "pie")
+        for device in (torch.device("cpu"), torch.device("cuda")):
+            assert not perf.uses_bf16(cfg, model, device, False)
+            assert perf.uses_bf16(cfg, model, device, True) == (name != "pie")
+
+
+def test_bare_step_with_bf16_runs_the_convolutions_in_bf16_on_cpu():
+    """The levers' ``+bf16`` variant really autocasts on the batches' device (the CPU here)."""
+    cfg = load_config(ROOT / "configs" / "smoke.yaml")
+    model = build_model("vae", cfg)
+    seen = {True: set(), False: set()}
+    state = {"bf16": False}
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            m.register_forward_hook(lambda _m, _i, out: seen[state["bf16"]].add(out.dtype))
+    batches = [torch.rand(4, 1, 28, 28)]
+    for bf16 in (False, True):
+        state["bf16"] = bf16
+        bare_step_fn(model, cfg, batches, bf16, compile_loss=False)()
+    assert seen == {False: {torch.float32}, True: {torch.bfloat16}}
 
 
 def test_cpu_device_leaves_tf32_alone_and_says_gpu_not_measured():
@@ -281,3 +299,57 @@ def test_bad_section_or_model_is_a_user_error(capsys):
     assert perf.main(["--sections", "nope"]) == 2
     assert perf.main(["--models", "gan"]) == 2
     assert "unknown" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- peer and its target
+
+
+def test_peer_ratio_is_median_over_median_with_a_bf16_row(monkeypatch):
+    """Without running Pythae: its epochs and ours are stand-ins with known seconds (one outlier each)."""
+    import importlib.metadata
+    import types
+
+    from bench.data import ImageData
+    from bench.perf.peer import bench_peer
+
+    cfg = load_config(ROOT / "configs" / "smoke.yaml")
+    images = torch.zeros(60, 1, 28, 28, dtype=torch.uint8)
+    labels = torch.zeros(60, dtype=torch.long)
+    data = ImageData(images, labels, images[:20], labels[:20], images[:10], labels[:10], checksum="zeros")
+    monkeypatch.setitem(sys.modules, "pythae", types.ModuleType("pythae"))
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.0-test")
+    theirs = iter([6.0, 30.0, 6.0])  # median 6 (the mean would be 14, the best 6)
+    ours = {False: iter([4.0, 1.0, 4.0]), True: iter([2.0, 2.0, 20.0])}  # medians 4 (fp32) and 2 (bf16)
+    seen = []
+
+    def fake_train(model, data, tcfg, **_):
+        seen.append((data.train_images.shape[0], data.val_images.shape[0], tcfg.epochs, tcfg.bf16))
+        return types.SimpleNamespace(seconds=next(ours[tcfg.bf16]))
+
+    monkeypatch.setattr(bench.train, "train_model", fake_train)
+    monkeypatch.setattr("bench.perf.peer._pythae_epoch", lambda *a, **k: next(theirs))
+    budget = perf.Budget(peer_images=50, peer_val_images=0, peer_reps=3)
+    rows = bench_peer(["pie", "vae"], cfg, data, torch.device("cpu"), budget, log=lambda *_: None)
+    got = {r.metric: r for r in rows}
+    assert {r.model for r in rows} == {"vae"}  # PIE has no Pythae counterpart
+    assert got["peer_ratio"].value == pytest.approx(6.0 / 4.0)
+    assert got["peer_ratio[bf16]"].value == pytest.approx(6.0 / 2.0)
+    assert got["ours_images_per_s"].value == pytest.approx(50 / 4.0)
+    assert got["pythae_images_per_s"].value == pytest.approx(50 / 6.0)
+    assert "first 50 of 60 training images" in got["peer_ratio"].note and "median of 3" in got["peer_ratio"].note
+    # Our epochs: the first 50 training images, the whole validation split, one epoch; fp32 and bf16 alternate.
+    assert seen == [(50, 20, 1, False), (50, 20, 1, True)] * 3
+
+
+def test_peer_target_is_judged_on_fp32_and_states_the_bf16_ratio(tmp_path):
+    from bench.perf.common import rows_frame
+    from bench.perf.targets import target_rows
+
+    cfg = load_config(ROOT / "configs" / "default.yaml")
+    rows = [perf.Row(section="peer", model=m, preset="default", width="0.125", metric=metric, value=v, unit="x")
+            for m, metric, v in [("vae", "peer_ratio", 1.2), ("wae", "peer_ratio", 1.6),
+                                 ("vae", "peer_ratio[bf16]", 1.9), ("wae", "peer_ratio[bf16]", 1.05)]]
+    out = {r.metric: r for r in target_rows(rows_frame(rows), cfg, [], 55000, tmp_path / "none.csv")}
+    assert out["peer_ratio_min"].value == 1.2
+    note = out["peer_ratio_min"].note
+    assert "vae: not met" in note and "1.05x (wae)" in note

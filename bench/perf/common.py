@@ -56,17 +56,19 @@ class Budget:
     lever_reps: int = 5  # interleaved rounds of the levers section
     lever_steps: int = 6  # training steps per model variant and round
     peer_images: int = 0  # training images of the peer epoch (0 = the whole training split)
-    peer_reps: int = 2  # interleaved (ours, Pythae) epochs per model
+    peer_val_images: int = 0  # validation images of our peer epoch (0 = the whole validation split)
+    peer_reps: int = 3  # interleaved (ours fp32, Pythae, ours bf16) epochs per model; the ratio takes medians
     batch: int | None = None
 
 
 FULL = Budget()
 # A device call of a few minutes (bench.gpu): enough steps for a median, no 10-s windows.
 SHORT = Budget(warmup=3, min_steps=5, max_steps=40, seconds=2.0, big_max_steps=40, harness_steps=20,
-               val_images=1000, lever_reps=3, lever_steps=4, peer_reps=1, metric_images=2000, bpd_images=200)
+               val_images=1000, lever_reps=3, lever_steps=4, peer_images=11000, peer_reps=3, metric_images=2000,
+               bpd_images=200)
 QUICK = Budget(warmup=1, min_steps=2, max_steps=2, seconds=0.0, big_max_steps=2, harness_steps=3,
                data_batches=20, loader_batches=10, metric_images=300, bpd_images=40, householder_reps=3,
-               val_images=40, batch=4, lever_reps=2, lever_steps=2, peer_images=40, peer_reps=1)
+               val_images=40, batch=4, lever_reps=2, lever_steps=2, peer_images=40, peer_val_images=40, peer_reps=1)
 
 
 @dataclass
@@ -130,7 +132,7 @@ def bare_step_fn(model: nn.Module, cfg: Config, batches: list[torch.Tensor], bf1
     def step():
         x = batches[state["i"] % len(batches)]
         state["i"] += 1
-        with autocast(bf16):
+        with autocast(bf16, x.device):
             loss = loss_fn(x)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()

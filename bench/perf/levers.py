@@ -18,8 +18,8 @@ from bench.perf.common import Budget, Row, bare_step_fn, make_batches, new_model
 from bench.perf.timing import interleaved_steps, uses_bf16
 
 
-def _lever_step(name: str, cfg: Config, device: torch.device, batches: list[torch.Tensor], bf16: bool, *,
-                channels_last: bool, fused: bool, compile_loss: bool = False) -> Callable[[], None]:
+def _lever_step(name: str, cfg: Config, device: torch.device, batches: list[torch.Tensor], *,
+                channels_last: bool, fused: bool, bf16: bool = False, compile_loss: bool = False) -> Callable[[], None]:
     tcfg = dataclasses.replace(cfg.train, channels_last=channels_last, fused_adam=fused)
     model = new_model(name, cfg, device)
     return bare_step_fn(model, dataclasses.replace(cfg, train=tcfg), batches, bf16, compile_loss)
@@ -29,8 +29,11 @@ def bench_levers(names: list[str], cfg: Config, data: ImageData, device: torch.d
                  opts: argparse.Namespace, log=print) -> list[Row]:
     """Each speed lever on/off, measured in alternation in one process (ratios, robust to a loaded machine).
 
-    Training (bare step at ``--config``): contiguous + foreach Adam (the baseline), channels-last,
-    fused Adam, both (the harness default) and, with ``--compile-levers``, torch.compile on top.
+    Training (bare step at ``--config``, fp32 unless stated): contiguous + foreach Adam (the
+    baseline), channels-last, fused Adam, both (the harness default), both with bf16 autocast
+    (``train.bf16``; only for models whose contract allows it, on any device) and, with
+    ``--compile-levers``, torch.compile on top of both. On a CPU bf16 pays only with native bf16
+    instructions (AVX512-BF16 / AMX), reported as ``cpu_native_bf16``; ``--bf16`` does not apply here.
     Evaluation: a whole :func:`bench.evaluate.evaluate_model` with ``eval.channels_last`` off/on.
     """
     rows: list[Row] = []
@@ -38,7 +41,6 @@ def bench_levers(names: list[str], cfg: Config, data: ImageData, device: torch.d
     for name in names:
         base = {"section": "levers", "model": name, "preset": cfg.preset, "width": width_label(cfg.models[name])}
         probe = new_model(name, cfg, device)
-        bf16 = uses_bf16(name, probe, device, opts.bf16)
         batches = make_batches(data.train_images, batch, 4, probe.preprocessing, train_dtype(cfg))
         variants = {
             "baseline": dict(channels_last=False, fused=False),
@@ -46,9 +48,11 @@ def bench_levers(names: list[str], cfg: Config, data: ImageData, device: torch.d
             "fused_adam": dict(channels_last=False, fused=True),
             "channels_last+fused_adam": dict(channels_last=True, fused=True),
         }
+        if uses_bf16(cfg, probe, device, True):
+            variants["channels_last+fused_adam+bf16"] = dict(channels_last=True, fused=True, bf16=True)
         if opts.compile_levers:
             variants["channels_last+fused_adam+compile"] = dict(channels_last=True, fused=True, compile_loss=True)
-        steps = {k: _lever_step(name, cfg, device, batches, bf16, **v) for k, v in variants.items()}
+        steps = {k: _lever_step(name, cfg, device, batches, **v) for k, v in variants.items()}
         times = interleaved_steps(steps, device, budget.lever_reps, budget.lever_steps, budget.warmup)
         t_base = statistics.median(times["baseline"])
         for k, ts in times.items():
@@ -56,10 +60,26 @@ def bench_levers(names: list[str], cfg: Config, data: ImageData, device: torch.d
             rows.append(Row(**base, metric=f"train_ratio[{k}]", value=t_base / t, unit="x", batch=batch,
                             note=f"bare step images/s vs contiguous + foreach Adam ({batch / t:.0f} vs "
                             f"{batch / t_base:.0f} img/s); median of {len(ts)} interleaved rounds of "
-                            f"{budget.lever_steps} steps"))
+                            f"{budget.lever_steps} steps" + (_bf16_note(device) if "bf16" in k else "")))
         log(f"  levers {name}: " + ", ".join(f"{k} {t_base / statistics.median(ts):.2f}x" for k, ts in times.items()))
         rows += _eval_lever(name, cfg, data, device, budget, base, log)
     return rows
+
+
+def cpu_native_bf16() -> bool | None:
+    """Whether oneDNN runs bf16 natively on this CPU (None when this torch cannot tell)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _bf16_note(device: torch.device) -> str:
+    if device.type != "cpu":
+        return "; bf16 autocast (numbers change: opt-in train.bf16)"
+    native = cpu_native_bf16()
+    return ("; bf16 autocast (numbers change: opt-in train.bf16); on a CPU it pays only with native bf16 "
+            f"(AVX512-BF16 / AMX): {'present' if native else 'absent' if native is False else 'unknown'} here")
 
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ import torch
 from bench.config import Config
 from bench.data import ImageData
 from bench.perf.common import PEER_WIDTH, Budget, Row, new_model, subset
-from bench.perf.timing import sync
+from bench.perf.timing import sync, uses_bf16
 
 
 def _pythae_model(name: str, latent: int, width: float):
@@ -83,8 +84,11 @@ def _pythae_epoch(name: str, cfg: Config, images: torch.Tensor, device: torch.de
 def bench_peer(names: list[str], cfg: Config, data: ImageData, device: torch.device, budget: Budget,
                log=print) -> list[Row]:
     """One training epoch: ``bench.train.train_model`` (validation and checkpoint included) vs Pythae's
-    ``BaseTrainer`` on identical DCGAN nets (width ``PEER_WIDTH``), latent and batch, in alternation.
+    ``BaseTrainer`` on identical DCGAN nets (width ``PEER_WIDTH``), latent and batch.
 
+    ``budget.peer_reps`` interleaved rounds per model, each: our epoch in fp32 (the default
+    config), Pythae's epoch, our epoch with ``train.bf16`` (models that allow it). The ratio is
+    median(Pythae seconds) / median(our seconds), so one disturbed epoch does not decide it.
     Skipped with a note when pythae is not installed (``pip install -e ".[peer]"``).
     """
     from bench.train import train_model
@@ -104,37 +108,52 @@ def bench_peer(names: list[str], cfg: Config, data: ImageData, device: torch.dev
         return [Row(**base, model="-", metric="peer_skipped", value=float("nan"), unit="-",
                     note="pythae is not installed (pip install -e '.[peer]'): no side-by-side measured")]
     rows: list[Row] = []
-    n_train = budget.peer_images or data.train_images.shape[0]
-    sliced = subset(data, n_train, budget.val_images)
+    n_all = data.train_images.shape[0]
+    n_train = min(budget.peer_images or n_all, n_all)
+    sliced = subset(data, n_train, budget.peer_val_images)
+    n_val = sliced.val_images.shape[0]
     batch = budget.batch or cfg.train.batch_size
     pcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, batch_size=batch))
     pcfg = _with_width(pcfg, todo, PEER_WIDTH)
+
+    def ours(name: str, tcfg, tmp: Path) -> float:
+        run_dir = tmp / name
+        run_dir.mkdir()
+        model = new_model(name, pcfg, device)
+        return train_model(model, sliced, tcfg, seed=0, run_dir=run_dir, config_dict={}, progress=False,
+                           log=lambda *a, **k: None).seconds
+
     for name in todo:
-        ours, theirs = [], []
-        for _ in range(budget.peer_reps):
-            with tempfile.TemporaryDirectory(prefix="pie-perf-peer-") as tmp:
-                run_dir = Path(tmp) / name
-                run_dir.mkdir()
-                model = new_model(name, pcfg, device)
-                result = train_model(model, sliced, pcfg.train, seed=0, run_dir=run_dir, config_dict={},
-                                     progress=False, log=lambda *a, **k: None)
-                ours.append(result.seconds)
-                theirs.append(_pythae_epoch(name, pcfg, sliced.train_images, device, Path(tmp) / "pythae"))
-        t_ours, t_theirs = min(ours), min(theirs)
-        ratio = t_theirs / t_ours
-        common = (f"{n_train} training images, batch {batch}, latent {pcfg.models[name].latent_dim}, width "
-                  f"{PEER_WIDTH:g}; best of {len(ours)} interleaved epochs; pythae {pythae_version}")
-        rows += [
-            Row(**base, model=name, metric="ours_images_per_s", value=n_train / t_ours, unit="images/s", batch=batch,
-                note=f"bench.train.train_model, one epoch incl. validation on {sliced.val_images.shape[0]} images "
-                f"and checkpoint; {common}"),
-            Row(**base, model=name, metric="pythae_images_per_s", value=n_train / t_theirs, unit="images/s",
-                batch=batch, note=f"pythae BaseTrainer.train(), one epoch, no eval set; {common}"),
-            Row(**base, model=name, metric="peer_ratio", value=ratio, unit="x", batch=batch,
-                note=f"ours / Pythae images/s; {common}"),
-        ]
-        log(f"  peer {name}: ours {n_train / t_ours:7.1f} img/s, pythae {n_train / t_theirs:7.1f} img/s, "
-            f"ratio {ratio:.2f}")
+        variants = {"": pcfg.train}
+        if uses_bf16(pcfg, new_model(name, pcfg, device), device, True):
+            variants["[bf16]"] = dataclasses.replace(pcfg.train, bf16=True)
+        seconds: dict[str, list[float]] = {k: [] for k in [*variants, "pythae"]}
+        for _ in range(max(1, budget.peer_reps)):
+            for key in ["", "pythae", *list(variants)[1:]]:
+                with tempfile.TemporaryDirectory(prefix="pie-perf-peer-") as tmp:
+                    seconds[key].append(_pythae_epoch(name, pcfg, sliced.train_images, device, Path(tmp) / "pythae")
+                                        if key == "pythae" else ours(name, variants[key], Path(tmp)))
+        t = {k: statistics.median(v) for k, v in seconds.items()}
+        part = "the whole training split" if n_train == n_all else f"the first {n_train} of {n_all} training images"
+        common = (f"{part}, batch {batch}, latent {pcfg.models[name].latent_dim}, width {PEER_WIDTH:g}; median "
+                  f"of {len(seconds['pythae'])} interleaved epochs (ours fp32, Pythae, ours bf16); "
+                  f"pythae {pythae_version}")
+        ours_note = (f"bench.train.train_model, one epoch incl. validation on {n_val} images and the checkpoint "
+                     f"(Pythae's run has no validation: conservative for us); {common}")
+        rows.append(Row(**base, model=name, metric="pythae_images_per_s", value=n_train / t["pythae"],
+                        unit="images/s", batch=batch,
+                        note=f"pythae BaseTrainer.train(), one epoch, no eval set; {common}"))
+        for key in variants:
+            how = ", train.bf16 (bf16 autocast; numbers change)" if key else ", fp32 (the default config)"
+            rows += [
+                Row(**base, model=name, metric=f"ours_images_per_s{key}", value=n_train / t[key], unit="images/s",
+                    batch=batch, note=ours_note + how),
+                Row(**base, model=name, metric=f"peer_ratio{key}", value=t["pythae"] / t[key], unit="x", batch=batch,
+                    note=f"median Pythae seconds / median our seconds{how}; {common}"),
+            ]
+        log(f"  peer {name}: pythae {n_train / t['pythae']:7.1f} img/s; "
+            + ", ".join(f"ours{k or '[fp32]'} {n_train / t[k]:7.1f} img/s (ratio {t['pythae'] / t[k]:.2f})"
+                        for k in variants))
     return rows
 
 

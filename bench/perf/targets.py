@@ -95,10 +95,16 @@ def target_rows(frame: pd.DataFrame, cfg: Config, names: list[str], n_train: int
     peer = frame[(frame["section"] == "peer") & (frame["metric"] == "peer_ratio")]
     if len(peer):
         worst = peer.loc[peer["value"].idxmin()]
+        bf16 = frame[(frame["section"] == "peer") & (frame["metric"] == "peer_ratio[bf16]")]
+        bf16_note = ""
+        if len(bf16):
+            low = bf16.loc[bf16["value"].idxmin()]
+            bf16_note = (f"; with the opt-in train.bf16 (numbers change) the worst is {low['value']:.2f}x "
+                         f"({low['model']})")
         rows.append(Row(**base, metric="peer_ratio_min", value=float(worst["value"]), unit="x",
                         note=f"target >= {TARGET_PEER_RATIO:g}x Pythae's BaseTrainer (identical nets, width "
-                        f"{worst['width']}), worst model {worst['model']}: "
-                        f"{verdict(worst['value'] >= TARGET_PEER_RATIO)}"))
+                        f"{worst['width']}), default fp32 config, worst model {worst['model']}: "
+                        f"{verdict(worst['value'] >= TARGET_PEER_RATIO)}{bf16_note}"))
     measured = eval_fraction_from_table(metrics_csv, cfg.preset)
     estimates = {n: estimate_run(frame, n, cfg, n_train) for n in names}
     estimates = {n: e for n, e in estimates.items() if e is not None}

@@ -26,7 +26,7 @@ def bench_models(names: list[str], presets: list[tuple[Config, bool]], data: Ima
             batch = budget.batch or cfg.train.batch_size
             dtype = train_dtype(cfg)
             batches = make_batches(data.train_images, batch, 8, model.preprocessing, dtype)
-            bf16 = uses_bf16(name, model, device, opts.bf16)
+            bf16 = uses_bf16(cfg, model, device, opts.bf16)
             flops = training_flops_per_image(model, batches[0])
             step = bare_step_fn(model, cfg, batches, bf16, opts.compile)
             times = time_calls(step, device, warmup=budget.warmup, min_steps=budget.min_steps,
@@ -67,7 +67,7 @@ def _sampling(model: nn.Module, n: int, device: torch.device, bf16: bool, budget
               few: bool) -> tuple[float, list[float]]:
     """(FLOPs per sampled image, per-call times of ``model.sample(n)``) in inference mode."""
     model.eval()
-    with torch.inference_mode(), autocast(bf16):
+    with torch.inference_mode(), autocast(bf16, device):
         flops = count_flops(lambda: model.sample(n)) / n
         times = time_calls(lambda: model.sample(n), device, warmup=1, min_steps=2 if few else budget.min_steps,
                            max_steps=budget.big_max_steps if few else budget.max_steps, seconds=budget.seconds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -10,7 +11,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.config import Config
 from bench.errors import UserError
+from bench.train import use_bf16_autocast
 
 
 def resolve_device(name: str) -> torch.device:
@@ -35,15 +38,15 @@ def configure_device(device: torch.device) -> list[str]:
     return [f"GPU path: TF32 allowed, cuDNN benchmark on ({torch.cuda.get_device_name(device)})"]
 
 
-def uses_bf16(name: str, model: nn.Module, device: torch.device, bf16: bool) -> bool:
-    """bf16 autocast only on CUDA, only if asked, only for models that allow it (PIE stays fp32)."""
-    if not bf16 or device.type != "cuda":
-        return False
-    return bool(model.allows_bf16)  # the model contract says whether bf16 is safe for it
+def uses_bf16(cfg: Config, model: nn.Module, device: torch.device, bf16: bool) -> bool:
+    """``--bf16``: bf16 autocast where the training loop would use it with ``train.bf16`` set to
+    ``bf16`` (models whose contract allows it, any device; PIE stays fp32)."""
+    return use_bf16_autocast(dataclasses.replace(cfg.train, bf16=bf16), model, device)
 
 
-def autocast(enabled: bool):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+def autocast(enabled: bool, device: torch.device):
+    """bf16 autocast on ``device`` (as :func:`bench.train.train_model` does), or nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
 def sync(device: torch.device) -> None:
