@@ -44,21 +44,25 @@ table. Sections:
     backward) and for the whole training step, measured in alternation.
 ``levers``
     Each speed lever on and off, timed in alternation: training steps with channels-last,
-    fused Adam, both (the default) and optionally torch.compile (``--compile-levers``), against
-    contiguous tensors and foreach Adam; a whole evaluation with and without channels-last.
+    fused Adam, both (the default), both with bf16 autocast (``train.bf16``, models that allow
+    it; on a CPU it pays only with native bf16, AVX512-BF16 / AMX) and optionally torch.compile
+    (``--compile-levers``), against contiguous tensors and foreach Adam; a whole evaluation with
+    and without channels-last.
 ``peer``
     One training epoch of ``bench.train.train_model`` (validation and checkpoint included)
     against Pythae's ``BaseTrainer`` on identical DCGAN nets (width 0.125), latent and batch
-    (VAE, WAE), in alternation. Optional: skipped with a note unless pythae is installed
-    (``pip install -e ".[peer]"``).
+    (VAE, WAE): several interleaved rounds (ours fp32, Pythae, ours with ``train.bf16``), ratio
+    of the median seconds (``--short``: the first 11 000 training images, our validation still on
+    all 5 000). Optional: skipped with a note unless pythae is installed (``pip install -e ".[peer]"``).
 ``targets``
     The speed targets of the project with ``met`` / ``not met`` in the note.
 
 Paper widths on a CPU are slow, so they are timed for a few steps only. ``--quick`` shrinks
 every measurement (tiny batches, few steps) so that tests can run the whole benchmark; its
-numbers mean nothing. On ``--device cuda``: TF32 is allowed, ``--bf16`` turns on bf16
-autocast for the models that allow it (the VAE/WAE; PIE stays fp32) and timings synchronise
-the device; without a GPU the GPU numbers are reported as not measured.
+numbers mean nothing. ``--bf16`` turns on bf16 autocast for the models that allow it (the
+VAE/WAE; PIE stays fp32) on any device, as ``train.bf16`` does in training. On ``--device
+cuda``: TF32 is allowed and timings synchronise the device; without a GPU the GPU numbers are
+reported as not measured.
 
 One module per section (``machine``, ``throughput`` = "model", ``harness``, ``datapath`` = "data",
 ``metric_costs`` = "metrics", ``evalshare``, ``householder``, ``levers``, ``peer``, ``targets``),

@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated sections (default: all)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: $PIE_BENCH_THREADS, else 1 with --quick, else torch's)")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast for the VAE/WAE on CUDA")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast where the model allows it (VAE/WAE), any device")
     p.add_argument("--compile", action="store_true", help="torch.compile model.loss in the training steps")
     p.add_argument("--compile-levers", action="store_true",
                    help="also time torch.compile in the levers section (slow to warm up on a CPU)")
