@@ -54,11 +54,29 @@ class Diverged(RuntimeError):
 
 @dataclass
 class TrainResult:
-    history: pd.DataFrame  # one row per epoch: epoch, step, lr, train_<part>..., val_loss, seconds
+    # one row per epoch: epoch, step, lr, train_<part>..., val_loss, seconds (since this process
+    # started training), epoch_seconds (that epoch alone: steps, validation, on_epoch_end)
+    history: pd.DataFrame
     final_parts: dict[str, float] = field(default_factory=dict)  # last epoch's mean train parts
     val_loss: float = float("nan")
     resumed_from_epoch: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of training in this process
+
+    def total_seconds(self) -> tuple[float, str]:
+        """(seconds, how) of the whole training, across resumptions where the history allows.
+
+        A run resumed from a checkpoint trained its earlier epochs in other processes: their
+        ``epoch_seconds`` are added up. Checkpoints of older code have no per-epoch times; then
+        only this process's seconds are known, and ``how`` says so.
+        """
+        if self.resumed_from_epoch == 0:
+            return self.seconds, "wall time of training"
+        if "epoch_seconds" in self.history and self.history["epoch_seconds"].notna().all():
+            return (float(self.history["epoch_seconds"].sum()),
+                    f"sum of the per-epoch times over {len(self.history)} epochs, resumed at epoch "
+                    f"{self.resumed_from_epoch}")
+        return self.seconds, (f"wall time in this process only: resumed at epoch {self.resumed_from_epoch} from a "
+                              f"checkpoint without per-epoch times")
 
 
 def lr_factor(epoch: int, milestones: list[int], factors: list[float]) -> float:
@@ -311,6 +329,7 @@ def train_model(
     steps_per_epoch = images.shape[0] // cfg.batch_size
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
+        epoch_t0 = time.perf_counter()
         sums: torch.Tensor | None = None  # running sums of the loss parts, one tensor op per step
         names: list[str] = []
         n_batches = 0
@@ -357,6 +376,7 @@ def train_model(
             row.update(on_epoch_end(model, epoch + 1))
             model.train()
         row["seconds"] = time.perf_counter() - t0
+        row["epoch_seconds"] = time.perf_counter() - epoch_t0
         history.append(row)
         log(f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} "
             f"val {row['val_loss']:.4f}")

@@ -41,6 +41,11 @@ def test_a_longer_run_continues_from_the_shorter_one_with_identical_numbers(tmp_
     assert longer_log["epoch"].tolist() == [1, 2, 3]  # the shorter run's epochs are part of its curve
     pd.testing.assert_series_equal(_metrics(ref / "metrics.csv"), _metrics(by_epochs[3] / "metrics.csv"))
     assert not short.equals(_metrics(ref / "metrics.csv"))  # the third epoch did change the numbers
+    # train_seconds counts the two epochs trained by the shorter run too, not only this process's one
+    rows = pd.read_csv(by_epochs[3] / "metrics.csv").set_index("metric")
+    assert rows.loc["train_seconds", "value"] == longer_log["epoch_seconds"].sum()
+    assert rows.loc["train_seconds", "value"] > longer_log["epoch_seconds"].iloc[-1]
+    assert "resumed at epoch 2" in rows.loc["train_seconds", "note"]
 
 
 
