@@ -158,3 +158,22 @@ def test_crafted_checkpoint_is_refused_with_one_line_and_never_executed(tmp_path
     assert "refusing to load" in proc.stderr and CHECKPOINT in proc.stderr
     assert not marker.exists()
     assert sorted(p.name for p in run_dir.iterdir()) == [CHECKPOINT]  # nothing trained, nothing written
+
+
+def test_validation_loss_is_the_mean_loss_over_batches_of_the_training_size(one_thread):
+    # The WAE's MMD is a batch statistic: its value depends on how the validation images are batched.
+    torch.manual_seed(0)
+    model = build_model("wae", CFG)
+    tiny = _tiny_data()
+    data = dataclasses.replace(tiny, val_images=tiny.train_images[:20], val_labels=tiny.train_labels[:20])
+    cfg = dataclasses.replace(CFG.train, batch_size=5)
+    got = bench.train.validation_loss(model, data, cfg, torch.float32, seed=3)
+    gen = torch.Generator().manual_seed(3 + 7919)
+    torch.manual_seed(3 + 7919)
+    model.eval()  # as validation_loss does (batch norm on running statistics)
+    with torch.inference_mode():
+        losses = [float(model.loss(bench.train.preprocess(data.val_images[i:i + 5], model.preprocessing, gen,
+                                                          torch.float32))["loss"]) for i in range(0, 20, 5)]
+    assert got == pytest.approx(float(np.mean(losses)), rel=1e-6)
+    whole = dataclasses.replace(cfg, batch_size=20)
+    assert bench.train.validation_loss(model, data, whole, torch.float32, seed=3) != pytest.approx(got, rel=1e-6)
