@@ -88,7 +88,7 @@ def lr_factor(epoch: int, milestones: list[int], factors: list[float]) -> float:
     return out
 
 
-def use_bf16_autocast(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> bool:
+def use_bf16_autocast(cfg: TrainConfig, model: torch.nn.Module) -> bool:
     """bf16 autocast only when asked (``train.bf16``) and only for models whose contract allows it
     (``allows_bf16``; flows keep their log-dets in fp32), on any device: on CUDA, and on a CPU,
     where it pays only with native bf16 (AVX512-BF16 / AMX; ``bench.perf`` section ``levers``)."""
@@ -303,7 +303,7 @@ def train_model(
     loss_fn = torch.compile(model.loss) if cfg.compile else model.loss
     # A sync per step costs nothing on CPU; on an accelerator, check every log_every steps.
     check_every = 1 if device.type == "cpu" else max(1, cfg.log_every)
-    autocast = use_bf16_autocast(cfg, model, device)
+    autocast = use_bf16_autocast(cfg, model)
 
     images = data.train_images
     history: list[dict] = []

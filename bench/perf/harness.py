@@ -64,7 +64,7 @@ def bench_harness(names: list[str], cfg: Config, data: ImageData, device: torch.
         base = {"section": "harness", "model": name, "preset": cfg.preset, "width": width_label(cfg.models[name])}
         # Bare loop: same model, same optimiser, same batch size, pre-made batches.
         model = new_model(name, cfg, device)
-        bf16 = uses_bf16(cfg, model, device, opts.bf16)
+        bf16 = uses_bf16(cfg, model, opts.bf16)
         batches = make_batches(data.train_images, batch, 8, model.preprocessing, train_dtype(cfg))
         bare_step = bare_step_fn(model, cfg, batches, bf16, opts.compile)
 

@@ -48,7 +48,7 @@ def bench_levers(names: list[str], cfg: Config, data: ImageData, device: torch.d
             "fused_adam": dict(channels_last=False, fused=True),
             "channels_last+fused_adam": dict(channels_last=True, fused=True),
         }
-        if uses_bf16(cfg, probe, device, True):
+        if uses_bf16(cfg, probe, True):
             variants["channels_last+fused_adam+bf16"] = dict(channels_last=True, fused=True, bf16=True)
         if opts.compile_levers:
             variants["channels_last+fused_adam+compile"] = dict(channels_last=True, fused=True, compile_loss=True)

@@ -125,7 +125,7 @@ def bench_peer(names: list[str], cfg: Config, data: ImageData, device: torch.dev
 
     for name in todo:
         variants = {"": pcfg.train}
-        if uses_bf16(pcfg, new_model(name, pcfg, device), device, True):
+        if uses_bf16(pcfg, new_model(name, pcfg, device), True):
             variants["[bf16]"] = dataclasses.replace(pcfg.train, bf16=True)
         seconds: dict[str, list[float]] = {k: [] for k in [*variants, "pythae"]}
         for _ in range(max(1, budget.peer_reps)):

@@ -26,7 +26,7 @@ def bench_models(names: list[str], presets: list[tuple[Config, bool]], data: Ima
             batch = budget.batch or cfg.train.batch_size
             dtype = train_dtype(cfg)
             batches = make_batches(data.train_images, batch, 8, model.preprocessing, dtype)
-            bf16 = uses_bf16(cfg, model, device, opts.bf16)
+            bf16 = uses_bf16(cfg, model, opts.bf16)
             flops = training_flops_per_image(model, batches[0])
             step = bare_step_fn(model, cfg, batches, bf16, opts.compile)
             times = time_calls(step, device, warmup=budget.warmup, min_steps=budget.min_steps,

@@ -38,10 +38,10 @@ def configure_device(device: torch.device) -> list[str]:
     return [f"GPU path: TF32 allowed, cuDNN benchmark on ({torch.cuda.get_device_name(device)})"]
 
 
-def uses_bf16(cfg: Config, model: nn.Module, device: torch.device, bf16: bool) -> bool:
+def uses_bf16(cfg: Config, model: nn.Module, bf16: bool) -> bool:
     """``--bf16``: bf16 autocast where the training loop would use it with ``train.bf16`` set to
     ``bf16`` (models whose contract allows it, any device; PIE stays fp32)."""
-    return use_bf16_autocast(dataclasses.replace(cfg.train, bf16=bf16), model, device)
+    return use_bf16_autocast(dataclasses.replace(cfg.train, bf16=bf16), model)
 
 
 def autocast(enabled: bool, device: torch.device):
