@@ -12,8 +12,6 @@ naming the key. Model sections are typed by the dataclasses in the registry.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 import re
 import types
@@ -26,6 +24,7 @@ import yaml
 
 from bench.datasets import DATASETS
 from bench.errors import UserError
+from bench.identity import digest, section_identity
 
 
 @dataclass
@@ -114,16 +113,31 @@ class Config:
         return out
 
     def run_dict(self, model: str) -> dict[str, Any]:
-        """The parts of the config that define one model's run (hashed into its run id)."""
+        """Every setting of one model's run: the shared sections and the model's (``config.json``)."""
         d = {k: dataclasses.asdict(getattr(self, k)) for k in SECTION_TYPES}
-        if d["data"]["dataset"] == "mnist":  # MNIST runs keep the ids they had before datasets were configurable
-            del d["data"]["dataset"]
         d[model] = dataclasses.asdict(self.models[model])
         return d
 
     def run_hash(self, model: str) -> str:
-        blob = json.dumps(self.run_dict(model), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:10]
+        """The hash in the model's run ids (:mod:`bench.identity`)."""
+        return digest(run_identity(self.run_dict(model), model), 10)
+
+
+def run_identity(settings: dict[str, Any], model: str) -> dict[str, Any]:
+    """The settings that define a run (:mod:`bench.identity`), from a ``config.json``-style dict."""
+    from bench.registry import MODELS  # the registry owns the model config types
+
+    out = {}
+    for name, cls in [*SECTION_TYPES.items(), (model, MODELS[model].config_cls if model in MODELS else None)]:
+        values = settings.get(name)
+        if isinstance(values, dict):
+            out[name] = section_identity(name, cls, values) if cls is not None else values
+    return out
+
+
+def eval_hash(eval_settings: dict[str, Any]) -> str:
+    """The hash in the real-image run id (``real-<data>-<eval hash>``)."""
+    return digest(section_identity("eval", EvalConfig, eval_settings), 8)
 
 
 def _check_value(key: str, value: Any, tp: Any) -> Any:

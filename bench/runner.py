@@ -11,7 +11,6 @@ skip-finished/resume, failure rows and the locked table behave the same everywhe
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import subprocess
 import time
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.config import Config
+from bench.config import Config, eval_hash
 from bench.data import load_data
 from bench.errors import UserError
 from bench.evaluate import MetricRow, evaluate_model, evaluate_real, model_seconds
@@ -213,8 +212,7 @@ def record_real(out: Path, config: Config, data) -> None:
     so the table can be rebuilt from the run directories alone. Rows of an older table
     without that directory are moved into it rather than measured again.
     """
-    eval_blob = json.dumps(dataclasses.asdict(config.eval), sort_keys=True).encode()
-    run_id = f"real-{data.checksum[:8]}-{hashlib.sha256(eval_blob).hexdigest()[:8]}"
+    run_id = f"real-{data.checksum[:8]}-{eval_hash(dataclasses.asdict(config.eval))}"
     run_dir = out / RUNS / run_id
     if (run_dir / DONE).is_file():
         return

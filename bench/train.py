@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.config import TrainConfig
+from bench.config import TrainConfig, run_identity
 from bench.data import ImageData, iterate_batches, preprocess
 from bench.errors import UserError
 from bench.results import write_csv_atomic
@@ -218,13 +218,15 @@ def load_checkpoint(run_dir: Path, log=print) -> dict | None:
 
 
 # config.json keys that name or describe a run but do not change what it computes.
-_NOT_TRAINING_KEYS = ("run_id", "preset", "sweep", "device", "torch_version")
+# Settings that change how long a run trains, not what it trains: a run that differs from a
+# finished one only in these continues from that run's checkpoint.
+_LENGTH_KEYS = ("epochs", "until_converged", "max_epochs")
 
 
 def _training_identity(config: dict) -> str:
-    """The run's config without its epoch count and labels, as one canonical string."""
-    d = {k: v for k, v in config.items() if k not in _NOT_TRAINING_KEYS}
-    d["train"] = {k: v for k, v in (d.get("train") or {}).items() if k != "epochs"}
+    """The run's identity (bench.identity) without its length settings, as one canonical string."""
+    d = {"model": config.get("model"), "seed": config.get("seed"), **run_identity(config, str(config.get("model", "")))}
+    d["train"] = {k: v for k, v in (d.get("train") or {}).items() if k not in _LENGTH_KEYS}
     return json.dumps(d, sort_keys=True, default=str)
 
 

@@ -120,7 +120,8 @@ def test_dataset_key_is_validated_and_hashed_into_run_ids():
     fashion = load_config(SMOKE, overrides=["data.dataset=fashion-mnist"])
     assert mnist.run_hash("vae") != fashion.run_hash("vae")
     # MNIST run ids are the ones made before the key existed (committed results keep theirs).
-    assert "dataset" not in mnist.run_dict("vae")["data"]
+    from bench.config import run_identity
+    assert "dataset" not in run_identity(mnist.run_dict("vae"), "vae")["data"]
 
 
 def test_unknown_dataset_exits_2_in_one_line():

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import sys
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.config import eval_hash
 from bench.datasets import DATASETS, DatasetSpec
 from bench.errors import UserError
 from bench.registry import MODELS, display_label
@@ -114,11 +114,11 @@ def read_json(path: Path) -> dict[str, Any]:
         return {}
 
 
-def eval_hash(config: dict[str, Any]) -> str | None:
+def real_eval_hash(config: dict[str, Any]) -> str | None:
     """The hash the runner puts in the real-data run id (``real-<data>-<eval hash>``)."""
     if not isinstance(config.get("eval"), dict):
         return None
-    return hashlib.sha256(json.dumps(config["eval"], sort_keys=True).encode()).hexdigest()[:8]
+    return eval_hash(config["eval"])
 
 
 
@@ -208,7 +208,7 @@ def select_runs(table: pd.DataFrame, configs: dict[str, dict]) -> Selection:
     real = runs[(runs["model"] == REAL) & (runs["status"] == "ok")]
     real_run = None
     if len(real):
-        wanted = [eval_hash(configs.get(r, {})) for m in table1.values() for r in m["run_id"]]
+        wanted = [real_eval_hash(configs.get(r, {})) for m in table1.values() for r in m["run_id"]]
         wanted = [h for h in wanted if h]
         match = real[real["run_id"].str.split("-").str[-1].isin(wanted)] if wanted else real.iloc[0:0]
         if len(match):
