@@ -15,7 +15,7 @@ if [ ! -x "$PY" ]; then
 fi
 # Install (or refresh) when the package or its dependencies are missing or pyproject changed.
 if [ ! -f .venv/.installed ] || [ pyproject.toml -nt .venv/.installed ] \
-   || ! "$PY" -c "import bench, torch, torchvision, umap, seaborn, yaml, tqdm, pytest, ray" 2>/dev/null; then
+   || ! "$PY" -c "import bench, torch, torchvision, umap, seaborn, yaml, tqdm, pytest, ray, safetensors, hypothesis" 2>/dev/null; then
   "$PY" -m pip install -q --upgrade pip
   "$PY" -m pip install -q -e ".[dev,ray]"
   touch .venv/.installed
