@@ -24,6 +24,7 @@ from bench.perf.levers import bench_levers
 from bench.perf.machine import load_average, machine_columns, machine_rows
 from bench.perf.metric_costs import bench_metrics
 from bench.perf.peer import bench_peer
+from bench.perf.pie_speed import bench_pie_profile, bench_pie_speed
 from bench.perf.targets import target_rows
 from bench.perf.throughput import bench_models
 from bench.perf.timing import configure_device, resolve_device
@@ -124,6 +125,13 @@ def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
         rows += bench_levers(names, cfg, data, device, budget, args, log)
     if "peer" in sections:
         rows += bench_peer(names, cfg, data, device, budget, log)
+    pie_threads = [threads or 1] if args.quick else [1, 2]  # the protocol runs 1 thread per run; 2 = the machine
+    if "pie_profile" in sections and "pie" in names:
+        rows += bench_pie_profile(cfg, data, device, budget, pie_threads, log)
+    if "pie_speed" in sections and "pie" in names:
+        rows += bench_pie_speed(presets, data, device, budget, args, pie_threads, log)
+    if threads:
+        torch.set_num_threads(threads)
     if "machine" in sections:
         rows = machine_rows(cfg.preset, load_start, load_average()) + rows
     if "targets" in sections:

@@ -24,7 +24,7 @@ DEFAULT_CONFIG = "configs/default.yaml"
 PAPER_CONFIG = "configs/paper.yaml"
 SMOKE_CONFIG = "configs/smoke.yaml"
 SECTIONS = ("machine", "model", "harness", "data", "metrics", "evalshare", "householder", "levers", "peer",
-            "targets")
+            "pie_profile", "pie_speed", "targets")
 COLUMNS = ("section", "model", "preset", "width", "metric", "value", "unit", "batch", "note",
            "device", "device_name", "threads", "torch_version")
 
@@ -34,6 +34,8 @@ TARGET_HARNESS_RATIO = 0.9
 TARGET_EVAL_FRACTION = 0.2
 TARGET_RUN_ALL_SECONDS = 30 * 60
 TARGET_PEER_RATIO = 1.5  # training throughput vs Pythae's BaseTrainer on the same nets and batch
+TARGET_PIE_GFLOPS_RATIO = 0.7  # PIE's GFLOP/s over the VAE's, same process and thread count
+TARGET_PIE_INFERENCE_SPEEDUP = 2.0  # encoding and sampling over the eager reference
 PEER_WIDTH = 0.125  # the peer comparison's DCGAN width (issue #13), latent and batch from --config
 
 

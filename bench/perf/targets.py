@@ -12,6 +12,8 @@ from bench.perf.common import (
     TARGET_EVAL_FRACTION,
     TARGET_HARNESS_RATIO,
     TARGET_PEER_RATIO,
+    TARGET_PIE_GFLOPS_RATIO,
+    TARGET_PIE_INFERENCE_SPEEDUP,
     TARGET_RUN_ALL_SECONDS,
     Row,
 )
@@ -132,10 +134,32 @@ def target_rows(frame: pd.DataFrame, cfg: Config, names: list[str], n_train: int
                         f"{verdict(worst['value'] <= TARGET_EVAL_FRACTION)} (measured in this process: one run "
                         f"per model, worst model {worst['model']}; median "
                         f"{share['value'].median():.3f}){floor_note}"))
+    rows += _pie_rows(frame, base, verdict)
     if set(estimates) >= {"pie", "vae", "wae"}:
         runs = {"pie": 5 + 3, "vae": 5, "wae": 5}  # run_all.sh: Table 1 x 5 seeds + Fig. 7 PIE x 3 eps²
         total = sum(runs[n] * (estimates[n][0] + estimates[n][1]) for n in runs)
         rows.append(Row(**base, metric="run_all_seconds_estimate", value=total, unit="s",
                         note=f"target <= {TARGET_RUN_ALL_SECONDS} s: measured separately (./run_all.sh); this "
                         f"serial projection would be {verdict(total <= TARGET_RUN_ALL_SECONDS)}"))
+    return rows
+
+
+def _pie_rows(frame: pd.DataFrame, base: dict, verdict) -> list[Row]:
+    """PIE's FLOP rate against the VAE's (best variant per preset and thread count), and its inference speed-ups."""
+    rows: list[Row] = []
+    part = frame[(frame["section"] == "pie_speed")]
+    ratios = part[part["metric"].str.startswith("gflops_ratio_to_vae[")]
+    for (preset, threads), group in ratios.groupby([ratios["preset"], ratios["metric"].str.extract(r",(\d+t)\]")[0]]):
+        best = group.loc[group["value"].idxmax()]
+        eager = group[group["metric"].str.startswith("gflops_ratio_to_vae[eager,")]["value"]
+        rows.append(Row(**{**base, "preset": preset}, metric=f"pie_gflops_ratio[{threads}]", value=float(best["value"]),
+                        unit="x", note=f"target >= {TARGET_PIE_GFLOPS_RATIO:g}: "
+                        f"{verdict(best['value'] >= TARGET_PIE_GFLOPS_RATIO)} (best lever: "
+                        f"{best['metric'].split('[')[1].split(',')[0]}; eager {float(eager.iloc[0]):.2f})"))
+    for what in ("encode", "sample"):
+        sp = part[part["metric"].str.startswith(f"{what}_speedup_vs_eager[")]
+        for r in sp.itertuples():
+            rows.append(Row(**{**base, "preset": r.preset}, metric=r.metric, value=float(r.value), unit="x",
+                            note=f"target >= {TARGET_PIE_INFERENCE_SPEEDUP:g}: "
+                            f"{verdict(r.value >= TARGET_PIE_INFERENCE_SPEEDUP)}"))
     return rows
