@@ -78,3 +78,22 @@ def test_an_eager_checkpoint_continues_under_compile(mnist, one_thread, tmp_path
     eager, compiled = (torch.tensor(histories[k].history["val_loss"].to_numpy()) for k in ("eager", "compiled"))
     assert len(eager) == 2 and (histories["eager"].history["epoch"] == [1, 2]).all()
     assert _rel(compiled, eager) <= REL
+
+
+def test_perf_remeasures_one_section_and_keeps_the_others(tmp_path):
+    """``--sections`` replaces the rows of the sections it runs and keeps every other row of the CSV."""
+    import pandas as pd
+
+    from bench import perf
+
+    out = tmp_path / "perf.csv"
+    old = pd.DataFrame([dict(section=s, model="-", preset="default", width="-", metric="m", value=1.0, unit="x",
+                             batch=None, note="", device="cpu", device_name="old", threads=2, torch_version="0")
+                        for s in ("model", "pie_profile", "targets")])
+    old.to_csv(out, index=False)
+    perf.main(["--quick", "--sections", "pie_profile", "--models", "pie", "--out", str(out)])
+    new = pd.read_csv(out)
+    kept = new[new["device_name"] == "old"]
+    assert sorted(kept["section"]) == ["model", "targets"]  # the old pie_profile row is replaced
+    assert (new[new["section"] == "pie_profile"]["device_name"] != "old").all()
+    assert new["section"].tolist().index("targets") == len(new) - 1  # sections stay in their order

@@ -15,7 +15,18 @@ from bench.cli import Parser, user_errors_exit_2
 from bench.config import load_config
 from bench.data import load_mnist
 from bench.errors import UserError
-from bench.perf.common import DEFAULT_CONFIG, FULL, PAPER_CONFIG, QUICK, SECTIONS, SHORT, Row, rows_frame, write_table
+from bench.perf.common import (
+    COLUMNS,
+    DEFAULT_CONFIG,
+    FULL,
+    PAPER_CONFIG,
+    QUICK,
+    SECTIONS,
+    SHORT,
+    Row,
+    rows_frame,
+    write_table,
+)
 from bench.perf.datapath import bench_data
 from bench.perf.evalshare import bench_eval_share
 from bench.perf.harness import bench_harness
@@ -134,9 +145,11 @@ def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
         torch.set_num_threads(threads)
     if "machine" in sections:
         rows = machine_rows(cfg.preset, load_start, load_average()) + rows
+    kept = _other_sections(out, sections) if set(sections) != set(SECTIONS) else None
     if "targets" in sections:
-        rows += target_rows(rows_frame(rows), cfg, names, n_train, Path(args.metrics_csv))
-    frame = write_table(out, rows, info)
+        measured = rows_frame(rows) if kept is None else pd.concat([kept[rows_frame([]).columns], rows_frame(rows)])
+        rows += target_rows(measured, cfg, names, n_train, Path(args.metrics_csv))
+    frame = write_table(out, rows, info, keep=kept)
     log("")
     log(format_tables(frame))
     log("")
@@ -144,6 +157,20 @@ def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
         log(note)
     log(f"wrote {len(frame)} rows to {out} in {time.perf_counter() - t0:.0f} s")
     return frame
+
+
+def _other_sections(out: Path, sections: list[str]) -> pd.DataFrame | None:
+    """Rows of the sections not run now, from an existing CSV at ``out``: ``--sections`` re-measures
+    some sections and keeps the rest (each row keeps the machine columns it was measured with)."""
+    if not out.is_file():
+        return None
+    try:
+        old = pd.read_csv(out)
+    except (OSError, ValueError, pd.errors.ParserError) as e:
+        raise UserError(f"cannot keep the other sections of {out}: {e}") from None
+    if list(old.columns) != list(COLUMNS):
+        raise UserError(f"{out} is not a bench.perf table (columns {list(old.columns)}); pass another --out")
+    return old[~old["section"].isin(sections)]
 
 
 @user_errors_exit_2

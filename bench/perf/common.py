@@ -171,12 +171,18 @@ def rows_frame(rows: list[Row]) -> pd.DataFrame:
     return pd.DataFrame([dataclasses.asdict(r) for r in rows], columns=list(Row.__dataclass_fields__))
 
 
-def write_table(path: Path, rows: list[Row], machine: dict[str, object]) -> pd.DataFrame:
-    """Write the benchmark's CSV (atomically): ``rows`` plus the ``machine`` columns, in :data:`COLUMNS` order."""
+def write_table(path: Path, rows: list[Row], machine: dict[str, object],
+                keep: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Write the benchmark's CSV (atomically): ``keep`` (rows of an earlier run, in section order) and
+    ``rows`` plus the ``machine`` columns, in :data:`COLUMNS` order."""
     frame = rows_frame(rows)
     for key, value in machine.items():
         frame[key] = value
+    if keep is not None and len(keep):
+        frame = pd.concat([keep[list(COLUMNS)], frame[list(COLUMNS)]], ignore_index=True)
+        order = {s: i for i, s in enumerate(SECTIONS)}
+        frame = frame.sort_values("section", key=lambda s: s.map(order).fillna(len(order)), kind="stable")
     frame["batch"] = frame["batch"].astype("Int64")
-    frame = frame[list(COLUMNS)]
+    frame = frame[list(COLUMNS)].reset_index(drop=True)
     write_csv_atomic(path, frame)
     return frame

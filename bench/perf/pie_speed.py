@@ -28,6 +28,7 @@ from torch import nn
 from bench.config import Config
 from bench.data import ImageData
 from bench.perf.common import Budget, Row, bare_step_fn, make_batches, new_model, train_dtype, width_label
+from bench.perf.machine import load_average
 from bench.perf.timing import interleaved_steps, sync, training_flops_per_image
 from models.flows.coupling import AffineCoupling
 
@@ -151,7 +152,8 @@ def bench_pie_speed(presets: list[tuple[Config, bool]], data: ImageData, device:
             vae_gflops = vae_flops * batch / times.pop("vae") / 1e9
             base = {"section": "pie_speed", "model": "pie", "preset": cfg.preset,
                     "width": width_label(cfg.models["pie"])}
-            note = f"{n_threads} thread(s); median of {reps} interleaved rounds of {steps} step(s)"
+            note = (f"{n_threads} thread(s); median of {reps} interleaved rounds of {steps} step(s); "
+                    f"load average {load_average():.1f} after")
             rows.append(Row(section="pie_speed", model="vae", preset=cfg.preset, width=width_label(cfg.models["vae"]),
                             metric=f"train_gflops_per_s[{n_threads}t]", value=vae_gflops, unit="GFLOP/s",
                             batch=batch, note=note))
