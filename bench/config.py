@@ -55,6 +55,10 @@ class TrainConfig:
     bf16: bool = False  # bf16 autocast (CUDA or CPU) for models that allow it; opt-in, numbers change
     channels_last: bool = True  # channels-last model and batches (faster convolutions; bench.perf "levers")
     fused_adam: bool = True  # one fused Adam kernel over all parameters (bench.perf "levers")
+    # Train `epochs`, then on epoch by epoch until the convergence rule (bench.convergence) holds on the
+    # learning curves (needs eval.track_every >= 1), or until max_epochs (the cap, >= epochs).
+    until_converged: bool = False
+    max_epochs: int = 0
 
 
 @dataclass
@@ -290,6 +294,16 @@ def check_ranges(cfg: Config) -> None:
         raise UserError(f"config key 'eval.track_every' must be >= 0, got {e.track_every}")
     if e.track_samples < 2:  # a covariance (FD) needs at least two feature vectors
         raise UserError(f"config key 'eval.track_samples' must be >= 2, got {e.track_samples}")
+    if t.until_converged:
+        if t.max_epochs < t.epochs:
+            raise UserError(f"config key 'train.max_epochs' ({t.max_epochs}) must be >= train.epochs ({t.epochs}) "
+                            "when train.until_converged is true: it is the cap")
+        if e.track_every < 1:
+            raise UserError("train.until_converged judges the learning curves: set eval.track_every >= 1 "
+                            f"(got {e.track_every})")
+    elif t.max_epochs != 0:
+        raise UserError(f"config key 'train.max_epochs' ({t.max_epochs}) is the cap of train.until_converged: "
+                        "set train.until_converged=true, or leave train.max_epochs at 0")
     if len(t.lr_milestones) != len(t.lr_factors):
         raise UserError("config keys 'train.lr_milestones' and 'train.lr_factors' must have the same length")
     if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):

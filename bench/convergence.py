@@ -73,6 +73,22 @@ def judge(log: pd.DataFrame, metrics: tuple[str, ...] = RULE_METRICS, tolerance:
     return Verdict(CONVERGED if ok else NOT_CONVERGED, n, changes)
 
 
+def first_converged_epoch(log: pd.DataFrame, metrics: tuple[str, ...] = RULE_METRICS) -> int | None:
+    """The first epoch at whose end the rule holds on the curves up to it (None if it never does).
+
+    The epochs to converge of a run: scanned over every epoch of its log, so a run trained
+    beyond it (a fixed length, or ``train.epochs`` before the rule is first asked) still says
+    when its curves settled.
+    """
+    if log is None or log.empty or "epoch" not in log:
+        return None
+    log = log.sort_values("epoch")
+    for epoch in log["epoch"]:
+        if judge(log[log["epoch"] <= epoch], metrics).converged:
+            return int(epoch)
+    return None
+
+
 def summary(verdicts: list[Verdict]) -> str:
     """Table 1's ``converged`` cell: "n of m seeds", or why none could be judged."""
     if not verdicts:

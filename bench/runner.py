@@ -5,7 +5,14 @@ every executor (:mod:`bench.executors`) calls it, in this process or in a worker
 skip-finished/resume, failure rows and the locked table behave the same everywhere.
 :func:`record_real` writes the rows of the real test images (model ``real``, "True" in Table 1).
 ``DIR/runs/<run_id>/`` holds the resolved ``config.json``, ``train_log.csv``, ``metrics.csv``,
-``samples.png``, ``artefacts.npz``, ``figures.npz`` and checkpoints.
+``samples.png``, ``artefacts.npz``, ``figures.npz``, the trained ``weights.safetensors``
+(:mod:`bench.weights`) and checkpoints.
+
+Besides the metrics, a run's rows record how long it trained (split ``train``): ``train_seconds``
+(summed over every process, :mod:`bench.train_time`), ``epochs_trained`` and ``converged_epoch``,
+the first epoch at which the convergence rule held on its learning curves (NaN, with the reason
+in the note, when the rule does not hold at its end: "cap reached" for a run trained until
+converged that hit ``train.max_epochs``).
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.config import Config, eval_hash
+from bench import convergence
+from bench.config import Config, EvalConfig, TrainConfig, eval_hash
 from bench.data import load_data
 from bench.errors import UserError
 from bench.evaluate import MetricRow, evaluate_model, evaluate_real, model_seconds
@@ -43,7 +51,8 @@ from bench.results import (
     write_csv_atomic,
 )
 from bench.tracking import make_tracker
-from bench.train import Diverged, train_model
+from bench.train import STOPPED_CAP, STOPPED_CONVERGED, Diverged, TrainResult, train_model
+from bench.weights import save_weights
 
 
 @dataclass
@@ -188,21 +197,57 @@ def _train_and_record(spec: RunSpec, data, run_dir: Path, log, eval_timings: dic
     rows.append(MetricRow("val", "loss", result.val_loss, "held-out validation images"))
     train_seconds, how = result.total_seconds()
     rows.append(MetricRow("train", "train_seconds", train_seconds, how))
-    eval_t0 = time.perf_counter()
-    timings = {} if eval_timings is None else eval_timings
-    eval_rows, artefacts = evaluate_model(model, data, spec.config.eval, spec.seed, timings=timings)
+    rows += length_rows(result, train_cfg)
+    save_weights(run_dir, model, spec.run_id)
+    eval_rows, artefacts = evaluate_and_time(model, data, spec.config.eval, spec.seed, eval_timings)
     rows += eval_rows
-    rows.append(MetricRow("test", "eval_seconds", time.perf_counter() - eval_t0, "wall time of evaluation"))
-    rows.append(MetricRow("test", "eval_model_seconds", model_seconds(timings),
-                          "part of eval_seconds spent in the model's own calls (encode, decode, sample, log_prob), "
-                          "whose counts the protocol fixes"))
-    np.savez_compressed(run_dir / "artefacts.npz", **artefacts)
-    save_figure_data(run_dir, artefacts)  # the small, committed part: the report rebuilds figures from it
-    save_grid(artefacts["samples_t1"], run_dir / "samples.png", spec.config.eval.grid_size)
+    save_artefacts(run_dir, artefacts, spec.config.eval.grid_size)
     frame = _rows_frame(spec, rows, "ok", started, time.perf_counter() - t0)
     write_csv_atomic(run_dir / TABLE, frame)
     replace_run_rows(out / TABLE, frame)
     atomic_write_bytes(run_dir / DONE, json.dumps({"run_id": spec.run_id, "finished": True}).encode())
+
+
+def length_rows(result: TrainResult, cfg: TrainConfig) -> list[MetricRow]:
+    """``epochs_trained`` and ``converged_epoch`` of a run (see the module docstring)."""
+    n = result.epochs_trained
+    if result.stopped_by == STOPPED_CONVERGED:
+        how = f"until converged: the rule held after epoch {n} (train.epochs {cfg.epochs}, cap {cfg.max_epochs})"
+    elif result.stopped_by == STOPPED_CAP:
+        how = f"until converged: {STOPPED_CAP} (train.max_epochs {cfg.max_epochs}) without the rule holding"
+    else:
+        how = f"fixed length (train.epochs {cfg.epochs})"
+    verdict = convergence.judge(result.history)
+    first = convergence.first_converged_epoch(result.history) if verdict.converged else None
+    if first is not None:
+        note = "first epoch at whose end the convergence rule held on the learning curves up to it"
+    elif result.stopped_by == STOPPED_CAP:
+        note = f"not converged: {STOPPED_CAP} at epoch {n}"
+    else:
+        note = f"not converged: {verdict.status} at epoch {n}"
+    return [MetricRow("train", "epochs_trained", float(n), how),
+            MetricRow("train", "converged_epoch", float("nan") if first is None else float(first), note)]
+
+
+def evaluate_and_time(model, data, cfg: EvalConfig, seed: int,
+                      eval_timings: dict[str, float] | None = None) -> tuple[list[MetricRow], dict]:
+    """:func:`bench.evaluate.evaluate_model`'s rows and artefacts, plus the rows ``eval_seconds`` and
+    ``eval_model_seconds`` (``eval_timings``, if given, receives the seconds per phase)."""
+    t0 = time.perf_counter()
+    timings = {} if eval_timings is None else eval_timings
+    rows, artefacts = evaluate_model(model, data, cfg, seed, timings=timings)
+    rows.append(MetricRow("test", "eval_seconds", time.perf_counter() - t0, "wall time of evaluation"))
+    rows.append(MetricRow("test", "eval_model_seconds", model_seconds(timings),
+                          "part of eval_seconds spent in the model's own calls (encode, decode, sample, log_prob), "
+                          "whose counts the protocol fixes"))
+    return rows, artefacts
+
+
+def save_artefacts(run_dir: Path, artefacts: dict, grid_size: int) -> None:
+    """``artefacts.npz`` (all, not committed), ``figures.npz`` (what the figures need) and ``samples.png``."""
+    np.savez_compressed(run_dir / "artefacts.npz", **artefacts)
+    save_figure_data(run_dir, artefacts)  # the small, committed part: the report rebuilds figures from it
+    save_grid(artefacts["samples_t1"], run_dir / "samples.png", grid_size)
 
 
 def record_real(out: Path, config: Config, data) -> None:

@@ -1,6 +1,7 @@
 """Learning curves of what Table 1 measures, probed at the end of training epochs.
 
-Every ``eval.track_every`` epochs (and at the last epoch) :class:`Tracker` measures, on
+Every ``eval.track_every`` epochs (and at the last epoch, and at the cap ``train.max_epochs``
+of a run trained until converged) :class:`Tracker` measures, on
 fixed seeded inputs, the numbers Table 1 reports: sharpness of ``eval.track_samples``
 samples at T = 1 (the same latent draws every epoch), their FD-LeNet against the real
 test images' features, their corner artefact score, and the reconstruction MSE of the
@@ -46,14 +47,16 @@ class Tracker:
 
     def __init__(self, data: ImageData, config: Config, seed: int):
         self.data, self.cfg, self.seed = data, config.eval, seed
-        self.every, self.last_epoch = config.eval.track_every, config.train.epochs
+        self.every = config.eval.track_every
+        # The last epoch of a fixed-length run, and the cap of one trained until converged.
+        self.last_epochs = {config.train.epochs, config.train.max_epochs if config.train.until_converged else 0}
         self.n_val = min(self.cfg.track_samples, data.val_images.shape[0])
         self._since = time.perf_counter()  # end of the previous probe (start: construction)
         self._epoch_since = 0
         self._real: dict[str, float] | None = None
 
     def due(self, epoch: int) -> bool:
-        return self.every > 0 and (epoch % self.every == 0 or epoch == self.last_epoch)
+        return self.every > 0 and (epoch % self.every == 0 or epoch in self.last_epochs)
 
     def _real_values(self, extractor, real) -> dict[str, float]:
         """The real data's values at the tracked sample size (once per tracker)."""

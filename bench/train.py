@@ -1,25 +1,27 @@
 """The one training loop for every model: Adam, piecewise lr schedule, clipping, checkpoints.
 
 The model is only used through ``model.loss(x)["loss"]``. Checkpoints are written at
-the end of every epoch (atomically; the previous one is kept), so a killed run
-resumes from its last epoch and, on CPU, ends with the same numbers as an
+the end of every epoch (atomically; the previous one is kept; :mod:`bench.checkpoint`), so a
+killed run resumes from its last epoch and, on CPU, ends with the same numbers as an
 uninterrupted run of the same seed. A run with no checkpoint of its own continues from
 the newest checkpoint of a *shorter* run of the same configuration in the same results
-directory (:func:`shorter_run`): the lr schedule is set by epoch milestones, not by the
+directory (:func:`shorter_runs`): the lr schedule is set by epoch milestones, not by the
 epoch count, and the data order and RNG states are in the checkpoint, so training 20 more
 epochs on top of a finished 20-epoch run equals training 40 from scratch. A non-finite
 loss or gradient raises :class:`Diverged` naming the step and the loss part.
+
+With ``train.until_converged`` a run trains ``train.epochs`` epochs, then goes on epoch by
+epoch until the convergence rule (:mod:`bench.convergence`) holds on its learning curves
+(the ``track_*`` columns the ``on_epoch_end`` tracker adds), or until ``train.max_epochs``.
+The rule is judged before each further epoch, on the history the checkpoint holds, so a
+resumed run stops where an uninterrupted one would.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
-import os
-import pickle
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,13 +31,24 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench import convergence
+from bench.checkpoint import (  # noqa: F401  (re-exported: the loop's checkpoints are part of its API)
+    CHECKPOINT,
+    CHECKPOINT_PREV,
+    _plain,
+    _rng_state,
+    _set_rng_state,
+    check_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
 from bench.config import TrainConfig, run_identity
 from bench.data import ImageData, iterate_batches, preprocess
-from bench.errors import UserError
 from bench.results import write_csv_atomic
+from bench.train_time import total_train_seconds
 
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_PREV = "checkpoint.prev.pt"
+# Why a run stopped training (TrainResult.stopped_by).
+STOPPED_EPOCHS, STOPPED_CONVERGED, STOPPED_CAP = "epochs", "converged", "cap reached"
 
 # Where train_model calls its ``hook(event)``, in this order every epoch: "epoch_start" before
 # the first batch is drawn, "step_end" after each optimiser step, then each "<phase>_start" /
@@ -61,22 +74,16 @@ class TrainResult:
     val_loss: float = float("nan")
     resumed_from_epoch: int = 0
     seconds: float = 0.0  # wall time of training in this process
+    stopped_by: str = STOPPED_EPOCHS  # STOPPED_EPOCHS, or with until_converged STOPPED_CONVERGED / STOPPED_CAP
+
+    @property
+    def epochs_trained(self) -> int:
+        return int(self.history["epoch"].max()) if len(self.history) else 0
 
     def total_seconds(self) -> tuple[float, str]:
-        """(seconds, how) of the whole training, across resumptions where the history allows.
-
-        A run resumed from a checkpoint trained its earlier epochs in other processes: their
-        ``epoch_seconds`` are added up. Checkpoints of older code have no per-epoch times; then
-        only this process's seconds are known, and ``how`` says so.
-        """
-        if self.resumed_from_epoch == 0:
-            return self.seconds, "wall time of training"
-        if "epoch_seconds" in self.history and self.history["epoch_seconds"].notna().all():
-            return (float(self.history["epoch_seconds"].sum()),
-                    f"sum of the per-epoch times over {len(self.history)} epochs, resumed at epoch "
-                    f"{self.resumed_from_epoch}")
-        return self.seconds, (f"wall time in this process only: resumed at epoch {self.resumed_from_epoch} from a "
-                              f"checkpoint without per-epoch times")
+        """(seconds, how) of the whole training, summed over every process that trained it
+        (:func:`bench.train_time.total_train_seconds`)."""
+        return total_train_seconds(self.history, self.resumed_from_epoch, self.seconds)
 
 
 def lr_factor(epoch: int, milestones: list[int], factors: list[float]) -> float:
@@ -95,132 +102,15 @@ def use_bf16_autocast(cfg: TrainConfig, model: torch.nn.Module) -> bool:
     return bool(cfg.bf16 and getattr(model, "allows_bf16", False))
 
 
-def _numpy_state() -> dict:
-    """NumPy's global RNG state as tensors and plain numbers (loadable with weights_only=True)."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
-
-
-def _set_numpy_state(state: dict) -> None:
-    np.random.set_state((state["kind"], state["keys"].numpy().astype(np.uint32), state["pos"],
-                         state["has_gauss"], state["cached_gaussian"]))
-
-
-def _plain(obj):
-    """``obj`` with NumPy scalars and str/int/float subclasses (e.g. torch's TorchVersion) turned into
-    plain Python types, so that a checkpoint holding it loads with ``weights_only=True``."""
-    if isinstance(obj, dict):
-        return {_plain(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj] if isinstance(obj, list) else tuple(_plain(v) for v in obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    for kind in (bool, int, float, str):
-        if isinstance(obj, kind):
-            return kind(obj)
-    return obj
-
-
-def _rng_state(gen: torch.Generator) -> dict:
-    state = {
-        "torch": torch.get_rng_state(), "numpy": _numpy_state(),
-        "python": random.getstate(), "batches": gen.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict, gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    _set_numpy_state(state["numpy"])
-    random.setstate(state["python"])
-    gen.set_state(state["batches"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(run_dir: Path, payload: dict) -> None:
-    """Atomic save keeping the previous good checkpoint as a fall-back.
-
-    The new checkpoint is written whole to a temporary file of its own first; then the
-    current one becomes the previous one and the new one takes its name, each by one
-    ``os.replace``. Safe against a concurrent writer: temporary names never collide, and
-    a current checkpoint that vanished in between (rotated by the other writer) is fine.
-    """
-    buf = io.BytesIO()
-    torch.save(payload, buf)
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{CHECKPOINT}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.replace(run_dir / CHECKPOINT, run_dir / CHECKPOINT_PREV)
-        except FileNotFoundError:  # the first checkpoint, or another writer just rotated it
-            pass
-        os.replace(tmp, run_dir / CHECKPOINT)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _refuse_if_unsafe(path: Path) -> None:
-    """UserError if the checkpoint names objects other than tensors and plain data (read from its
-    pickle without building anything); a file that is not a torch.save archive passes (corrupt)."""
-    try:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except Exception:  # not a readable torch.save zip: corrupt, not crafted
-        return
-    if unsafe:
-        raise UserError(f"checkpoint '{path}' holds objects other than tensors and plain data "
-                        f"({', '.join(unsafe[:3])}); refusing to load it (loading could run code): delete "
-                        f"{CHECKPOINT} and {CHECKPOINT_PREV} in '{path.parent}' to restart that run")
-
-
-def check_checkpoints(run_dir: Path) -> None:
-    """UserError if a checkpoint of ``run_dir`` would be refused by :func:`load_checkpoint`
-    (the runner asks before it starts anything); corrupt files pass (they fall back)."""
-    for name in (CHECKPOINT, CHECKPOINT_PREV):
-        path = run_dir / name
-        if path.is_file():
-            try:
-                torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError:
-                _refuse_if_unsafe(path)
-            except Exception:  # truncated / corrupt: load_checkpoint reports it and falls back
-                pass
-
-
-def load_checkpoint(run_dir: Path, log=print) -> dict | None:
-    """Newest readable checkpoint, falling back to the previous one; None if neither.
-
-    Loaded with ``weights_only=True``: tensors and plain Python data only, so unpickling can
-    never run code. A checkpoint that names anything else (a crafted file: a pickled callable,
-    or a foreign object) is refused with a :class:`UserError` instead of being skipped, since
-    silently restarting would hide it; a truncated or corrupt one is reported and the
-    previous checkpoint (else a fresh start) is used.
-    """
-    for name in (CHECKPOINT, CHECKPOINT_PREV):
-        path = run_dir / name
-        if not path.exists():
-            continue
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # truncated / corrupt file: report and fall back
-            if isinstance(e, pickle.UnpicklingError):
-                _refuse_if_unsafe(path)  # a crafted file is an error, not a silent restart
-            log(f"warning: checkpoint '{path}' is unreadable ({type(e).__name__}); falling back")
-    return None
-
-
-# config.json keys that name or describe a run but do not change what it computes.
 # Settings that change how long a run trains, not what it trains: a run that differs from a
 # finished one only in these continues from that run's checkpoint.
 _LENGTH_KEYS = ("epochs", "until_converged", "max_epochs")
+
+
+def planned_epochs(train: TrainConfig | dict) -> int:
+    """The most epochs a run trains: ``train.max_epochs`` with ``train.until_converged``, else ``train.epochs``."""
+    get = train.get if isinstance(train, dict) else lambda k, d=None: getattr(train, k, d)
+    return int(get("max_epochs", 0)) if get("until_converged", False) else int(get("epochs", 0))
 
 
 def _training_identity(config: dict) -> str:
@@ -230,28 +120,75 @@ def _training_identity(config: dict) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
 
-def shorter_run(run_dir: Path, config_dict: dict) -> Path | None:
-    """The sibling run directory of ``run_dir`` whose ``config.json`` equals ``config_dict``
-    except for a smaller ``train.epochs`` (the longest such run), if it holds a checkpoint.
+def shorter_runs(run_dir: Path, config_dict: dict) -> list[Path]:
+    """The sibling run directories of ``run_dir`` that hold a checkpoint and whose ``config.json``
+    equals ``config_dict`` except for the length settings (``train.epochs``, ``until_converged``,
+    ``max_epochs``), with at most as many :func:`planned_epochs`: the longest first.
 
-    Its checkpoint is where a longer run of that configuration would be after that many
-    epochs, so the longer run can start there (same seed, model, data, schedule, RNG state).
+    Such a checkpoint is where this run would be after that many epochs (same seed, model, data,
+    schedule, RNG state), so this run can start there, unless this run would have stopped
+    earlier (:func:`_why_not_a_prefix`, checked on the checkpoint).
     """
-    epochs = int((config_dict.get("train") or {}).get("epochs", 0))
+    limit = planned_epochs(config_dict.get("train") or {})
     identity = _training_identity(config_dict)
-    best: tuple[int, Path] | None = None
+    found: list[tuple[int, str, Path]] = []
     for cfg_path in run_dir.parent.glob("*/config.json"):
         other = cfg_path.parent
         if other == run_dir or not ((other / CHECKPOINT).is_file() or (other / CHECKPOINT_PREV).is_file()):
             continue
         try:
             cfg = json.loads(cfg_path.read_text())
-            other_epochs = int(cfg["train"]["epochs"])
-        except (OSError, ValueError, KeyError, TypeError):
+            reach = planned_epochs(cfg["train"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # unreadable or foreign: not a candidate
-        if other_epochs < epochs and _training_identity(cfg) == identity and (best is None or other_epochs > best[0]):
-            best = (other_epochs, other)
-    return None if best is None else best[1]
+        if reach <= limit and _training_identity(cfg) == identity:
+            found.append((reach, other.name, other))
+    return [p for _, _, p in sorted(found, key=lambda t: (-t[0], t[1]))]
+
+
+def shorter_run(run_dir: Path, config_dict: dict) -> Path | None:
+    """The first of :func:`shorter_runs` (None if there is none)."""
+    runs = shorter_runs(run_dir, config_dict)
+    return runs[0] if runs else None
+
+
+def converged(history: list[dict] | pd.DataFrame) -> bool:
+    """Whether the convergence rule (:func:`bench.convergence.judge`) holds on these history rows."""
+    frame = history if isinstance(history, pd.DataFrame) else pd.DataFrame(history)
+    return convergence.judge(frame).converged
+
+
+def _why_not_a_prefix(ckpt: dict, cfg: TrainConfig) -> str:
+    """Why another run's checkpoint is not this run's state after as many epochs ("" when it is):
+    it lies beyond this run's last epoch, or the rule held at an epoch where this run stops."""
+    epoch = int(ckpt["epoch"])
+    if epoch > planned_epochs(cfg):
+        return f"its epoch {epoch} lies beyond this run's {planned_epochs(cfg)}"
+    if cfg.until_converged:
+        frame = pd.DataFrame(ckpt["history"])
+        for e in range(cfg.epochs, epoch):
+            if converged(frame[frame["epoch"] <= e]):
+                return f"the convergence rule held at epoch {e}, where this run stops"
+    return ""
+
+
+def _starting_checkpoint(run_dir: Path, config_dict: dict, cfg: TrainConfig, extend_shorter: bool, log) -> dict | None:
+    """The run's own checkpoint, else (``extend_shorter``) that of the longest shorter run it extends."""
+    ckpt = load_checkpoint(run_dir, log)
+    if ckpt is not None or not extend_shorter:
+        return ckpt
+    for source in shorter_runs(run_dir, config_dict):
+        ckpt = load_checkpoint(source, log)
+        if ckpt is None:
+            continue
+        why = _why_not_a_prefix(ckpt, cfg)
+        if why:
+            log(f"{run_dir.name}: not continuing from {source.name}: {why}")
+            continue
+        log(f"{run_dir.name}: continuing from {source.name} (a shorter run of the same configuration) "
+            f"at epoch {ckpt['epoch']}")
+        return ckpt
+    return None
 
 
 def _first_nonfinite(parts: dict[str, torch.Tensor]) -> str | None:
@@ -281,7 +218,9 @@ def train_model(
     validation loss; the values it returns join that epoch's history row, so they are
     written to ``train_log.csv`` and checkpointed (a resumed run keeps them). It must
     leave the training RNG streams untouched and may leave the model in eval mode.
-    ``extend_shorter``: without a checkpoint of its own, start from :func:`shorter_run`'s.
+    ``extend_shorter``: without a checkpoint of its own, start from that of the longest of
+    :func:`shorter_runs` that this run extends. With ``cfg.until_converged`` the rule is judged
+    on the history (so ``on_epoch_end`` must add the ``track_*`` columns: :mod:`bench.tracking`).
 
     ``hook(event)`` is called at each of :data:`HOOK_EVENTS` (bench.perf times the loop's
     steps and per-epoch work with it). It is given only the event's name and must leave the
@@ -310,13 +249,7 @@ def train_model(
     images = data.train_images
     history: list[dict] = []
     start_epoch, step, resumed_from = 0, 0, 0
-    ckpt = load_checkpoint(run_dir, log)
-    source = shorter_run(run_dir, config_dict) if ckpt is None and extend_shorter else None
-    if source is not None:
-        ckpt = load_checkpoint(source, log)
-        if ckpt is not None:
-            log(f"{run_dir.name}: continuing from {source.name} (a shorter run of the same configuration) "
-                f"at epoch {ckpt['epoch']}")
+    ckpt = _starting_checkpoint(run_dir, config_dict, cfg, extend_shorter, log)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -329,7 +262,10 @@ def train_model(
     hook = hook or _no_hook
     t0 = time.perf_counter()
     steps_per_epoch = images.shape[0] // cfg.batch_size
-    for epoch in range(start_epoch, cfg.epochs):
+    last = planned_epochs(cfg)
+    for epoch in range(start_epoch, last):
+        if cfg.until_converged and epoch >= cfg.epochs and converged(history):
+            break  # judged before each further epoch: a run resumed here stops here too
         model.train()
         epoch_t0 = time.perf_counter()
         sums: torch.Tensor | None = None  # running sums of the loss parts, one tensor op per step
@@ -339,7 +275,7 @@ def train_model(
         if progress:
             from tqdm import tqdm
 
-            bar = tqdm(total=steps_per_epoch, desc=f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs}",
+            bar = tqdm(total=steps_per_epoch, desc=f"{run_dir.name} epoch {epoch + 1}/{last}",
                        leave=False)
         hook("epoch_start")
         for x in iterate_batches(images, cfg.batch_size, gen, model.preprocessing, dtype):
@@ -380,7 +316,7 @@ def train_model(
         row["seconds"] = time.perf_counter() - t0
         row["epoch_seconds"] = time.perf_counter() - epoch_t0
         history.append(row)
-        log(f"{run_dir.name} epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} "
+        log(f"{run_dir.name} epoch {epoch + 1}/{last} loss {row['train_loss']:.4f} "
             f"val {row['val_loss']:.4f}")
         log_frame = pd.DataFrame(history)
         hook("log_start")
@@ -395,10 +331,13 @@ def train_model(
         save_checkpoint(run_dir, payload)
         hook("checkpoint_end")
     frame = pd.DataFrame(history)
-    last = history[-1] if history else {}
-    final = {k[len("train_"):]: v for k, v in last.items() if k.startswith("train_")}
-    return TrainResult(frame, final, last.get("val_loss", float("nan")), resumed_from,
-                       time.perf_counter() - t0)
+    final_row = history[-1] if history else {}
+    final = {k[len("train_"):]: v for k, v in final_row.items() if k.startswith("train_")}
+    stopped_by = STOPPED_EPOCHS
+    if cfg.until_converged:
+        stopped_by = STOPPED_CONVERGED if converged(frame) else STOPPED_CAP
+    return TrainResult(frame, final, final_row.get("val_loss", float("nan")), resumed_from,
+                       time.perf_counter() - t0, stopped_by)
 
 
 def _no_hook(event: str) -> None:

@@ -392,12 +392,32 @@ def test_converged_column_and_artefact_flag(synthetic):
     assert t.loc["vae", "converged"] == "3 of 3 seeds"  # flat curves over 12 tracked epochs
     assert t.loc["wae", "converged"] == "0 of 3 seeds"  # rising sharpness
     assert t.loc["pie", "converged"] == "not tracked"
+    # epochs to converge beside it: the flat curves meet the rule once 10 epochs are tracked
+    assert t.loc["vae", "epochs_to_converge"] == "10" and t.loc["vae", "converged_epochs"] == "10 10 10"
+    assert t.loc["wae", "epochs_to_converge"] == "—" and t.loc["pie", "epochs_to_converge"] == "—"
     assert t["artefact_flag"].to_dict() == {"real": False, "vae": False, "wae": False, "pie": True}
     md = (synthetic / "table1.md").read_text()
-    assert "| converged |" in md and "3 of 3 seeds" in md
+    assert "| converged | epochs to converge |" in md and "| 3 of 3 seeds | 10 |" in md
     assert re.search(r"\*\*Artefact flag\*\*.*\n\n- PIE: sharpness", md)
     assert (synthetic / "figures" / "convergence.png").is_file()
     assert "figures/convergence.png" in (synthetic / "index.md").read_text()
+
+
+def test_a_run_stopped_by_the_cap_is_not_converged_and_says_so():
+    from bench import convergence
+    from bench.report.table import converged_epoch_entry, epochs_to_converge_cell
+
+    epochs = np.arange(1, 13)
+    rising = pd.DataFrame({"epoch": epochs, **{column(m): 0.01 * epochs for m in TRACKED}})
+    flat = rising.assign(**{column(m): 0.05 for m in TRACKED})
+    until = {"train": {"epochs": 5, "until_converged": True, "max_epochs": 12}}
+    assert converged_epoch_entry(rising, until) == "cap 12"
+    assert converged_epoch_entry(rising, {"train": {"epochs": 12}}) == "-"  # fixed length: just not converged
+    assert converged_epoch_entry(flat, until) == "10"
+    assert convergence.summary([convergence.judge(rising), convergence.judge(flat)]) == "1 of 2 seeds"
+    assert epochs_to_converge_cell(["10", "14", "cap 12", "-"]) == "12 (10–14); 1 at cap 12"
+    assert epochs_to_converge_cell(["cap 150", "cap 150"]) == "2 at cap 150"
+    assert epochs_to_converge_cell(["-", "-"]) == "—"
 
 
 def test_two_datasets_get_one_table_and_one_set_of_figures_each(tmp_path):

@@ -31,6 +31,10 @@ DEFAULT_RECIPE = ("grey images in [0, 1], 3×3 Laplacian [[0,1,0],[1,-4,1],[0,1,
 CONVERGENCE_RULE = (f"for each of {', '.join(convergence.RULE_METRICS)}, the mean over the last fifth of the tracked "
                     f"epochs is within {convergence.TOLERANCE:.0%} of the mean over the fifth before; at least "
                     f"{convergence.MIN_EPOCHS} tracked epochs, else 'too short'; 'not tracked' without learning curves")
+EPOCHS_TO_CONVERGE = ("epochs to converge: the first epoch at whose end the rule held on the curves up to it, "
+                      "median (range) over the converged seeds; 'at cap N': runs trained until converged "
+                      "(train.until_converged) that stopped at train.max_epochs N without the rule holding, "
+                      "counted as not converged")
 # Code-free reconstruction baselines, measured on the real-data run (bench.evaluate).
 REFERENCE_RECON = {"recon_mse_mean_image": "Mean image (reference)",
                    "recon_mse_class_mean_image": "Class-mean image (reference)"}
@@ -85,6 +89,30 @@ def run_logs(results: Path, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
             continue
     return out
+
+
+def converged_epoch_entry(log: pd.DataFrame | None, config: dict | None) -> str:
+    """One run's epochs to converge: the first epoch the rule held ("17"), "cap 150" for a run
+    trained until converged that stopped at its cap unconverged, else "-" (not converged)."""
+    if convergence.judge(log).converged:
+        return str(convergence.first_converged_epoch(log))
+    train = (config or {}).get("train") or {}
+    if train.get("until_converged") and log is not None and len(log) and log["epoch"].max() >= train["max_epochs"]:
+        return f"cap {int(train['max_epochs'])}"
+    return "-"
+
+
+def epochs_to_converge_cell(entries: list[str]) -> str:
+    """Table 1's cell from :func:`converged_epoch_entry` of each run: "17 (12–25)", "; 2 at cap 150"."""
+    epochs = sorted(int(e) for e in entries if e.isdigit())
+    caps = sorted({e for e in entries if e.startswith("cap")})
+    parts = []
+    if epochs:
+        parts.append(f"{np.median(epochs):g}" + (f" ({epochs[0]}–{epochs[-1]})" if epochs[0] != epochs[-1] else ""))
+    if caps:
+        n_cap = sum(e.startswith("cap") for e in entries)
+        parts.append(f"{n_cap} at {', '.join(caps)}")
+    return "; ".join(parts) or "—"
 
 
 def artefact_flags(frame: pd.DataFrame) -> list[str]:
@@ -146,6 +174,10 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
         # the convergence rule on each finished run's learning curves (bench.convergence)
         verdicts = [] if row == REAL else [convergence.judge((logs or {}).get(r)) for r in row_runs[row]]
         rec["converged"] = "—" if row == REAL else convergence.summary(verdicts)
+        entries = [] if row == REAL else [converged_epoch_entry((logs or {}).get(r), configs.get(r))
+                                          for r in row_runs[row]]
+        rec["converged_epochs"] = " ".join(entries)
+        rec["epochs_to_converge"] = "—" if row == REAL else epochs_to_converge_cell(entries)
         rec["unconverged_metrics"] = convergence.unmet(verdicts)
         records.append(rec)
     frame = pd.DataFrame(records)
@@ -214,7 +246,7 @@ def protocol_lines(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
 
 def table1_markdown(t1: Table1, sel: Selection, heading: str = "#", up: str = "") -> str:
     """``up``: the path from the page to the results directory ("../" for a dataset's subfolder)."""
-    header = ["", "n", "Sharpness", "Paper", "Gap to real", *TABLE1_METRICS[1:], "converged"]
+    header = ["", "n", "Sharpness", "Paper", "Gap to real", *TABLE1_METRICS[1:], "converged", "epochs to converge"]
     rows = []
     for _, r in t1.frame.iterrows():
         n = f"{r['n_runs']}" + (f" ({r['n_failed']} failed)" if r["n_failed"] else "")
@@ -223,7 +255,7 @@ def table1_markdown(t1: Table1, sel: Selection, heading: str = "#", up: str = ""
         cells = [f"**{r['row']}**", n, fmt_mean_std(r["sharpness_mean"], r["sharpness_std"], r["sharpness_n"]),
                  fmt_num(r["paper_sharpness"], 3), gap]
         cells += [fmt_mean_std(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]) for m in TABLE1_METRICS[1:]]
-        cells.append(r["converged"])
+        cells += [r["converged"], r["epochs_to_converge"]]
         if not sel.has_paper:
             del cells[3]
         rows.append(cells)
@@ -235,7 +267,7 @@ def table1_markdown(t1: Table1, sel: Selection, heading: str = "#", up: str = ""
              "Protocol:", ""]
     parts += [f"- {line}" for line in t1.protocol]
     parts += ["", md_table(header, rows), ""]
-    parts += [f"converged: runs meeting the convergence rule ({CONVERGENCE_RULE}).", ""]
+    parts += [f"converged: runs meeting the convergence rule ({CONVERGENCE_RULE}); {EPOCHS_TO_CONVERGE}.", ""]
     why = [f"- {r['row']}: {r['unconverged_metrics']} between the last two fifths"
            for _, r in t1.frame.iterrows() if r.get("unconverged_metrics")]
     if why:

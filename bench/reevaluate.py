@@ -1,0 +1,235 @@
+"""Score finished runs again from their saved weights: ``python -m bench.reevaluate --results DIR [--runs GLOB]``.
+
+Each finished run of ``DIR`` whose directory holds ``weights.safetensors`` (:mod:`bench.weights`)
+is rebuilt from its ``config.json`` and weights and evaluated with the current metric suite
+(:func:`bench.evaluate.evaluate_model`, as the runner calls it); nothing is trained. Its rows are
+merged into its ``metrics.csv`` and then into ``DIR/metrics.csv``:
+
+- a row whose value and note come out the same is kept byte for byte (its ``git_commit`` too);
+- a changed or new row gets the current commit; every other column is the run's own;
+- a row the current suite no longer writes is kept: no row is ever lost.
+
+The real-data run (``real-*``) is scored again with :func:`bench.evaluate.evaluate_real`, with the
+evaluation settings of the runs that match its id. Runs without weights, unfinished runs, or
+runs another process holds are named, one line each, and left untouched; a run whose evaluation
+fails is named too (exit code 1). Bad input: one line, exit code 2. ``figures.npz`` and
+``samples.png`` are rewritten only when their images changed. A run is evaluated with the
+thread count it was run with (its ``config.json`` records it; ``--threads`` overrides), since
+the count can move float results in their last digits.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import io
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.cli import Parser, user_errors_exit_2
+from bench.config import SECTION_TYPES, Config, config_from_dict, eval_hash
+from bench.data import load_data
+from bench.errors import UserError
+from bench.evaluate import MetricRow, evaluate_real
+from bench.figure_data import FIGURES, figure_arrays
+from bench.registry import MODELS, build_model
+from bench.results import DONE, RUNS, TABLE, atomic_write_bytes, claim, parse_table, replace_run_rows, sync_table
+from bench.runner import evaluate_and_time, git_commit, save_artefacts
+from bench.weights import WEIGHTS, load_weights
+
+_THREADS = re.compile(r"\((\d+) threads?\)")
+
+
+def _value_text(value: float) -> str:
+    """A value as pandas writes it into a CSV (the runner's writer): repr, NaN as an empty cell."""
+    value = float(value)
+    return "" if np.isnan(value) else repr(value)
+
+
+def merge_rows(path: Path, rows: list[MetricRow], commit: str) -> tuple[str, dict[str, int]]:
+    """The run's ``metrics.csv`` text with ``rows`` merged in (see the module docstring), and the
+    counts of rows kept, changed and added."""
+    records = list(csv.reader(io.StringIO(path.read_text(), newline="")))
+    header, body = records[0], [r for r in records[1:] if r]
+    col = {name: i for i, name in enumerate(header)}
+    where = {(r[col["split"]], r[col["metric"]]): i for i, r in enumerate(body)}
+    counts = {"kept": 0, "changed": 0, "added": 0}
+    template = body[0]
+    for row in rows:
+        key = (row.split, row.metric)
+        i = where.get(key)
+        if i is not None and body[i][col["value"]] == _value_text(row.value) and body[i][col["note"]] == row.note:
+            counts["kept"] += 1
+            continue
+        rec = list(template if i is None else body[i])
+        rec[col["split"]], rec[col["metric"]] = row.split, row.metric
+        rec[col["value"]], rec[col["note"]] = _value_text(row.value), row.note
+        if "git_commit" in col:
+            rec[col["git_commit"]] = commit
+        if i is None:
+            where[key] = len(body)
+            body.append(rec)
+            counts["added"] += 1
+        else:
+            body[i] = rec
+            counts["changed"] += 1
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([header, *body])
+    return buf.getvalue(), counts
+
+
+def _config(settings: dict, model: str, preset: str) -> Config:
+    raw = {k: settings[k] for k in (*SECTION_TYPES, model) if isinstance(settings.get(k), dict)}
+    return config_from_dict(raw, preset)
+
+
+def _threads(settings: dict, override: int | None) -> int:
+    """The thread count to evaluate with: ``override``, else the run's recorded one, else torch's."""
+    if override:
+        return override
+    found = _THREADS.search(str(settings.get("device", "")))
+    return int(found.group(1)) if found else torch.get_num_threads()
+
+
+class Reevaluator:
+    """Re-scores the runs of one results directory; caches the data sets it loads."""
+
+    def __init__(self, out: Path, data_root: str | None, device: str, threads: int | None):
+        self.out, self.data_root, self.device, self.threads = out, data_root, device, threads
+        self.commit = git_commit()
+        self.failed = 0
+        self._data: dict[tuple, object] = {}
+
+    def data(self, cfg: Config):
+        key = (cfg.data.dataset, cfg.data.val_size, cfg.data.val_seed)
+        if key not in self._data:
+            self._data[key] = load_data(self.data_root, cfg.data.val_size, cfg.data.val_seed, self.device,
+                                        cfg.data.dataset)
+        return self._data[key]
+
+    def _real_settings(self, run_id: str) -> dict | None:
+        """A model run's config.json whose evaluation settings give the real-data run's id."""
+        for cfg_path in sorted((self.out / RUNS).glob("*/config.json")):
+            try:
+                settings = json.loads(cfg_path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(settings, dict) and isinstance(settings.get("eval"), dict) \
+                    and eval_hash(settings["eval"]) == run_id.rsplit("-", 1)[-1]:
+                return settings
+        return None
+
+    def score(self, run_dir: Path) -> tuple[list[MetricRow], dict | None, Config] | str:
+        """(rows, artefacts, config) of a run, or why it is left untouched."""
+        if run_dir.name.startswith("real-"):
+            settings = self._real_settings(run_dir.name)
+            if settings is None:
+                return "no run's config.json has the evaluation settings of this real-data run"
+            cfg = _config(settings, str(settings.get("model")), str(settings.get("preset", "custom")))
+            data = self.data(cfg)
+            if not run_dir.name.startswith(f"real-{data.checksum[:8]}-"):
+                return "its data checksum is not that of the data found"
+            torch.set_num_threads(_threads(settings, self.threads))
+            return evaluate_real(data, cfg.eval), None, cfg
+        if not (run_dir / WEIGHTS).is_file():
+            return f"no {WEIGHTS} (trained before weights were kept)"
+        try:
+            settings = json.loads((run_dir / "config.json").read_text())
+            model_name, seed = str(settings["model"]), int(settings["seed"])
+            if model_name not in MODELS:
+                return f"model '{model_name}' is not registered"
+            cfg = _config(settings, model_name, str(settings.get("preset", "custom")))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            return f"config.json unreadable ({type(e).__name__})"
+        except UserError as e:
+            return f"config.json no longer loads: {e}"
+        if f"{model_name}-{cfg.run_hash(model_name)}-s{seed}" != run_dir.name:
+            return "its config.json does not give its run id"
+        torch.set_num_threads(_threads(settings, self.threads))
+        data = self.data(cfg)
+        torch.manual_seed(seed)  # as the runner builds it (the weights replace every parameter)
+        model = build_model(model_name, cfg)
+        model.to(device=data.test_images.device, dtype=torch.float64 if cfg.train.float64 else torch.float32)
+        model.to(memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format)
+        load_weights(run_dir / WEIGHTS, model)
+        rows, artefacts = evaluate_and_time(model, data, cfg.eval, seed)
+        return rows, artefacts, cfg
+
+    def run(self, run_dir: Path) -> str:
+        """Re-score one run; returns its one-line outcome."""
+        if not (run_dir / DONE).is_file() or not (run_dir / TABLE).is_file():
+            return "not finished: left untouched"
+        with claim(run_dir, wait=False) as claimed:
+            if not claimed:
+                return "held by another process: left untouched"
+            t0 = time.perf_counter()
+            try:
+                scored = self.score(run_dir)
+            except UserError:
+                raise  # e.g. the data set is missing: one line for the whole command
+            except Exception as e:  # noqa: BLE001  (any failure of one run: named, the others go on)
+                self.failed += 1
+                return f"failed ({type(e).__name__}: {e}): left untouched"
+            if isinstance(scored, str):
+                return f"{scored}: left untouched"
+            rows, artefacts, cfg = scored
+            text, counts = merge_rows(run_dir / TABLE, rows, self.commit)
+            atomic_write_bytes(run_dir / TABLE, text.encode())
+            if artefacts is not None:
+                _save_if_changed(run_dir, artefacts, cfg.eval.grid_size)
+            replace_run_rows(self.out / TABLE, parse_table(run_dir / TABLE).frame)
+        return (f"re-evaluated in {time.perf_counter() - t0:.0f} s: {counts['kept']} rows unchanged, "
+                f"{counts['changed']} changed, {counts['added']} new")
+
+
+def _save_if_changed(run_dir: Path, artefacts: dict, grid_size: int) -> None:
+    """Write the artefacts; leave the committed figures.npz and samples.png alone when their images
+    are the same (a rewritten npz differs in its zip timestamps only)."""
+    try:
+        with np.load(run_dir / FIGURES) as old:
+            new = figure_arrays(artefacts)
+            same = set(old.files) == set(new) and all(np.array_equal(old[k], new[k]) for k in new)
+    except (OSError, ValueError):
+        same = False
+    if same:
+        np.savez_compressed(run_dir / "artefacts.npz", **artefacts)
+    else:
+        save_artefacts(run_dir, artefacts, grid_size)
+
+
+@user_errors_exit_2
+def main(argv: list[str] | None = None) -> int:
+    p = Parser(prog="python -m bench.reevaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--results", required=True, metavar="DIR", help="results directory")
+    p.add_argument("--runs", default="*", metavar="GLOB", help="run ids to re-score (default: all)")
+    p.add_argument("--data-root", default=None, help="as for bench.run")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: each run's own, as its config.json records it)")
+    args = p.parse_args(argv)
+    from bench.run import resolve_device
+
+    device = resolve_device(args.device)
+    out = Path(args.results)
+    if not (out / RUNS).is_dir():
+        raise UserError(f"'{out}' is no results directory (it has no {RUNS}/ folder)")
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads must be a positive integer, got {args.threads}")
+    run_dirs = sorted(d for d in (out / RUNS).iterdir() if d.is_dir() and fnmatch.fnmatchcase(d.name, args.runs))
+    if not run_dirs:
+        raise UserError(f"--runs '{args.runs}' matches no run directory in {out / RUNS}")
+    sync_table(out)  # the table is an index of the run directories: repair it first, as the runner does
+    worker = Reevaluator(out, args.data_root, device, args.threads)
+    for run_dir in run_dirs:
+        print(f"{run_dir.name}: {worker.run(run_dir)}", flush=True)
+    return 1 if worker.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
