@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # pie-bench: set up (venv, package, MNIST) and run the default protocol, or the tests.
 #   ./run_all.sh                      Table 1 (every registered model x 5 seeds, latent 8) + Fig. 7 sweep + report
-#   ./run_all.sh --config configs/long.yaml     the converged CPU protocol (40 epochs, resumable) -> results/long
+#   ./run_all.sh --config configs/long.yaml     the converged CPU protocol (until converged, cap 150 epochs, resumable) -> results/long
 #   ./run_all.sh --config configs/paper.yaml [runner args...]   the paper-sized protocol (GPU) -> results/paper
 #   ./run_all.sh --dataset fashion-mnist [--config F]   the same on Fashion-MNIST -> results/fashion-mnist[/<preset>]
 #   (--out DIR overrides; the default preset on MNIST writes to results/)

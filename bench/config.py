@@ -59,6 +59,9 @@ class TrainConfig:
     # learning curves (needs eval.track_every >= 1), or until max_epochs (the cap, >= epochs).
     until_converged: bool = False
     max_epochs: int = 0
+    # Models whose training loss is torch.compiled (as `compile` does for all): PIE's many small
+    # kernels fuse (bench.perf "pie_speed"); the baselines gain nothing. Numbers move by rounding only.
+    compile_models: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -304,6 +307,12 @@ def check_ranges(cfg: Config) -> None:
     elif t.max_epochs != 0:
         raise UserError(f"config key 'train.max_epochs' ({t.max_epochs}) is the cap of train.until_converged: "
                         "set train.until_converged=true, or leave train.max_epochs at 0")
+    from bench.registry import MODELS  # the registry owns the model names
+
+    unknown = [m for m in t.compile_models if m not in MODELS]
+    if unknown:
+        raise UserError(f"config key 'train.compile_models' names unknown model(s) {unknown} "
+                        f"(valid models: {', '.join(MODELS)})")
     if len(t.lr_milestones) != len(t.lr_factors):
         raise UserError("config keys 'train.lr_milestones' and 'train.lr_factors' must have the same length")
     if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):

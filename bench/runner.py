@@ -169,6 +169,18 @@ def execute_run(spec: RunSpec, data=None, log=print, eval_timings: dict[str, flo
         return RunOutcome(spec.run_id, "failed", reason)
 
 
+def model_train_config(config: Config, model: str) -> TrainConfig:
+    """The train section as ``model`` trains with it: its own Adam beta1 where its config sets one
+    (e.g. ``pie.beta1``), and torch.compile where ``train.compile_models`` names it."""
+    train_cfg = config.train
+    model_beta1 = getattr(config.models[model], "beta1", None)  # None: train.beta1
+    if model_beta1 is not None:
+        train_cfg = dataclasses.replace(train_cfg, beta1=model_beta1)
+    if model in train_cfg.compile_models:
+        train_cfg = dataclasses.replace(train_cfg, compile=True)
+    return train_cfg
+
+
 def _train_and_record(spec: RunSpec, data, run_dir: Path, log, eval_timings: dict[str, float] | None = None) -> None:
     out = Path(spec.out_dir)
     cfg_dict = {"model": spec.model, "seed": spec.seed, "sweep": spec.sweep, "preset": spec.config.preset,
@@ -186,10 +198,7 @@ def _train_and_record(spec: RunSpec, data, run_dir: Path, log, eval_timings: dic
     t0 = time.perf_counter()
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, spec.config)
-    train_cfg = spec.config.train
-    model_beta1 = getattr(spec.config.models[spec.model], "beta1", None)  # e.g. pie.beta1; None: train.beta1
-    if model_beta1 is not None:
-        train_cfg = dataclasses.replace(train_cfg, beta1=model_beta1)
+    train_cfg = model_train_config(spec.config, spec.model)
     result = train_model(model, train_data, train_cfg, seed=spec.seed, run_dir=run_dir,
                          config_dict=cfg_dict, progress=spec.progress, log=log,
                          on_epoch_end=make_tracker(data, spec.config, spec.seed))

@@ -97,3 +97,16 @@ def test_perf_remeasures_one_section_and_keeps_the_others(tmp_path):
     assert sorted(kept["section"]) == ["model", "targets"]  # the old pie_profile row is replaced
     assert (new[new["section"] == "pie_profile"]["device_name"] != "old").all()
     assert new["section"].tolist().index("targets") == len(new) - 1  # sections stay in their order
+
+
+def test_compile_models_compiles_the_named_models_only():
+    import pytest
+
+    from bench.errors import UserError
+    from bench.runner import model_train_config
+
+    cfg = load_config(SMOKE, overrides=["train.compile_models=[pie]"])
+    assert model_train_config(cfg, "pie").compile and not model_train_config(cfg, "vae").compile
+    assert not model_train_config(load_config(SMOKE), "pie").compile
+    with pytest.raises(UserError, match="compile_models"):
+        load_config(SMOKE, overrides=["train.compile_models=[nope]"])
