@@ -9,7 +9,7 @@ merged into its ``metrics.csv`` and then into ``DIR/metrics.csv``:
 - a changed or new row gets the current commit; every other column is the run's own;
 - a row the current suite no longer writes is kept: no row is ever lost.
 
-The real-data run (``real-*``) is scored again with :func:`bench.evaluate.evaluate_real`, with the
+The real-data run (``real-*``) is scored again with :func:`bench.evaluate_real.evaluate_real`, with the
 evaluation settings of the runs that match its id. Runs without weights, unfinished runs, or
 runs another process holds are named, one line each, and left untouched; a run whose evaluation
 fails is named too (exit code 1). Bad input: one line, exit code 2. ``figures.npz`` and
@@ -36,7 +36,8 @@ from bench.cli import Parser, user_errors_exit_2
 from bench.config import SECTION_TYPES, Config, config_from_dict, eval_hash
 from bench.data import load_data
 from bench.errors import UserError
-from bench.evaluate import MetricRow, evaluate_real
+from bench.evaluate import MetricRow
+from bench.evaluate_real import evaluate_real
 from bench.figure_data import FIGURES, figure_arrays
 from bench.registry import MODELS, build_model
 from bench.results import DONE, RUNS, TABLE, atomic_write_bytes, claim, parse_table, replace_run_rows, sync_table
