@@ -93,6 +93,8 @@ class EvalConfig:
     track_every: int = 0
     track_samples: int = 2000
     channels_last: bool = True  # channels-last model and inputs during evaluation (faster convolutions)
+    knn_k: int = 10  # k of knn_accuracy: a k-NN vote of the probe's training codes for each test code
+    confidence_threshold: float = 0.9  # confident_fraction: samples whose LeNet max-softmax exceeds this
 
     def second_temperature_std(self) -> float:
         """Std multiplier T for the paper's second sampling distribution."""
@@ -295,6 +297,11 @@ def check_ranges(cfg: Config) -> None:
             raise UserError(f"config key '{key}' must be >= 0, got {value}")
     if e.track_every < 0:
         raise UserError(f"config key 'eval.track_every' must be >= 0, got {e.track_every}")
+    if e.knn_k < 1 or e.knn_k > e.probe_train_size:
+        raise UserError(f"config key 'eval.knn_k' must lie in [1, eval.probe_train_size = {e.probe_train_size}], "
+                        f"got {e.knn_k}")
+    if not 0 < e.confidence_threshold < 1:
+        raise UserError(f"config key 'eval.confidence_threshold' must lie in (0, 1), got {e.confidence_threshold}")
     if e.track_samples < 2:  # a covariance (FD) needs at least two feature vectors
         raise UserError(f"config key 'eval.track_samples' must be >= 2, got {e.track_samples}")
     if t.until_converged:

@@ -1,4 +1,4 @@
-"""Evaluation of one trained model (and of the real data): metric rows + saved artefacts.
+"""Evaluation of one trained model: metric rows + saved artefacts (the real data's rows: :mod:`bench.evaluate_real`).
 
 Everything runs in inference mode, in chunks of the evaluation batch size, with seeded
 generators, and calls the model only through its contract (``models/contract.py``).
@@ -140,8 +140,8 @@ def feature_rows(
     fake_images: torch.Tensor, fake_name: str, real: RealStats, extractor: FeatureExtractor, cfg: EvalConfig,
     suffix: str = "", timings: dict[str, float] | None = None,
 ) -> list[MetricRow]:
-    """fd_lenet, kid_lenet, precision and recall (each + ``suffix``) of ``fake_images`` against the
-    real test set."""
+    """fd_lenet, kid_lenet, precision, recall, sample_confidence and confident_fraction (each + ``suffix``)
+    of ``fake_images``: the first four against the real test set, the last two the LeNet's own verdict."""
     device = fake_images.device
     with phase(timings, "metric: LeNet features", device):
         feats = extractor.features(fake_images, cfg.batch_size)
@@ -154,6 +154,9 @@ def feature_rows(
     size = min(cfg.kid_subset_size, len(feats), len(real.feats))
     with phase(timings, "metric: precision/recall", device):
         precision, recall = M.precision_recall(real.feats, feats, cfg.pr_k, real.radii[cfg.pr_k])
+    with phase(timings, "metric: LeNet confidence", device):  # the LeNet's head on the same features
+        confidence, confident = M.sample_confidence(extractor.net.head(feats), cfg.confidence_threshold)
+    seen = f"LeNet {extractor.weights_hash} on {len(feats)} {fake_name}"
     return [
         MetricRow("test", M.FD_LENET + suffix, fd, f"{counts}; Fréchet distance of LeNet penultimate features"),
         MetricRow("test", M.KID_LENET + suffix, kid,
@@ -161,6 +164,21 @@ def feature_rows(
                   f"(std {kid_std:.3g})"),
         MetricRow("test", M.PRECISION + suffix, precision, f"{counts}; k-NN manifolds, k = {cfg.pr_k}"),
         MetricRow("test", M.RECALL + suffix, recall, f"{counts}; k-NN manifolds, k = {cfg.pr_k}"),
+        MetricRow("test", M.SAMPLE_CONFIDENCE + suffix, confidence, f"{seen}; mean of the max softmax probability"),
+        MetricRow("test", M.CONFIDENT_FRACTION + suffix, confident,
+                  f"{seen}; fraction whose max softmax probability exceeds {cfg.confidence_threshold:g}"),
+    ]
+
+
+def separation_rows(z_train: torch.Tensor, y_train: torch.Tensor, z_test: torch.Tensor, y_test: torch.Tensor,
+                    cfg: EvalConfig) -> list[MetricRow]:
+    """latent_silhouette of the test codes by label and knn_accuracy (training codes vote for test codes)."""
+    raw = "raw codes (not standardised), Euclidean"
+    return [
+        MetricRow("test", M.LATENT_SILHOUETTE, M.latent_silhouette(z_test, y_test),
+                  f"mean silhouette of {len(z_test)} test codes grouped by label; {raw}"),
+        MetricRow("test", M.KNN_ACCURACY, M.knn_accuracy(z_train, y_train, z_test, y_test, cfg.knn_k),
+                  f"{cfg.knn_k}-NN majority vote of {len(z_train)} training codes for {len(z_test)} test codes; {raw}"),
     ]
 
 
@@ -231,8 +249,9 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int, timings: 
 
     Rows (split ``test``): sharpness, sharpness_std, sharpness_t05, sharpness_gap,
     artefact_corner, recon_mse, recon_sse, bits_per_dim, classifier_accuracy, fd_lenet, kid_lenet,
-    precision, recall (and fd_lenet_t05, kid_lenet_t05, precision_t05, recall_t05 of the samples at
-    the second temperature), probe_accuracy, the counts n_samples, n_test, n_bpd, and one
+    precision, recall, sample_confidence, confident_fraction (and the same six + ``_t05`` of the
+    samples at the second temperature), probe_accuracy, latent_silhouette, knn_accuracy, the counts
+    n_samples, n_test, n_bpd, and one
     ``diag_<name>`` row per entry of ``model.diagnostics`` (first evaluation batch).
     Artefacts: samples_t1, samples_t2, recon_inputs, recon_outputs, interpolations,
     test_latents, test_labels.
@@ -272,6 +291,8 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int, timings: 
     with phase(timings, "metric: linear probe", device):
         probe = M.linear_probe_accuracy(z_train, data.train_labels[:n_probe], z_test, labels,
                                         n_classes=data.spec.n_classes)
+    with phase(timings, "metric: latent class separation", device):
+        separation = separation_rows(z_train, data.train_labels[:n_probe], z_test, labels, cfg)
 
     t2 = cfg.second_temperature_std()
     with phase(timings, "model: samples at T = 1", device):
@@ -308,6 +329,7 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int, timings: 
         *feature_metrics,
         MetricRow("test", M.PROBE_ACCURACY, probe,
                   f"multinomial logistic regression on standardised codes: {n_probe} train -> {n_test} test"),
+        *separation,
         MetricRow("test", M.N_SAMPLES, float(n), "generated samples per temperature"),
         MetricRow("test", M.N_TEST, float(n_test), "test images evaluated"),
     ]
@@ -333,55 +355,3 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int, timings: 
         "test_labels": labels.cpu().numpy().astype(np.int64),
     }
     return rows, artefacts
-
-
-@blas_threads_like_torch
-@torch.inference_mode()
-def evaluate_real(data: MNISTData, cfg: EvalConfig) -> list[MetricRow]:
-    """The same sample metrics on real test images (the "True" row of Table 1).
-
-    For the feature metrics the held-out validation images stand in for generated
-    samples, so these rows are the noise floor of fd_lenet, kid_lenet, precision and
-    recall (two independent sets of real digits).
-    """
-    _check(cfg)
-    extractor = get_classifier(data, cfg.classifier_epochs, batch_size=cfg.batch_size)
-    real = real_stats(data, cfg, extractor)
-    n_test = len(real.feats)
-    val = _unit(data.val_images[:cfg.n_samples])
-    recipe = "4-neighbour Laplacian, valid, variance per image, pixels k/255"
-    rows = [
-        MetricRow("test", M.SHARPNESS, real.sharpness, f"{n_test} real test images; {recipe}"),
-        MetricRow("test", M.SHARPNESS_STD, real.sharpness_std, f"std over {n_test} real test images"),
-        MetricRow("test", M.ARTEFACT_CORNER, M.corner_artefact(_unit(data.test_images[:n_test])),
-                  f"{n_test} real test images; mean squared Laplacian in the four {M.CORNER}x{M.CORNER} corners"),
-        MetricRow("test", M.CLASSIFIER_ACCURACY, extractor.test_accuracy,
-                  f"LeNet extractor {extractor.weights_hash} on {extractor.n_test} test images"),
-    ]
-    if len(val) > cfg.pr_k:
-        floor = [MetricRow(r.split, r.metric, r.value, f"noise floor: held-out validation images as samples; {r.note}")
-                 for r in feature_rows(val, "validation", real, extractor, cfg)]
-        rows += floor
-    rows += reference_reconstruction_rows(data, cfg)
-    rows += [
-        MetricRow("test", M.N_SAMPLES, float(len(val)), "validation images standing in for samples"),
-        MetricRow("test", M.N_TEST, float(n_test), "test images evaluated"),
-    ]
-    return rows
-
-
-def reference_reconstruction_rows(data: MNISTData, cfg: EvalConfig) -> list[MetricRow]:
-    """recon_mse of two code-free "reconstructions" of the test images, the floor a model
-    with a code must beat: the mean training image, and the mean training image of the
-    test image's class (what a code holding only the digit label could give)."""
-    n = _n_test(data, cfg)
-    test, labels = _unit(data.test_images[:n]), data.test_labels[:n]
-    train, train_labels = _unit(data.train_images), data.train_labels
-    class_means = torch.stack([train[train_labels == k].mean(0) for k in range(data.spec.n_classes)])
-    scale = "pixels k/255; on dequantised pixels (k+u)/256 both are 0.8 % lower ((255/256)²)"
-    return [
-        MetricRow("test", M.RECON_MSE_MEAN_IMAGE, float((test - train.mean(0)).pow(2).mean()),
-                  f"per pixel, {n} test images vs the mean of {len(train)} training images; {scale}"),
-        MetricRow("test", M.RECON_MSE_CLASS_MEAN, float((test - class_means[labels]).pow(2).mean()),
-                  f"per pixel, {n} test images vs the mean training image of their class; {scale}"),
-    ]

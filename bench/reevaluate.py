@@ -9,13 +9,15 @@ merged into its ``metrics.csv`` and then into ``DIR/metrics.csv``:
 - a changed or new row gets the current commit; every other column is the run's own;
 - a row the current suite no longer writes is kept: no row is ever lost.
 
-The real-data run (``real-*``) is scored again with :func:`bench.evaluate.evaluate_real`, with the
+The real-data run (``real-*``) is scored again with :func:`bench.evaluate_real.evaluate_real`, with the
 evaluation settings of the runs that match its id. Runs without weights, unfinished runs, or
 runs another process holds are named, one line each, and left untouched; a run whose evaluation
 fails is named too (exit code 1). Bad input: one line, exit code 2. ``figures.npz`` and
 ``samples.png`` are rewritten only when their images changed. A run is evaluated with the
 thread count it was run with (its ``config.json`` records it; ``--threads`` overrides), since
-the count can move float results in their last digits.
+the count can move float results in their last digits. For the same reason a run whose rows
+name another LeNet extractor (weights hash) than this machine's cached one is left untouched:
+its feature metrics would all change.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.classifier import CACHE_ENV, default_cache_dir, get_classifier
 from bench.cli import Parser, user_errors_exit_2
 from bench.config import SECTION_TYPES, Config, config_from_dict, eval_hash
 from bench.data import load_data
 from bench.errors import UserError
-from bench.evaluate import MetricRow, evaluate_real
+from bench.evaluate import MetricRow
+from bench.evaluate_real import evaluate_real
 from bench.figure_data import FIGURES, figure_arrays
 from bench.registry import MODELS, build_model
 from bench.results import DONE, RUNS, TABLE, atomic_write_bytes, claim, parse_table, replace_run_rows, sync_table
@@ -44,6 +48,7 @@ from bench.runner import evaluate_and_time, git_commit, save_artefacts
 from bench.weights import WEIGHTS, load_weights
 
 _THREADS = re.compile(r"\((\d+) threads?\)")
+_EXTRACTOR = re.compile(r"(?:extractor|LeNet) ([0-9a-f]{12})\b")  # the LeNet's weights hash in a row's note
 
 
 def _value_text(value: float) -> str:
@@ -125,6 +130,19 @@ class Reevaluator:
                 return settings
         return None
 
+    def other_extractor(self, run_dir: Path, cfg: Config, data) -> str:
+        """Why the run cannot be scored here: its rows name another LeNet than this machine's ("" if none).
+
+        The LeNet is trained once per machine and cached (bench.classifier); trained elsewhere (another
+        thread count) its weights differ, and every feature metric with them.
+        """
+        recorded = set(_EXTRACTOR.findall(" ".join(parse_table(run_dir / TABLE).frame["note"].dropna().astype(str))))
+        here = get_classifier(data, cfg.eval.classifier_epochs, batch_size=cfg.eval.batch_size).weights_hash
+        if recorded and recorded != {here}:
+            return (f"its rows were measured with LeNet extractor {', '.join(sorted(recorded))}, this machine's "
+                    f"is {here} (cached under {default_cache_dir()}; set {CACHE_ENV} to a cache holding that one)")
+        return ""
+
     def score(self, run_dir: Path) -> tuple[list[MetricRow], dict | None, Config] | str:
         """(rows, artefacts, config) of a run, or why it is left untouched."""
         if run_dir.name.startswith("real-"):
@@ -135,6 +153,8 @@ class Reevaluator:
             data = self.data(cfg)
             if not run_dir.name.startswith(f"real-{data.checksum[:8]}-"):
                 return "its data checksum is not that of the data found"
+            if why := self.other_extractor(run_dir, cfg, data):
+                return why
             torch.set_num_threads(_threads(settings, self.threads))
             return evaluate_real(data, cfg.eval), None, cfg
         if not (run_dir / WEIGHTS).is_file():
@@ -153,6 +173,8 @@ class Reevaluator:
             return "its config.json does not give its run id"
         torch.set_num_threads(_threads(settings, self.threads))
         data = self.data(cfg)
+        if why := self.other_extractor(run_dir, cfg, data):
+            return why
         torch.manual_seed(seed)  # as the runner builds it (the weights replace every parameter)
         model = build_model(model_name, cfg)
         model.to(device=data.test_images.device, dtype=torch.float64 if cfg.train.float64 else torch.float32)

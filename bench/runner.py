@@ -35,7 +35,8 @@ from bench import convergence
 from bench.config import Config, EvalConfig, TrainConfig, eval_hash
 from bench.data import load_data
 from bench.errors import UserError
-from bench.evaluate import MetricRow, evaluate_model, evaluate_real, model_seconds
+from bench.evaluate import MetricRow, evaluate_model, model_seconds
+from bench.evaluate_real import evaluate_real
 from bench.figure_data import save_figure_data
 from bench.metrics import RECON_MSE_MEAN_IMAGE
 from bench.registry import build_model

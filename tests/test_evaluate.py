@@ -15,7 +15,8 @@ from bench import evaluate as bench_evaluate
 from bench import metrics as M
 from bench.classifier import get_classifier
 from bench.config import EvalConfig
-from bench.evaluate import evaluate_model, evaluate_real
+from bench.evaluate import evaluate_model
+from bench.evaluate_real import evaluate_real
 from models.contract import GenerativeEncoder
 
 SMALL = EvalConfig(batch_size=100, n_samples=400, test_subset=400, grid_size=4, probe_train_size=400,
@@ -184,3 +185,39 @@ def test_phase_timings_cover_the_models_calls_and_leave_every_number_unchanged(m
             "metric: linear probe"} <= set(timings)
     assert all(k.startswith(("model: ", "metric: ")) and v >= 0.0 for k, v in timings.items())
     assert bench_evaluate.model_seconds(timings) == pytest.approx(sum(timings[k] for k in model_phases))
+
+
+def test_confidence_and_separation_rows_are_those_of_the_lenet_and_the_codes(mnist, extractor):
+    """sample_confidence* are the LeNet's (full forward) softmax on the very samples; the separation rows
+    are the metric functions on the test codes (the probe's training codes vote for knn_accuracy)."""
+    torch.manual_seed(0)
+    model = small_vae()
+    rows, art = evaluate_model(model, mnist, SMALL, seed=4)
+    got = as_dict(rows)
+    for suffix, t in (("", 1.0), ("_t05", SMALL.second_temperature_std())):
+        with torch.inference_mode():
+            samples = bench_evaluate.generate(model, SMALL.n_samples, t, SMALL, 4 + bench_evaluate.SAMPLE_OFFSET)
+        mean, frac = M.sample_confidence(extractor.logits(samples), SMALL.confidence_threshold)
+        assert got[M.SAMPLE_CONFIDENCE + suffix] == pytest.approx(mean, rel=1e-6)
+        assert got[M.CONFIDENT_FRACTION + suffix] == pytest.approx(frac, abs=1.5 / SMALL.n_samples)
+    z, y = torch.from_numpy(art["test_latents"]), torch.from_numpy(art["test_labels"])
+    assert got[M.LATENT_SILHOUETTE] == pytest.approx(M.latent_silhouette(z, y), abs=1e-12)
+    with torch.inference_mode():
+        x_train = bench_evaluate.preprocess(
+            mnist.train_images[:SMALL.probe_train_size], model.preprocessing,
+            torch.Generator().manual_seed(4 + bench_evaluate.PROBE_NOISE_OFFSET), torch.float32)
+        z_train = bench_evaluate.batched(model.encode, x_train, SMALL.batch_size)
+    knn = M.knn_accuracy(z_train, mnist.train_labels[:SMALL.probe_train_size], z, y, SMALL.knn_k)
+    assert got[M.KNN_ACCURACY] == pytest.approx(knn, abs=1.5 / len(y))
+    assert 0.1 < got[M.KNN_ACCURACY] <= 1 and -1 <= got[M.LATENT_SILHOUETTE] <= 1
+
+
+@pytest.mark.parametrize("override, message", [("eval.knn_k=0", "eval.knn_k"), ("eval.knn_k=20000", "eval.knn_k"),
+                                               ("eval.confidence_threshold=1", "eval.confidence_threshold")])
+def test_separation_and_confidence_settings_are_checked(override, message):
+    from bench.config import load_config
+    from bench.errors import UserError
+    from tests.helpers import SMOKE
+
+    with pytest.raises(UserError, match=message):
+        load_config(SMOKE, [override])

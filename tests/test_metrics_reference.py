@@ -1,11 +1,20 @@
-"""KID, precision/recall and the linear probe against independent slow references."""
+"""KID, precision/recall, the linear probe, sample confidence, silhouette and k-NN accuracy against
+independent slow references."""
 
 import numpy as np
 import pytest
 import torch
 from scipy.spatial.distance import cdist
 
-from bench.metrics import linear_probe_accuracy, polynomial_mmd2, precision_recall
+from bench.metrics import (
+    knn_accuracy,
+    latent_silhouette,
+    linear_probe_accuracy,
+    polynomial_mmd2,
+    precision_recall,
+    sample_confidence,
+)
+from bench.metrics.separation import CHUNK as CHUNK_KNN
 
 
 def slow_mmd2(x, y):
@@ -83,3 +92,86 @@ def test_knn_radii_equal_the_unfused_distance_expression_bit_for_bit():
     plain = (x.pow(2).sum(1, keepdim=True) + sq.unsqueeze(0) - 2.0 * x @ x.T).clamp_min(0.0)
     assert torch.equal(knn_radii(feats, 5), torch.topk(plain, 6, dim=1, largest=False).values[:, 5])
 
+
+
+# ---------------------------------------------------------------------------- C4 and C5: confidence, separation
+
+
+def slow_confidence(logits, threshold):
+    tops = []
+    for row in logits:
+        p = np.exp(row - row.max())
+        tops.append((p / p.sum()).max())
+    return np.mean(tops), np.mean([t > threshold for t in tops])
+
+
+def slow_silhouette(x, y):
+    """Rousseeuw (1987), point by point; s(i) = 0 for a class of one."""
+    s = []
+    for i in range(len(x)):
+        d = np.sqrt(((x - x[i]) ** 2).sum(1))
+        same = (y == y[i]) & (np.arange(len(x)) != i)
+        if not same.any():
+            s.append(0.0)
+            continue
+        a = d[same].mean()
+        b = min(d[y == c].mean() for c in np.unique(y) if c != y[i])
+        s.append((b - a) / max(a, b))
+    return np.mean(s)
+
+
+def slow_knn(train, train_y, test, test_y, k):
+    """Majority vote of the k nearest training points (stable order of equal distances, lowest label on a tie)."""
+    hits = []
+    for q, label in zip(test, test_y, strict=True):
+        nearest = np.argsort(np.sqrt(((train - q) ** 2).sum(1)), kind="stable")[:k]
+        votes = np.bincount(train_y[nearest], minlength=train_y.max() + 1)
+        hits.append(int(np.argmax(votes) == label))  # argmax: the first (lowest) label of a tie
+    return np.mean(hits)
+
+
+def test_sample_confidence_matches_a_softmax_per_row():
+    logits = torch.randn(500, 10, generator=torch.Generator().manual_seed(5)) * 3
+    mean, frac = sample_confidence(logits, 0.9)
+    ref_mean, ref_frac = slow_confidence(logits.double().numpy(), 0.9)
+    assert mean == pytest.approx(ref_mean, abs=1e-12) and frac == ref_frac
+    assert 0 < frac < 1  # non-trivial: some rows either side of the threshold
+    assert sample_confidence(logits, 0.5)[1] > frac
+    assert np.isnan(sample_confidence(torch.full((3, 10), float("nan")))[0])
+
+
+def test_silhouette_matches_a_point_by_point_reference_and_scikit_learn():
+    from sklearn.metrics import silhouette_score
+
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 4, CHUNK_KNN + 40)  # across chunks
+    x = rng.normal(size=(len(y), 5)) + np.eye(5)[y] * 4.0
+    y[0] = 7  # a class of one
+    got = latent_silhouette(torch.from_numpy(x).float(), torch.from_numpy(y))
+    xf = torch.from_numpy(x).float().double().numpy()  # the codes as the metric sees them
+    assert got == pytest.approx(slow_silhouette(xf, y), abs=1e-12)
+    assert got == pytest.approx(silhouette_score(xf, y), abs=1e-12)
+    assert 0.1 < got < 0.9
+    assert np.isnan(latent_silhouette(torch.from_numpy(x), torch.zeros(len(y), dtype=torch.long)))  # one class
+
+
+def test_knn_accuracy_matches_a_brute_force_vote_with_ties():
+    rng = np.random.default_rng(7)
+    # integer codes on a small grid: many training codes at exactly the same distance, and tied votes (k = 10)
+    train = rng.integers(0, 3, size=(400, 2)).astype(np.float64)
+    train_y = (train.sum(1) + rng.integers(0, 2, 400)).astype(np.int64) % 4
+    test = rng.integers(0, 3, size=(CHUNK_KNN + 30, 2)).astype(np.float64)
+    test_y = (test.sum(1) + rng.integers(0, 2, len(test))).astype(np.int64) % 4
+    args = [torch.from_numpy(a) for a in (train, train_y, test, test_y)]
+    assert knn_accuracy(*args, k=10) == slow_knn(train, train_y, test, test_y, 10)
+    # continuous codes: no ties
+    train, test = rng.normal(size=(300, 6)), rng.normal(size=(120, 6))
+    train_y, test_y = rng.integers(0, 3, 300), rng.integers(0, 3, 120)
+    train[:, 0] += train_y * 1.5
+    test[:, 0] += test_y * 1.5
+    args = [torch.from_numpy(a) for a in (train, train_y, test, test_y)]
+    got = knn_accuracy(*args, k=10)
+    assert got == slow_knn(train, train_y, test, test_y, 10) and 0.5 < got < 1
+    assert knn_accuracy(*args, k=1) == slow_knn(train, train_y, test, test_y, 1)
+    train[3, 2] = np.nan
+    assert np.isnan(knn_accuracy(*[torch.from_numpy(a) for a in (train, train_y, test, test_y)]))

@@ -3,6 +3,7 @@ them, without training: rows that come out the same stay byte for byte, no row i
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -147,3 +148,19 @@ def test_bad_input_exits_2_with_one_line(finished, tmp_path, capsys, args, messa
     assert bench.reevaluate.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+
+
+def test_a_run_measured_with_another_lenet_is_left_untouched(finished, tmp_path, capsys):
+    # The LeNet is trained once per machine and cached; one trained elsewhere has other weights, and every
+    # feature metric with them: such a run must not get rows of two extractors.
+    out = tmp_path / "res"
+    shutil.copytree(finished, out)
+    run_dir = next(d for d in _model_runs(out) if d.name.startswith("vae-"))
+    text = (run_dir / TABLE).read_text()
+    here = re.search(r"extractor ([0-9a-f]{12})", text).group(1)
+    (run_dir / TABLE).write_text(text.replace(here, "0123456789ab"))
+    before = _files(out)
+    assert bench.reevaluate.main(["--results", str(out), "--runs", "vae-*"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert f"measured with LeNet extractor 0123456789ab, this machine's is {here}" in line
+    assert line.endswith("left untouched") and _files(out) == before

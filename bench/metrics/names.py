@@ -16,17 +16,25 @@ KID_LENET = "kid_lenet"
 PRECISION = "precision"
 RECALL = "recall"
 PROBE_ACCURACY = "probe_accuracy"
+# Class separation of the test codes beside the probe (C5): silhouette by label, k-NN vote of training codes
+LATENT_SILHOUETTE = "latent_silhouette"
+KNN_ACCURACY = "knn_accuracy"
+# The LeNet's confidence on samples (C4, "more accurate images"): mean max-softmax, share above a threshold
+SAMPLE_CONFIDENCE = "sample_confidence"
+CONFIDENT_FRACTION = "confident_fraction"
+CONFIDENCE_METRICS = (SAMPLE_CONFIDENCE, CONFIDENT_FRACTION)
 # The same four at the second temperature (Fig. 7c: are samples from N(0, 0.5) "more accurate"?)
 FEATURE_METRICS_T05 = tuple(f"{m}_t05" for m in (FD_LENET, KID_LENET, PRECISION, RECALL))
+CONFIDENCE_METRICS_T05 = tuple(f"{m}_t05" for m in CONFIDENCE_METRICS)
 N_SAMPLES = "n_samples"  # bookkeeping rows: how many images each metric saw
 N_TEST = "n_test"
 N_BPD = "n_bpd"
 
 SAMPLE_METRICS = (SHARPNESS, SHARPNESS_STD, SHARPNESS_T05, SHARPNESS_GAP, ARTEFACT_CORNER, FD_LENET, KID_LENET,
-                  PRECISION, RECALL, *FEATURE_METRICS_T05)
+                  PRECISION, RECALL, *CONFIDENCE_METRICS, *FEATURE_METRICS_T05, *CONFIDENCE_METRICS_T05)
 MODEL_METRICS = (
     *SAMPLE_METRICS, RECON_MSE, RECON_SSE, BITS_PER_DIM, CLASSIFIER_ACCURACY, PROBE_ACCURACY,
-    N_SAMPLES, N_TEST, N_BPD,
+    LATENT_SILHOUETTE, KNN_ACCURACY, N_SAMPLES, N_TEST, N_BPD,
 )
-REAL_METRICS = (SHARPNESS, SHARPNESS_STD, ARTEFACT_CORNER, FD_LENET, KID_LENET, PRECISION, RECALL, CLASSIFIER_ACCURACY,
-                RECON_MSE_MEAN_IMAGE, RECON_MSE_CLASS_MEAN, N_SAMPLES, N_TEST)
+REAL_METRICS = (SHARPNESS, SHARPNESS_STD, ARTEFACT_CORNER, FD_LENET, KID_LENET, PRECISION, RECALL, *CONFIDENCE_METRICS,
+                CLASSIFIER_ACCURACY, RECON_MSE_MEAN_IMAGE, RECON_MSE_CLASS_MEAN, N_SAMPLES, N_TEST)
