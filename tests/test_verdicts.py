@@ -16,7 +16,7 @@ from bench import report
 from bench.report import stats
 from bench.report.headline import END, START, headline_from_results, readme_block, report_inputs
 from bench.report.table import mechanism_markdown
-from bench.report.verdicts import CLAIM_ROW, CONFIDENCE, SILHOUETTE, build_verdicts
+from bench.report.verdicts import CLAIM_ROW, CONFIDENCE, SILHOUETTE, build_verdicts, verdicts_markdown
 from bench.results import replace_run_rows
 from bench.tracking import TRACKED, column
 from tests.helpers import ROOT
@@ -24,17 +24,20 @@ from tests.helpers import ROOT
 EPOCHS = 12
 
 
-def _write(out: Path, model: str, seed, latent, values: dict, converged=True, sweep=None, epochs_trained=None):
+def _write(out: Path, model: str, seed, latent, values: dict, converged=True, sweep=None, epochs_trained=None,
+           settings=None, train=None, tag=""):
     """One finished run as the runner leaves it: config.json, train_log.csv (flat learning curves
-    when ``converged``, a falling FD otherwise) and its tidy rows."""
+    when ``converged``, a falling FD otherwise) and its tidy rows. ``settings``/``train``: more keys
+    of its model's / train section (``tag`` tells its run id apart)."""
     sweep = sweep or {}
-    tag = "".join(f"-{v}" for v in sweep.values())
+    tag = tag + "".join(f"-{v}" for v in sweep.values())
     run_id = f"{model}-h{latent}{tag}-s{seed}" if model != "real" else "real-0badc0de-00000000"
     d = out / "runs" / run_id
     d.mkdir(parents=True)
     if model != "real":
         cfg = {"model": model, "seed": seed, "preset": "synthetic", "run_id": run_id, "sweep": sweep,
-               "train": {"epochs": EPOCHS}, model: {"latent_dim": latent, "eps2": sweep.get("pie.eps2", 0.1)}}
+               "train": {"epochs": EPOCHS, **(train or {})},
+               model: {"latent_dim": latent, "eps2": sweep.get("pie.eps2", 0.1), **(settings or {})}}
         (d / "config.json").write_text(json.dumps(cfg))
         epochs = np.arange(1, EPOCHS + 1)
         log = pd.DataFrame({"epoch": epochs, "train_loss": 1.0})
@@ -119,7 +122,8 @@ def test_eps2_levels_pair_by_seed(tmp_path):
     0 and the paper-sized effect (underpowered)."""
     _real(tmp_path)
     base = [0.02, 0.06, 0.10]
-    _fig7(tmp_path, {0.01: base, 0.1: [b + 0.005 for b in base], 1.0: [b + 0.01 + 1e-4 * s for s, b in enumerate(base)]})
+    worse = [b + 0.01 + 1e-4 * s for s, b in enumerate(base)]
+    _fig7(tmp_path, {0.01: base, 0.1: [b + 0.005 for b in base], 1.0: worse})
     v = _verdicts(tmp_path)
     c3 = next(c for c in v.comparisons if c.claim == "C3" and c.primary)
     assert c3.comparison == "PIE: eps² 1.0 − eps² 0.01" and c3.iv.method == "paired t" and c3.iv.n == 3
@@ -167,6 +171,7 @@ def test_claims_without_runs_say_so(tmp_path):
     (0.1, 0.2, 2, 2, stats.UNDERPOWERED),
     (0.1, 0.2, 5, 4, stats.UNDERPOWERED),
     (0.0, 0.2, 5, 5, stats.NOT_REPRODUCED),  # touching 0 is spanning it
+    (-0.2, 0.0, 5, 5, stats.NOT_REPRODUCED),
 ])
 def test_the_rule(low, high, n, converged, expected):
     iv = stats.Interval((low + high) / 2, low, high, n, "paired t")
@@ -175,8 +180,9 @@ def test_the_rule(low, high, n, converged, expected):
 
 
 def test_a_claim_needs_every_primary_comparison():
-    R, N, O, U = stats.REPRODUCED, stats.NOT_REPRODUCED, stats.OPPOSITE, stats.UNDERPOWERED
-    assert [stats.combine(x) for x in ([R, R], [O, O], [R, O], [R, N], [U, N], [R, U], [])] == [R, O, N, N, N, U, U]
+    rep, no, opp, under = stats.REPRODUCED, stats.NOT_REPRODUCED, stats.OPPOSITE, stats.UNDERPOWERED
+    cases = ([rep, rep], [opp, opp], [rep, opp], [rep, no], [under, no], [rep, under], [])
+    assert [stats.combine(x) for x in cases] == [rep, opp, no, no, no, under, under]
 
 
 def test_paired_interval_against_a_hand_computed_t_interval():
@@ -216,8 +222,6 @@ def test_report_writes_verdicts_and_the_mechanism_page_has_epochs(tmp_path):
     header = next(line for line in page.splitlines() if line.startswith("| run |")).split(" | ")
     row = next(line for line in page.splitlines() if "pie-h10-0.1-s0" in line).split(" | ")
     assert row[header.index("epochs")] == "31"  # the epochs_trained row wins over the log's 12
-    from bench.report.verdicts import verdicts_markdown
-
     v = build_verdicts(table, sel, configs, logs)
     md = verdicts_markdown(v)
     assert "## C1: PIE's samples are sharper than the VAE's and the WAE's (Table 1) — reproduced" in md
@@ -226,6 +230,25 @@ def test_report_writes_verdicts_and_the_mechanism_page_has_epochs(tmp_path):
     assert {"claim", "comparison", "metric", "effect", "ci_low", "ci_high", "n", "n_converged", "outcome",
             "reason"} <= set(csv.columns)
     assert set(csv["outcome"]) <= {*stats.OUTCOMES, "context"}
+
+
+def test_width_confound_and_schedule_tables_appear_when_their_runs_exist(tmp_path):
+    _real(tmp_path)
+    for seed in range(3):
+        _write(tmp_path, "vae", seed, 8, {"sharpness": 0.05, "fd_lenet": 480.0}, settings={"width": 0.0625})
+        _write(tmp_path, "pie", seed, 8, {"sharpness": 0.14, "fd_lenet": 90.0}, train={"lr_milestones": [6, 10]})
+    for seed in range(2):
+        _write(tmp_path, "vae", seed, 8, {"sharpness": 0.06 + 0.01 * seed, "fd_lenet": 300.0},
+               settings={"width": 0.125}, tag="w", converged=False)
+        _write(tmp_path, "pie", seed, 8, {"sharpness": 0.15, "fd_lenet": 60.0}, train={"lr_milestones": [45, 75]},
+               tag="m", epochs_trained=150)
+    v = _verdicts(tmp_path)
+    assert [row[:5] for row in v.width] == [["VAE", "1/16", "3", "3 of 3", "12"], ["VAE", "1/8", "2", "0 of 2", "12"],
+                                            ["PIE (Table 1)", "—", "3", "3 of 3", "12"]]
+    assert v.width[1][5].startswith("0.065 [")  # mean and its t interval over the two seeds
+    assert [row[:4] for row in v.schedule] == [["[45, 75]", "2", "2 of 2", "150"], ["[6, 10] (Table 1)", "3", "3 of 3",
+                                                                                  "12"]]
+    assert "No runs yet" not in verdicts_markdown(v)
 
 
 def test_readme_markers_are_required(tmp_path, capsys):

@@ -3,10 +3,12 @@
 Reads only ``DIR/metrics.csv`` and the files the runner saved under ``DIR/runs/<run_id>/``
 (``config.json``, ``train_log.csv``, ``figures.npz``, else ``artefacts.npz``): no checkpoints,
 no models, no training. Writes ``DIR/table1.md``, ``DIR/table1.csv``, PNGs in ``DIR/figures/``,
-``DIR/index.md`` and, when PIE runs recorded diagnostics, ``DIR/mechanism.md``; one such set per
+``DIR/index.md``, ``DIR/verdicts.md`` and ``DIR/verdicts.csv`` (each claim of the paper judged by one
+rule, :mod:`bench.report.verdicts`) and, when PIE runs recorded diagnostics, ``DIR/mechanism.md``; one such set per
 dataset (MNIST at the top, any other in ``DIR/<dataset>/``). Bad input exits 2 with one line
 on stderr; a figure that could not be drawn is named on stderr and makes the exit code 1 (the
-other outputs are still written).
+other outputs are still written). ``--readme README.md`` also writes the headline block of the
+README from DIR's MNIST runs (:mod:`bench.report.headline`).
 
 The report never deletes or overwrites a figure it cannot rebuild: when a panel's inputs are
 missing (e.g. a clone of results saved before ``figures.npz`` existed, whose uncommitted
@@ -69,12 +71,12 @@ def _build_dataset_report(results: Path, table: pd.DataFrame, dataset: str, fold
     t1 = build_table1(table, sel, configs, logs)
     write_csv_atomic(out / "table1.csv", t1.frame)
     write_text(out / "table1.md", table1_markdown(t1, sel, up=up))
-    rep = Report(results, out, dataset)
-    figs = build_figures(rep, table, sel, t1, configs, umap_points, logs)
-    write_text(out / "index.md", index_markdown(results, table, sel, t1, figs, rep.errors, up, others))
     verdicts = build_verdicts(table, sel, configs, logs)
     write_csv_atomic(out / "verdicts.csv", verdicts.frame())
     write_text(out / "verdicts.md", verdicts_markdown(verdicts, sel.spec.title))
+    rep = Report(results, out, dataset)
+    figs = build_figures(rep, table, sel, t1, configs, umap_points, logs)
+    write_text(out / "index.md", index_markdown(results, table, sel, t1, figs, rep.errors, up, others))
     written = ["table1.md", "table1.csv", "index.md", "verdicts.md", "verdicts.csv"]
     mechanism = mechanism_markdown(table, configs, logs)
     if mechanism is not None:

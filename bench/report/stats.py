@@ -129,9 +129,10 @@ def combine(outcomes: list[str]) -> str:
 RULE_TEXT = [
     f"Effect: a mean difference over seeds, oriented so that a positive value is the direction the paper claims; "
     f"{CONFIDENCE * 100:g} % Student t interval: paired by seed where runs pair (eps² levels at equal seeds, the two "
-    "temperatures of one run), Welch's between models, one-sample against the real digits (one measurement).",
+    "temperatures of one run), Welch's between models, one-sample against the real images (one measurement).",
     f"1. **{UNDERPOWERED}** when n < {MIN_N} (pairs, or the smaller of two groups), the metric was not measured, "
-    "or any run behind the effect has not converged (bench/convergence.py);",
+    "or any run behind the effect has not converged by the rule of bench/convergence.py (a run too short to judge "
+    "or without learning curves counts as not converged); its reason then adds what the interval alone gives;",
     f"2. **{OPPOSITE}** when the whole interval lies below 0;",
     f"3. **{REPRODUCED}** when the whole interval lies above 0;",
     f"4. **{UNDERPOWERED}** when the interval spans both 0 and the paper-sized effect;",

@@ -128,7 +128,8 @@ class Verdicts:
         rows = [c.record() for c in self.comparisons]
         rows += [{"claim": cid, "comparison": CLAIM_ROW, "primary": True, "outcome": self.claim(cid),
                   "reason": "every primary comparison must hold (bench/report/stats.py combine)"} for cid in CLAIMS]
-        return pd.DataFrame(rows)
+        frame = pd.DataFrame(rows)
+        return frame.astype({c: "Int64" for c in ("n", "n_runs", "n_converged")})
 
 
 class Runs:
@@ -224,7 +225,7 @@ def build_verdicts(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
     vals = r.values(pie, "sharpness")  # C2
     iv = stats.one_sample_interval(vals, real["sharpness"]) if "sharpness" in real else None
     ids = r.run_ids(pie, vals.index)
-    out.append(Comparison("C2", "PIE − real digits", "sharpness", True, iv,
+    out.append(Comparison("C2", f"PIE − real {sel.spec.item}s", "sharpness", True, iv,
                           PAPER.sharpness[FIG7_MODEL] - PAPER.sharpness[REAL], len(ids), r.n_converged(ids)))
     fig7, empty = r.fig7(), r.runs.iloc[0:0]
     c3_size = C3_FRACTION * real.get("recon_mse_mean_image", np.nan)
