@@ -55,9 +55,12 @@ T05 = "_t05"  # suffix of a metric at the second temperature (bench.metrics.name
 C3_FRACTION = 0.1  # of the mean-image reconstruction error
 C4_STEP = 0.02  # one image of the ~50 per panel of Fig. 7c
 C5_STEP = 0.05  # five digits in a hundred
+_P = PAPER.sharpness
 SIZE_NOTES = {
-    "C1": "the paper's own difference (Table 1: PIE 0.49 − VAE 0.08 = 0.41, PIE 0.49 − WAE 0.07 = 0.42).",
-    "C2": "the paper's own difference (Table 1: PIE 0.49 − True 0.18 = 0.31).",
+    "C1": "the paper's own difference (Table 1: " + ", ".join(
+        f"PIE {_P['pie']:g} − {m.upper()} {_P[m]:g} = {_P['pie'] - _P[m]:.2g}" for m in ("vae", "wae")) + ").",
+    "C2": f"the paper's own difference (Table 1: PIE {_P['pie']:g} − True {_P['real']:g} = "
+          f"{_P['pie'] - _P['real']:.2g}).",
     "C3": f"the paper gives no number (\"not able to reconstruct anymore\" at eps² = 1); we take {C3_FRACTION:g} × "
           "the mean-image reconstruction error (a code that reconstructs no better than the mean image does not "
           "reconstruct; a tenth of that gap is the smallest difference the words could describe).",
