@@ -5,7 +5,9 @@ Modules, in the order the report runs them:
 - ``selection``: the results directory's tidy table and which runs Table 1 and Fig. 7 use;
 - ``table``: Table 1 (csv, markdown), the numbers under Fig. 7, the mechanism page;
 - ``figures``: every PNG, drawn by ``bench.plots``;
+- ``stats`` and ``verdicts``: ``verdicts.md`` / ``verdicts.csv``, each claim judged by one rule;
 - ``index``: ``index.md``;
+- ``headline``: the README's headline block (``--readme``);
 - ``cli``: ``main`` and ``build_report`` (one set of pages per dataset).
 
 The paper's numbers are data: ``paper_mnist.yaml``, loaded by ``paper``. Model rows and labels

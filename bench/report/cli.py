@@ -3,10 +3,12 @@
 Reads only ``DIR/metrics.csv`` and the files the runner saved under ``DIR/runs/<run_id>/``
 (``config.json``, ``train_log.csv``, ``figures.npz``, else ``artefacts.npz``): no checkpoints,
 no models, no training. Writes ``DIR/table1.md``, ``DIR/table1.csv``, PNGs in ``DIR/figures/``,
-``DIR/index.md`` and, when PIE runs recorded diagnostics, ``DIR/mechanism.md``; one such set per
+``DIR/index.md``, ``DIR/verdicts.md`` and ``DIR/verdicts.csv`` (each claim of the paper judged by one
+rule, :mod:`bench.report.verdicts`) and, when PIE runs recorded diagnostics, ``DIR/mechanism.md``; one such set per
 dataset (MNIST at the top, any other in ``DIR/<dataset>/``). Bad input exits 2 with one line
 on stderr; a figure that could not be drawn is named on stderr and makes the exit code 1 (the
-other outputs are still written).
+other outputs are still written). ``--readme README.md`` also writes the headline block of the
+README from DIR's MNIST runs (:mod:`bench.report.headline`).
 
 The report never deletes or overwrites a figure it cannot rebuild: when a panel's inputs are
 missing (e.g. a clone of results saved before ``figures.npz`` existed, whose uncommitted
@@ -27,10 +29,12 @@ from bench.cli import Parser, user_errors_exit_2
 from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.report.figures import UMAP_MAX_POINTS, Report, build_figures
+from bench.report.headline import headline_from_results, report_inputs, write_headline
 from bench.report.index import index_markdown
 from bench.report.markdown import write_text
-from bench.report.selection import load_table, read_json, select_runs
-from bench.report.table import build_table1, mechanism_markdown, run_logs, table1_markdown
+from bench.report.selection import load_table
+from bench.report.table import build_table1, mechanism_markdown, table1_markdown
+from bench.report.verdicts import build_verdicts, verdicts_markdown
 from bench.results import write_csv_atomic
 
 
@@ -63,19 +67,18 @@ def _build_dataset_report(results: Path, table: pd.DataFrame, dataset: str, fold
     out = results / folder
     out.mkdir(exist_ok=True)
     up = "../" * folder.count("/")
-    configs = {r: read_json(results / "runs" / r / "config.json") for r in table["run_id"].unique()
-               if not r.startswith("real-")}
-    sel = select_runs(table, configs)
-    sel.dataset = dataset
-    logs = run_logs(results, pd.concat([f.query("status == 'ok'") for f in sel.table1.values()]))
+    configs, sel, logs = report_inputs(results, table, dataset)
     t1 = build_table1(table, sel, configs, logs)
     write_csv_atomic(out / "table1.csv", t1.frame)
     write_text(out / "table1.md", table1_markdown(t1, sel, up=up))
+    verdicts = build_verdicts(table, sel, configs, logs)
+    write_csv_atomic(out / "verdicts.csv", verdicts.frame())
+    write_text(out / "verdicts.md", verdicts_markdown(verdicts, sel.spec.title))
     rep = Report(results, out, dataset)
     figs = build_figures(rep, table, sel, t1, configs, umap_points, logs)
     write_text(out / "index.md", index_markdown(results, table, sel, t1, figs, rep.errors, up, others))
-    written = ["table1.md", "table1.csv", "index.md"]
-    mechanism = mechanism_markdown(table, configs)
+    written = ["table1.md", "table1.csv", "index.md", "verdicts.md", "verdicts.csv"]
+    mechanism = mechanism_markdown(table, configs, logs)
     if mechanism is not None:
         write_text(out / "mechanism.md", mechanism)
         written.append("mechanism.md")
@@ -94,10 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--umap-points", type=int, default=UMAP_MAX_POINTS,
                    help="most test latents embedded per UMAP panel (default and most: %(default)s, "
                    "the number figures.npz keeps)")
+    p.add_argument("--readme", type=Path, default=None,
+                   help="also write the headline block (Table 1 and one line per claim, from this directory's "
+                   "MNIST runs) into this file between '<!-- headline:start -->' and '<!-- headline:end -->'")
     args = p.parse_args(argv)
     if args.umap_points < 10:
         raise UserError(f"--umap-points must be at least 10, got {args.umap_points}")
+    if args.readme is not None and not args.readme.is_file():
+        raise UserError(f"--readme '{args.readme}' is not a file")
     errors = build_report(Path(args.results), args.umap_points)
+    if args.readme is not None:
+        write_headline(args.readme, headline_from_results(Path(args.results)))
+        print(f"wrote the headline block of {args.readme}")
     if errors:
         for e in errors:
             print(f"warning: {e}", file=sys.stderr)

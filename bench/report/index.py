@@ -59,7 +59,8 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
         lines[4:4] = ["Other datasets in this results directory: "
                       + " · ".join(f"[{DATASETS[d].title}]({up}{page})" for d, page in others), ""]
     lines += [table1_markdown(t1, sel, heading="##", up=up).rstrip(), "",
-              "Also as its own page: [table1.md](table1.md).", ""]
+              "Also as its own page: [table1.md](table1.md). Each of the paper's claims judged by one rule, with "
+              "its effect and interval over seeds: [verdicts.md](verdicts.md).", ""]
     lines += figure_md(figs["bars"])
     lines += figure_md(figs["side"])
     lines += ['<a id="figure-7"></a>', "", f"## Figure 7: {label(FIG7_MODEL)} at latent {FIG7_LATENT}, eps² ∈ "

@@ -179,15 +179,21 @@ def _preset_settings(preset: str, model: str) -> dict[str, str]:
     return {k: json.dumps(v, sort_keys=True) for k, v in dataclasses.asdict(section).items()}
 
 
-def settings_changed(config: dict[str, Any], model: str, free: tuple[str, ...] = FIG7_FREE_KEYS) -> int:
-    """How many of ``model``'s settings in a run's config.json differ from its preset's, besides
-    ``free``; a key the run did not record (older code) or the preset no longer has is not counted."""
+def changed_settings(config: dict[str, Any], model: str, free: tuple[str, ...] = FIG7_FREE_KEYS) -> dict[str, Any]:
+    """``model``'s settings in a run's config.json that differ from its preset's, besides ``free``
+    (key -> the run's value); a key the run did not record (older code) or the preset no longer
+    has is not counted."""
     own = config.get(model)
     if not isinstance(own, dict):
-        return 0
+        return {}
     preset = _preset_settings(str(config.get("preset", "")), model)
-    return sum(1 for k, v in own.items()
-               if k not in free and k in preset and json.dumps(v, sort_keys=True) != preset[k])
+    return {k: v for k, v in sorted(own.items())
+            if k not in free and k in preset and json.dumps(v, sort_keys=True) != preset[k]}
+
+
+def settings_changed(config: dict[str, Any], model: str, free: tuple[str, ...] = FIG7_FREE_KEYS) -> int:
+    """How many of ``model``'s settings differ from its preset's (:func:`changed_settings`)."""
+    return len(changed_settings(config, model, free))
 
 
 def select_runs(table: pd.DataFrame, configs: dict[str, dict]) -> Selection:

@@ -115,6 +115,27 @@ def epochs_to_converge_cell(entries: list[str]) -> str:
     return "; ".join(parts) or "—"
 
 
+EPOCHS_TRAINED = "epochs_trained"  # the row a run trained until converged records (bench.runner)
+
+
+def run_epochs(table: pd.DataFrame, run_ids: list[str], logs: dict[str, pd.DataFrame] | None = None,
+               configs: dict[str, dict] | None = None) -> dict[str, float]:
+    """run_id -> epochs trained: its ``epochs_trained`` row, else the last epoch of its
+    train_log.csv (an extended run's log holds every epoch), else its config's ``train.epochs``;
+    NaN when none of them says."""
+    rows = per_run_values(table, list(run_ids), (EPOCHS_TRAINED,)).set_index("run_id")["value"]
+    out = {}
+    for rid in run_ids:
+        value = float(rows.get(rid, np.nan))
+        log = (logs or {}).get(rid)
+        if not np.isfinite(value) and log is not None and "epoch" in log and log["epoch"].notna().any():
+            value = float(log["epoch"].max())
+        if not np.isfinite(value):
+            value = float(((configs or {}).get(rid, {}).get("train") or {}).get("epochs", np.nan))
+        out[rid] = value
+    return out
+
+
 def artefact_flags(frame: pd.DataFrame) -> list[str]:
     """Models sharper than the real digits whose corner artefact score is large (see ARTEFACT_FLAG_FRACTION)."""
     real = frame[frame["model"] == REAL]
@@ -311,10 +332,12 @@ def fig7_numbers_md(table: pd.DataFrame, runs: list[tuple[float, str]], refs: di
             "`PIE.diagnostics`):", "", md_table(header, rows), ""]
 
 
-def mechanism_markdown(table: pd.DataFrame, configs: dict[str, dict] | None = None) -> str | None:
+def mechanism_markdown(table: pd.DataFrame, configs: dict[str, dict] | None = None,
+                       logs: dict[str, pd.DataFrame] | None = None) -> str | None:
     """``mechanism.md``: every finished PIE run with diagnostics, one row each, by the ``pie.*``
     settings that differ between them (swept, or set with --set and read from each run's
-    config.json) — the mechanism sweep of README "Does eps² matter?"; None if there is none."""
+    config.json) — the mechanism sweep of README "Does eps² matter?", with the epochs each run
+    trained (:func:`run_epochs`: runs of different lengths share the page); None if there is none."""
     runs = run_frame(table)
     with_diag = set(table.loc[table["metric"].astype(str).str.startswith("diag_"), "run_id"])
     pie = runs[(runs["model"] == FIG7_MODEL) & (runs["status"] == "ok") & runs["run_id"].isin(with_diag)].copy()
@@ -331,9 +354,10 @@ def mechanism_markdown(table: pd.DataFrame, configs: dict[str, dict] | None = No
                   if str(m).startswith("diag_"))
     metrics = (*FIG7_NUMBERS, *diag)
     vals = per_run_values(table, pie["run_id"].tolist(), metrics).set_index(["run_id", "metric"])["value"]
-    header = ["run", *swept, "latent", "seed", *metrics]
+    epochs = run_epochs(table, pie["run_id"].tolist(), logs, configs)
+    header = ["run", *swept, "latent", "seed", "epochs", *metrics]
     rows = [[f"`{r['run_id']}`", *(str(r[c]) if not pd.isna(r[c]) else "—" for c in swept),
-             fmt_num(r["latent_dim"]), str(int(r["seed"])),
+             fmt_num(r["latent_dim"]), str(int(r["seed"])), fmt_num(epochs[r["run_id"]]),
              *(fmt_num(vals.get((r["run_id"], m), float("nan"))) for m in metrics)] for _, r in pie.iterrows()]
     real = runs[(runs["model"] == REAL) & (runs["status"] == "ok")].sort_values("started_at")
     refs = {}
@@ -343,7 +367,8 @@ def mechanism_markdown(table: pd.DataFrame, configs: dict[str, dict] | None = No
     rows += reference_rows_md(refs, len(header), header.index("recon_mse"))
     return "\n".join([
         "# PIE mechanism: eps², coupling and Householder ablations", "",
-        "Every finished PIE run that recorded diagnostics (README \"Does eps² matter?\"). `diag_resid_ratio_l<l>`: "
+        "Every finished PIE run that recorded diagnostics (README \"Does eps² matter?\"). `epochs`: how many "
+        "epochs the run trained (runs of different lengths share this page). `diag_resid_ratio_l<l>`: "
         "E‖r − g(z)‖² / (d·eps²) at split l in flow coordinates (near 1: the flow met eps² by scaling r); "
         "`diag_flow_logdet_per_dim`: the flow's log-det per image dimension without the input transform; "
         "`diag_recon_mse_rg`: decoding with r = g(z) (the reconstruction). The reference rows are code-free "

@@ -1,0 +1,92 @@
+"""The README's headline block, written by the report, never typed.
+
+``python -m bench.report --results DIR --readme README.md`` writes, between the markers
+:data:`START` and :data:`END` of README.md, Table 1's headline numbers and one line per claim
+(verdict, effect, interval, n) of DIR's MNIST runs. The block is a function of the results alone
+(no paths, dates or timings), so a test can rebuild it from the committed ``results/long`` and
+compare it with the committed README.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from bench.errors import UserError
+from bench.report.markdown import fmt_mean_std, fmt_num, md_table, write_text
+from bench.report.paper import PAPER
+from bench.report.selection import REAL, Selection, load_table, read_json, run_frame, select_runs
+from bench.report.table import REFERENCE_RECON, Table1, build_table1, reference_rows_md, run_epochs, run_logs
+from bench.report.verdicts import Verdicts, build_verdicts, claim_lines
+
+START, END = "<!-- headline:start -->", "<!-- headline:end -->"
+METRICS = ("fd_lenet", "precision", "recall", "recon_mse", "bits_per_dim", "probe_accuracy")
+
+
+def report_inputs(results: Path, table: pd.DataFrame, dataset: str):
+    """configs, selection and train logs of one dataset's part of the tidy table."""
+    configs = {r: read_json(results / "runs" / r / "config.json") for r in table["run_id"].unique()
+               if not r.startswith(f"{REAL}-")}
+    sel = select_runs(table, configs)
+    sel.dataset = dataset
+    logs = run_logs(results, run_frame(table).query("status == 'ok'"))
+    return configs, sel, logs
+
+
+def headline_markdown(table: pd.DataFrame, t1: Table1, sel: Selection, verdicts: Verdicts,
+                      configs: dict[str, dict], logs: dict[str, pd.DataFrame]) -> str:
+    """Table 1 (latent 8, mean ± std over seeds, epochs trained, convergence) and the claims."""
+    extra = ["epochs to converge"] if "epochs_to_converge" in t1.frame else []  # issue 23 item 1, when present
+    header = ["", "n", "epochs", "sharpness", "paper", *METRICS, "converged", *extra]
+    rows = []
+    for _, r in t1.frame.iterrows():
+        ids = r["run_ids"].split()
+        epochs = sorted(set(run_epochs(table, ids, logs, configs).values())) if r["model"] != REAL else []
+        span = "—" if not epochs else fmt_num(epochs[0]) + (f"–{fmt_num(epochs[-1])}" if len(epochs) > 1 else "")
+        cells = [f"**{r['row']}**", str(r["n_runs"]), span,
+                 fmt_mean_std(r["sharpness_mean"], r["sharpness_std"], r["sharpness_n"]),
+                 fmt_num(r["paper_sharpness"], 3)]
+        cells += [fmt_mean_std(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]) for m in METRICS]
+        cells += [r["converged"]] + [str(r[c]) for c in ("epochs_to_converge",) if extra]
+        rows.append(cells)
+    rows += reference_rows_md({k: v for k, v in t1.references.items() if k in REFERENCE_RECON.values()},
+                              len(header), header.index("recon_mse"))
+    why = [f"{r['row']} {r['unconverged_metrics']}" for _, r in t1.frame.iterrows() if r.get("unconverged_metrics")]
+    n_samples = f"{PAPER.table1_n_samples:,}".replace(",", " ")
+    lines = [f"Table 1 (latent {PAPER.table1_latent}; mean ± std over seeds; sample metrics on {n_samples} samples "
+             "at T = 1; paper: its Table 1):", "",
+             md_table(header, rows), ""]
+    if why:
+        lines += ["Not converged by the rule (relative change between the last two fifths): " + "; ".join(why) + ".",
+                  ""]
+    lines += ["The paper's claims, each judged by the rule of verdicts.md (95 % interval over seeds):", "",
+              *claim_lines(verdicts)]
+    return "\n".join(lines)
+
+
+def headline_from_results(results: Path) -> str:
+    """The headline block of a results directory's MNIST runs (the paper's dataset)."""
+    table = load_table(results)
+    table = table[table["dataset"].fillna(PAPER.dataset).astype(str) == PAPER.dataset]
+    if table.empty:
+        raise UserError(f"'{results}' holds no {PAPER.dataset} runs: the headline is about the paper's dataset")
+    configs, sel, logs = report_inputs(results, table, PAPER.dataset)
+    t1 = build_table1(table, sel, configs, logs)
+    return headline_markdown(table, t1, sel, build_verdicts(table, sel, configs, logs), configs, logs)
+
+
+def readme_block(text: str, where: str = "README") -> str:
+    """The text between the markers (without the newlines next to them); UserError without them."""
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise UserError(f"{where} needs one '{START}' line and one '{END}' line after it, where the headline goes")
+    return text[text.index(START) + len(START):text.index(END)].strip("\n")
+
+
+def write_headline(readme: Path, block: str) -> None:
+    if not readme.is_file():
+        raise UserError(f"--readme '{readme}' is not a file")
+    text = readme.read_text()
+    readme_block(text, str(readme))
+    head, tail = text[:text.index(START) + len(START)], text[text.index(END):]
+    write_text(readme, f"{head}\n{block}\n{tail}")
