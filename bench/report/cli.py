@@ -26,6 +26,7 @@ import pandas as pd
 from bench.cli import Parser, user_errors_exit_2
 from bench.datasets import DATASETS
 from bench.errors import UserError
+from bench.report.compare import build_comparison
 from bench.report.figures import UMAP_MAX_POINTS, Report, build_figures
 from bench.report.index import index_markdown
 from bench.report.markdown import write_text
@@ -94,10 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--umap-points", type=int, default=UMAP_MAX_POINTS,
                    help="most test latents embedded per UMAP panel (default and most: %(default)s, "
                    "the number figures.npz keeps)")
+    p.add_argument("--reference", default=None, metavar="DIR",
+                   help="also write RESULTS/compare.md: yours vs this committed results directory vs the paper, "
+                   "with a within-spread mark per metric (./run_all.sh passes the preset's committed directory)")
     args = p.parse_args(argv)
     if args.umap_points < 10:
         raise UserError(f"--umap-points must be at least 10, got {args.umap_points}")
     errors = build_report(Path(args.results), args.umap_points)
+    if args.reference is not None:
+        if Path(args.reference).resolve() == Path(args.results).resolve():
+            raise UserError("--reference names the results directory itself; give the committed one")
+        text, _ = build_comparison(Path(args.results), Path(args.reference))
+        write_text(Path(args.results) / "compare.md", text)
+        print(f"wrote {Path(args.results) / 'compare.md'}\n")
+        print(text.split("Marks: ")[0].rstrip() + "\n")  # the header lines; the table follows
+        print(text[text.index("Summary: "):].split("\n\nmean ± sample std")[0])
     if errors:
         for e in errors:
             print(f"warning: {e}", file=sys.stderr)
