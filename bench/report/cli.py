@@ -101,10 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.umap_points < 10:
         raise UserError(f"--umap-points must be at least 10, got {args.umap_points}")
+    if args.reference is not None and Path(args.reference).resolve() == Path(args.results).resolve():
+        raise UserError("--reference names the results directory itself; give the committed one")
     errors = build_report(Path(args.results), args.umap_points)
     if args.reference is not None:
-        if Path(args.reference).resolve() == Path(args.results).resolve():
-            raise UserError("--reference names the results directory itself; give the committed one")
         text, _ = build_comparison(Path(args.results), Path(args.reference))
         write_text(Path(args.results) / "compare.md", text)
         print(f"wrote {Path(args.results) / 'compare.md'}\n")
