@@ -129,3 +129,24 @@ def test_figure_titles_name_preset_epochs_and_seeds(tmp_path, monkeypatch):
         assert "preset synthetic, 12 epochs, seeds 0–2" in titles[name], name
     assert "preset synthetic, 12 epochs, seeds 0, 1" in titles["fig7_overview.png"]
     assert "preset synthetic, 12 epochs, seed 0" in titles["fig7_eps2-0.1_b_samples_t1.png"]
+
+
+def test_runner_writes_its_own_folder_resumes_there_and_ignores_committed_runs(tmp_path, monkeypatch, capsys):
+    """No --out: results/local/<preset>. A committed finished run of the same id in results/ is
+    not a reason to skip; the second call finds its own finished run."""
+    from bench.config import load_config
+    from bench.run import main
+    from tests.helpers import SMOKE
+
+    monkeypatch.chdir(tmp_path)
+    run_id = f"vae-{load_config(SMOKE).run_hash('vae')}-s0"
+    committed = tmp_path / "results" / "runs" / run_id
+    committed.mkdir(parents=True)
+    (committed / "done.json").write_text('{"finished": true}')
+    args = ["--config", SMOKE, "--models", "vae", "--seeds", "1", "--no-progress"]
+    assert main(args) == 0
+    assert "1 run(s) planned: 1 to start, 0 already finished (in results/local/smoke)" in capsys.readouterr().out
+    assert (tmp_path / "results" / "local" / "smoke" / "runs" / run_id / "done.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["local", "runs"]  # nothing else written
+    assert main(args) == 0
+    assert "1 run(s) planned: 0 to start, 1 already finished (in results/local/smoke)" in capsys.readouterr().out
