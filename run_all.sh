@@ -79,7 +79,7 @@ status=0
 if [ "$(realpath -m "$OUT")" = "$(realpath -m "$REF")" ]; then
   "$PY" -m bench.report --results "$OUT" || status=$?
 else  # yours vs the committed reference vs the paper, a mark per metric: $OUT/compare.md
-  "$PY" -m bench.report --results "$OUT" --reference "$REF" || status=$?
+  "$PY" -m bench.report --results "$OUT" --compare-with "$REF" || status=$?
 fi
 echo "run_all.sh: finished in $(( $(date +%s) - start )) s (exit $status)"
 exit "$status"

@@ -90,7 +90,7 @@ def test_compare_page_of_two_results_directories(tmp_path):
     assert "commit(s) abc1234" in text and "within" in text
     text, frame = build_comparison(mine, tmp_path / "nothing")  # no committed reference
     assert set(frame["mark"]) == {"no reference"} and "none committed" in text
-    assert report.main(["--results", str(mine), "--reference", str(mine)]) == 2  # itself: refused
+    assert report.main(["--results", str(mine), "--compare-with", str(mine)]) == 2  # itself: refused
 
 
 def test_local_and_reference_directories():

@@ -4,7 +4,8 @@ Reads only ``DIR/metrics.csv`` and the files the runner saved under ``DIR/runs/<
 (``config.json``, ``train_log.csv``, ``figures.npz``, else ``artefacts.npz``): no checkpoints,
 no models, no training. Writes ``DIR/table1.md``, ``DIR/table1.csv``, PNGs in ``DIR/figures/``,
 ``DIR/index.md`` and, when PIE runs recorded diagnostics, ``DIR/mechanism.md``; one such set per
-dataset (MNIST at the top, any other in ``DIR/<dataset>/``). Bad input exits 2 with one line
+dataset (MNIST at the top, any other in ``DIR/<dataset>/``); with ``--compare-with REF`` also
+``DIR/compare.md`` (yours vs the committed REF vs the paper, ``bench.report.compare``). Bad input exits 2 with one line
 on stderr; a figure that could not be drawn is named on stderr and makes the exit code 1 (the
 other outputs are still written).
 
@@ -95,17 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--umap-points", type=int, default=UMAP_MAX_POINTS,
                    help="most test latents embedded per UMAP panel (default and most: %(default)s, "
                    "the number figures.npz keeps)")
-    p.add_argument("--reference", default=None, metavar="DIR",
+    p.add_argument("--compare-with", default=None, metavar="DIR",
                    help="also write RESULTS/compare.md: yours vs this committed results directory vs the paper, "
                    "with a within-spread mark per metric (./run_all.sh passes the preset's committed directory)")
     args = p.parse_args(argv)
     if args.umap_points < 10:
         raise UserError(f"--umap-points must be at least 10, got {args.umap_points}")
-    if args.reference is not None and Path(args.reference).resolve() == Path(args.results).resolve():
-        raise UserError("--reference names the results directory itself; give the committed one")
+    if args.compare_with is not None and Path(args.compare_with).resolve() == Path(args.results).resolve():
+        raise UserError("--compare-with names the results directory itself; give the committed one")
     errors = build_report(Path(args.results), args.umap_points)
-    if args.reference is not None:
-        text, _ = build_comparison(Path(args.results), Path(args.reference))
+    if args.compare_with is not None:
+        text, _ = build_comparison(Path(args.results), Path(args.compare_with))
         write_text(Path(args.results) / "compare.md", text)
         print(f"wrote {Path(args.results) / 'compare.md'}\n")
         print(text.split("Marks: ")[0].rstrip() + "\n")  # the header lines; the table follows

@@ -177,7 +177,7 @@ def compare_markdown(frame: pd.DataFrame, yours_dir: str, reference_dir: str | N
             for _, r in frame.iterrows()]
     lines += [md_table(header, body), ""]
     lines += ["mean ± sample std over seeds; n = finished runs with a value. Rebuild: "
-              f"`python -m bench.report --results {yours_dir} --reference {reference_dir}`.", ""]
+              f"`python -m bench.report --results {yours_dir} --compare-with {reference_dir}`.", ""]
     return "\n".join(lines)
 
 
