@@ -74,7 +74,7 @@ class EvalConfig:
     second_temperature: float = 0.5  # Fig. 7c "N(0, 0.5)"
     second_temperature_is: Literal["variance", "std"] = "variance"  # how to read that 0.5
     grid_size: int = 8  # sample grid is grid_size x grid_size
-    classifier_epochs: int = 3  # LeNet feature extractor for FD/KID/PR
+    classifier_epochs: int = 3  # LeNet for FD/KID/PR: 3 = the shipped weights (bench/extractors); else trained, cached
     probe_train_size: int = 10000  # training latents used by the linear probe
     kid_subset_size: int = 1000  # KID: features per random subset (of each set)
     kid_subsets: int = 10  # KID: number of subsets averaged (fixed subset seed)

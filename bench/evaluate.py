@@ -21,7 +21,7 @@ import threadpoolctl
 import torch
 
 from bench import metrics as M
-from bench.classifier import FeatureExtractor, get_classifier
+from bench.classifier import FeatureExtractor, get_classifier, torch_threads
 from bench.config import EvalConfig
 from bench.data import MNISTData, preprocess
 from models.contract import GenerativeEncoder
@@ -120,19 +120,33 @@ def generate(model, n: int, temperature: float, cfg: EvalConfig, seed: int) -> t
     return torch.cat(out)
 
 
+@contextlib.contextmanager
+def one_cpu_thread(device: torch.device):
+    """One torch and one BLAS thread on CPU for the feature metrics, so that FD, KID and
+    precision/recall do not depend on the machine's thread count: KID's float64 sums, split
+    over 2 threads, differ from 1 thread in the last digits (measured). Runs already use
+    one thread each (``./run_all.sh``), so their numbers do not change."""
+    if device.type != "cpu":
+        yield
+        return
+    with torch_threads(1), threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 def real_stats(data: MNISTData, cfg: EvalConfig, extractor: FeatureExtractor) -> RealStats:
     """Real test-image statistics, computed once per process for each (data, extractor, subset)."""
     n = _n_test(data, cfg)
     key = (data.checksum, extractor.cache_key, extractor.weights_hash, n, str(data.test_images.device))
-    if key not in _REAL_STATS:
-        images = _unit(data.test_images[:n])
-        feats = extractor.features(images, cfg.batch_size)
-        mu, sigma = M.feature_stats(feats)
-        mean, std = M.sharpness_stats(images)
-        _REAL_STATS[key] = RealStats(feats, mu, sigma, {}, mean, std)
-    stats = _REAL_STATS[key]
-    if cfg.pr_k not in stats.radii:
-        stats.radii[cfg.pr_k] = M.knn_radii(stats.feats, cfg.pr_k)
+    with one_cpu_thread(data.test_images.device):
+        if key not in _REAL_STATS:
+            images = _unit(data.test_images[:n])
+            feats = extractor.features(images, cfg.batch_size)
+            mu, sigma = M.feature_stats(feats)
+            mean, std = M.sharpness_stats(images)
+            _REAL_STATS[key] = RealStats(feats, mu, sigma, {}, mean, std)
+        stats = _REAL_STATS[key]
+        if cfg.pr_k not in stats.radii:
+            stats.radii[cfg.pr_k] = M.knn_radii(stats.feats, cfg.pr_k)
     return stats
 
 
@@ -141,7 +155,13 @@ def feature_rows(
     suffix: str = "", timings: dict[str, float] | None = None,
 ) -> list[MetricRow]:
     """fd_lenet, kid_lenet, precision, recall, sample_confidence and confident_fraction (each + ``suffix``)
-    of ``fake_images``: the first four against the real test set, the last two the LeNet's own verdict."""
+    of ``fake_images``: the first four against the real test set, the last two the LeNet's own verdict
+    (at one CPU thread: :func:`one_cpu_thread`)."""
+    with one_cpu_thread(fake_images.device):
+        return _feature_rows(fake_images, fake_name, real, extractor, cfg, suffix, timings)
+
+
+def _feature_rows(fake_images, fake_name, real, extractor, cfg, suffix, timings) -> list[MetricRow]:
     device = fake_images.device
     with phase(timings, "metric: LeNet features", device):
         feats = extractor.features(fake_images, cfg.batch_size)

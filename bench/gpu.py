@@ -1,4 +1,4 @@
-"""The GPU protocol in one call: ``python3 -m bench.gpu [--budget-s 480] [--out results/gpu]``.
+"""The GPU protocol in one call: ``python3 -m bench.gpu [--budget-s 480] [--out results/local/gpu]``.
 
 For a session lent a GPU for a few minutes (one device call, no network, no install):
 
@@ -197,7 +197,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = Parser(prog="python -m bench.gpu", description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --dry-run)")
     p.add_argument("--budget-s", type=float, default=480.0, help="hard wall-clock budget (default: %(default)s)")
-    p.add_argument("--out", default="results/gpu", help="output folder (default: %(default)s)")
+    p.add_argument("--out", default="results/local/gpu", help="output folder (default: %(default)s)")
     p.add_argument("--data-root", default=None, help="MNIST folder (else $MNIST_ROOT, else ./data)")
     p.add_argument("--config", default=None, help="protocol preset (default: configs/paper.yaml; smoke with --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="smoke preset and quick perf: the same code path in seconds")

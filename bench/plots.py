@@ -85,9 +85,13 @@ def _image_axes(ax, grid: np.ndarray, title: str, width_in: float | None = None)
     ax.set_axis_off()
 
 
-def _save(fig, path: Path, title: str | None = None, title_size: int = 10, top: float = 1.0) -> Path:
-    """Lay out (below a figure title, if any), write the PNG and free the figure."""
+def _save(fig, path: Path, title: str | None = None, title_size: int = 10, top: float = 1.0,
+          subtitle: str = "") -> Path:
+    """Lay out (below a figure title, if any, and its ``subtitle`` line: the protocol), write the
+    PNG and free the figure."""
     if title:
+        if subtitle:  # a second title line takes as much room again
+            title, top = f"{title}\n{subtitle}", 1.0 - 2 * (1.0 - top)
         fig.suptitle(title, fontsize=title_size)
         fig.tight_layout(rect=(0, 0, 1, top))
     else:
@@ -189,7 +193,8 @@ def _missing_axes(ax, title: str, reason: str) -> None:
     ax.set_axis_off()
 
 
-def fig7_overview(rows: Sequence[dict], path: Path, dataset: DatasetSpec = DATASETS["mnist"]) -> Path:
+def fig7_overview(rows: Sequence[dict], path: Path, dataset: DatasetSpec = DATASETS["mnist"],
+                  subtitle: str = "") -> Path:
     """All Fig. 7 panels: one row per eps², columns (a)-(e) as in the paper.
 
     Each row dict has ``label`` and ``panels``: a list of 5 entries, each
@@ -208,10 +213,10 @@ def fig7_overview(rows: Sequence[dict], path: Path, dataset: DatasetSpec = DATAS
                 umap_axes(ax, payload[0], payload[1], full, legend=(c == 4 and r == 0), dataset=dataset)
             else:
                 _missing_axes(ax, full, payload)
-    return _save(fig, path, "Figure 7 (reproduction): PIE, dim(z) = 10", 12, 0.97)
+    return _save(fig, path, "Figure 7 (reproduction): PIE, dim(z) = 10", 12, 0.97, subtitle)
 
 
-def samples_side_by_side(entries: Sequence[dict], path: Path) -> Path:
+def samples_side_by_side(entries: Sequence[dict], path: Path, subtitle: str = "") -> Path:
     """Samples of several models next to each other; ``entries``: label, samples (or None), title."""
     fig, axes = plt.subplots(1, max(1, len(entries)), figsize=(4.2 * max(1, len(entries)), 4.8), squeeze=False)
     for ax, entry in zip(axes[0], entries, strict=False):
@@ -220,12 +225,12 @@ def samples_side_by_side(entries: Sequence[dict], path: Path) -> Path:
         else:
             samples = entry["samples"]
             _image_axes(ax, make_grid(samples, max(1, int(np.ceil(np.sqrt(len(samples)))))), entry["title"])
-    return _save(fig, path, "Samples at T = 1 (Table 1 runs, latent 8)", 11, 0.94)
+    return _save(fig, path, "Samples at T = 1 (Table 1 runs, latent 8)", 11, 0.94, subtitle)
 
 
 def sharpness_bars(per_run: pd.DataFrame, paper: dict[str, float], path: Path,
                    real_value: float | None = None, order: Sequence[str] | None = None,
-                   dataset: DatasetSpec = DATASETS["mnist"]) -> Path:
+                   dataset: DatasetSpec = DATASETS["mnist"], subtitle: str = "") -> Path:
     """Bar chart of sharpness: mean ± std over seeds (``per_run``: columns row, value), the paper's
     values marked where given (MNIST only; ``paper`` may be empty)."""
     import seaborn as sns
@@ -258,12 +263,13 @@ def sharpness_bars(per_run: pd.DataFrame, paper: dict[str, float], path: Path,
     ax.set_ylim(bottom=0)
     ax.set_xlabel("")
     ax.set_ylabel("sharpness (variance of the Laplacian)")
-    ax.set_title(f"Table 1: sharpness of generated {dataset.item}s (latent 8)", fontsize=10)
+    ax.set_title(f"Table 1: sharpness of generated {dataset.item}s (latent 8)" + (f"\n{subtitle}" if subtitle else ""),
+                 fontsize=10)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(0.0, 0.93) if missing else None)
     return _save(fig, path)
 
 
-def training_curves(logs: pd.DataFrame, path: Path, panels: Sequence[str]) -> Path:
+def training_curves(logs: pd.DataFrame, path: Path, panels: Sequence[str], subtitle: str = "") -> Path:
     """Train and validation loss vs epoch, one panel per entry of ``panels``.
 
     ``logs`` is long: panel, epoch, loss, curve ("train"/"val"), hue (seed or eps² label).
@@ -283,10 +289,12 @@ def training_curves(logs: pd.DataFrame, path: Path, panels: Sequence[str]) -> Pa
         sns.lineplot(data=data, x="epoch", y="loss", hue=hue, style=style, errorbar="sd", marker="o",
                      markersize=4, ax=ax)
         _epoch_axes(ax, panel)
-    return _save(fig, path, "Training curves (train loss = mean over the epoch; val = held-out images)", top=0.95)
+    return _save(fig, path, "Training curves (train loss = mean over the epoch; val = held-out images)", top=0.95,
+                 subtitle=subtitle)
 
 
-def convergence_curves(curves: pd.DataFrame, real: dict[str, float], path: Path, metrics: Sequence[str]) -> Path:
+def convergence_curves(curves: pd.DataFrame, real: dict[str, float], path: Path, metrics: Sequence[str],
+                       subtitle: str = "") -> Path:
     """Each tracked metric against the epoch: one line per model (mean over seeds, band ± std).
 
     ``curves`` is long: model, seed, epoch, metric, value. ``real`` maps a metric to the real
@@ -308,4 +316,5 @@ def convergence_curves(curves: pd.DataFrame, real: dict[str, float], path: Path,
             ax.set_yscale("log")  # FD falls by orders of magnitude; so do artefact scores between models
         ax.set_ylabel("")
         _epoch_axes(ax, metric)
-    return _save(fig, path, "Learning curves of Table 1's metrics (mean ± std over seeds)", top=0.93)
+    return _save(fig, path, "Learning curves of Table 1's metrics (mean ± std over seeds)", top=0.93,
+                 subtitle=subtitle)

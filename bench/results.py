@@ -40,6 +40,40 @@ STATUSES = ("ok", "failed")
 TABLE = "metrics.csv"
 RUNS = "runs"
 DONE = "done.json"  # written last: its presence marks a finished run
+# The committed results are the reference; a user's runs go to a git-ignored folder of their own.
+REFERENCE_ROOT = Path("results")
+LOCAL_ROOT = REFERENCE_ROOT / "local"
+
+
+def reference_dir(preset: str, dataset: str = "mnist") -> Path:
+    """The committed results of a preset and dataset: ``results`` (the default preset on MNIST),
+    ``results/<preset>``, ``results/<dataset>``, ``results/<dataset>/<preset>``."""
+    out = REFERENCE_ROOT if dataset == "mnist" else REFERENCE_ROOT / dataset
+    return out if preset == "default" else out / preset
+
+
+def local_dir(preset: str, dataset: str = "mnist") -> Path:
+    """Where a user's runs go by default: ``results/local/<preset>``, ``results/local/<dataset>/<preset>``."""
+    return (LOCAL_ROOT if dataset == "mnist" else LOCAL_ROOT / dataset) / preset
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.results --config F --dataset D``: the local and the reference results
+    directory, one per line (``run_all.sh`` asks here, so the layout lives in one place)."""
+    from bench.cli import Parser, user_errors_exit_2
+
+    @user_errors_exit_2
+    def run() -> int:
+        p = Parser(prog="python -m bench.results", description=main.__doc__.splitlines()[0])
+        p.add_argument("--config", default="configs/default.yaml")
+        p.add_argument("--dataset", default="mnist")
+        args = p.parse_args(argv)
+        preset = Path(args.config).stem
+        print(local_dir(preset, args.dataset))
+        print(reference_dir(preset, args.dataset))
+        return 0
+
+    return run()
 
 
 def warn(message: str) -> None:
@@ -313,3 +347,7 @@ def claim(run_dir: Path, wait: bool, log=print):
             yield True
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

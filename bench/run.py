@@ -1,5 +1,8 @@
 """Runner: ``python -m bench.run --models pie,vae,wae --seeds 5 [--config F] [--out DIR] ...``.
 
+``DIR`` defaults to the user's own git-ignored ``results/local/<preset>`` (another dataset:
+``results/local/<dataset>/<preset>``); the committed ``results/`` is written only when named.
+
 Every (model, seed, sweep point) is one run with its own ``DIR/runs/<run_id>/``:
 resolved ``config.json``, ``train_log.csv``, ``metrics.csv``, ``samples.png``,
 ``artefacts.npz``, ``figures.npz`` (what the report's figures need) and checkpoints.
@@ -42,7 +45,7 @@ from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.executors import EXECUTORS
 from bench.registry import MODELS, build_model, check_model_names
-from bench.results import DONE, RUNS, TABLE, read_table, sync_table
+from bench.results import DONE, RUNS, TABLE, local_dir, read_table, sync_table
 from bench.runner import RunOutcome, RunSpec, record_real
 from bench.train import check_checkpoints
 
@@ -66,7 +69,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="comma-separated registry names (default: every registered model, %(default)s)")
     p.add_argument("--seeds", default="1", help="N: run seeds 0..N-1")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML preset (default: %(default)s)")
-    p.add_argument("--out", default="results", help="results directory (default: %(default)s)")
+    p.add_argument("--out", default=None,
+                   help="results directory (default: results/local/<preset>, results/local/<dataset>/<preset> for "
+                   "another dataset; git-ignored: the committed results/ are written only when named here)")
     p.add_argument("--dataset", default=None, choices=list(DATASETS),
                    help="the data.dataset to use (same as --set data.dataset=NAME; default: the preset's, mnist)")
     p.add_argument("--data-root", default=None,
@@ -135,6 +140,8 @@ def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
     raw = apply_overrides(read_yaml(args.config), args.overrides)
     preset = Path(args.config).stem
     base = config_from_dict(raw, preset)
+    if args.out is None:  # the user's own folder, never the committed reference
+        args.out = str(local_dir(preset, base.data.dataset))
     sweeps = parse_sweeps(args.sweep)
     if any(key == "data.dataset" for key, _ in sweeps):
         raise UserError("--sweep over data.dataset is not supported: run one dataset per command "
@@ -213,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(int(os.environ.get("PIE_BENCH_THREADS", torch.get_num_threads())))
     sync_table(out)  # the table is an index of the run directories: repair it before anything else
     finished = sum((out / RUNS / s.run_id / DONE).is_file() for s in specs)
-    print(f"{len(specs)} run(s) planned: {len(specs) - finished} to start, {finished} already finished", flush=True)
+    print(f"{len(specs)} run(s) planned: {len(specs) - finished} to start, {finished} already finished (in {out})",
+          flush=True)
     record_real(out, specs[0].config, data)
     # A UserError from here on (e.g. Ray missing or its cluster unreachable) still exits 2: runs
     # already finished stay written, each in its own directory and row of the table.

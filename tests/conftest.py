@@ -1,6 +1,7 @@
 """Shared fixtures: real MNIST from $MNIST_ROOT, else ./data (Fashion-MNIST: $FASHION_MNIST_ROOT, else
 ./data/fashion-mnist); never the network."""
 
+import functools
 import os
 
 import pytest
@@ -55,3 +56,48 @@ def fashion():
         return load_data(str(FASHION_MNIST_DIR), val_size=500, dataset="fashion-mnist")
     except UserError as e:
         pytest.fail(str(e), pytrace=False)
+
+
+# ----------------------------------------------------------------------------- Fashion-MNIST
+# Tests that read the Fashion-MNIST files carry the mark ``fashion_mnist`` (those using the
+# ``fashion`` fixture get it here). Without the files each fails with one line saying how to get
+# them; ``-m "not fashion_mnist"`` runs the rest on MNIST alone, and the summary names what was
+# left out. Never a silent skip.
+
+
+@functools.cache
+def _fashion_missing() -> str | None:
+    from bench.data import locate_files
+    from bench.errors import UserError
+
+    try:
+        locate_files(FASHION_MNIST_DIR, "fashion-mnist")
+    except UserError as e:
+        return str(e)
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "fashion" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.fashion_mnist)
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("fashion_mnist") and _fashion_missing():
+        pytest.fail(f"Fashion-MNIST data missing: {_fashion_missing()} (MNIST only: -m 'not fashion_mnist')",
+                    pytrace=False)
+
+
+_DESELECTED: list = []
+
+
+def pytest_deselected(items):
+    _DESELECTED.extend(i for i in items if i.get_closest_marker("fashion_mnist"))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _DESELECTED:
+        terminalreporter.write_line(
+            f"not covered: {len(_DESELECTED)} Fashion-MNIST test(s) deselected (-m 'not fashion_mnist'): "
+            + ", ".join(sorted({i.nodeid.split('::')[-1] for i in _DESELECTED})), yellow=True)

@@ -51,6 +51,7 @@ def test_umap_legend_names_the_dataset_classes(tmp_path):
     plt.close(fig)
 
 
+@pytest.mark.fashion_mnist
 def test_table_checksums_match_the_files():
     """Both hashes in the table are right for MNIST; Fashion-MNIST's shared copy was recompressed
     (its .gz md5 differs from torchvision's), so only the content sha256 can verify it."""
@@ -70,6 +71,7 @@ def _copy(root, tmp_path):
         shutil.copy(root / f, tmp_path / f)
 
 
+@pytest.mark.fashion_mnist
 def test_corrupt_content_is_refused_even_when_well_compressed(tmp_path, capsys):
     _copy(FASHION_MNIST_DIR, tmp_path)
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
@@ -83,6 +85,7 @@ def test_corrupt_content_is_refused_even_when_well_compressed(tmp_path, capsys):
     assert err.startswith("error: Fashion-MNIST file") and err.count("\n") == 1
 
 
+@pytest.mark.fashion_mnist
 def test_truncated_file_is_refused(tmp_path):
     _copy(FASHION_MNIST_DIR, tmp_path)
     path = tmp_path / "train-labels-idx1-ubyte.gz"
@@ -91,6 +94,7 @@ def test_truncated_file_is_refused(tmp_path):
         D.locate_files(tmp_path, "fashion-mnist")
 
 
+@pytest.mark.fashion_mnist
 def test_content_check_runs_once_per_file(tmp_path, monkeypatch):
     _copy(FASHION_MNIST_DIR, tmp_path)
     D.locate_files(tmp_path, "fashion-mnist")  # verifies by decompressing
@@ -131,6 +135,7 @@ def test_unknown_dataset_exits_2_in_one_line():
     assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.fashion_mnist
 def test_smoke_run_on_fashion_mnist_writes_its_rows(tmp_path):
     common = ["--config", SMOKE, "--models", "wae", "--seeds", "1", "--no-progress",
               "--set", "eval.classifier_epochs=1"]

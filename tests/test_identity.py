@@ -11,7 +11,9 @@ from bench import config as C
 from bench.identity import digest, section_identity
 from tests.helpers import ROOT
 
-COMMITTED = sorted((ROOT / "results").glob("**/runs/*/config.json"))
+# results/local holds a user's own runs (git-ignored), not committed ones.
+COMMITTED = sorted(p for p in (ROOT / "results").glob("**/runs/*/config.json")
+                   if p.relative_to(ROOT / "results").parts[0] != "local")
 
 
 def _run_id(cfg: dict) -> str:

@@ -1,4 +1,4 @@
-"""Speed benchmark: ``python -m bench.perf [--device cpu|cuda|auto] [--config F] [--out results/perf.csv] [--quick]``.
+"""Speed benchmark: ``python -m bench.perf [--device cpu|cuda|auto] [--config F] [--out CSV] [--quick]``.
 
 One process measures where the time goes and writes a tidy CSV (one row per
 measurement, columns :data:`COLUMNS`: section, model, preset, width, metric, value, unit,

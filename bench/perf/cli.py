@@ -48,7 +48,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default: %(default)s)")
     p.add_argument("--config", default=DEFAULT_CONFIG, help="CPU preset (default: %(default)s)")
     p.add_argument("--paper-config", default=PAPER_CONFIG, help="paper-width preset (default: %(default)s)")
-    p.add_argument("--out", default="results/perf.csv", help="CSV to write (default: %(default)s)")
+    p.add_argument("--out", default="results/local/perf.csv",
+                   help="CSV to write (default: %(default)s; the committed table: --out results/perf.csv)")
     p.add_argument("--quick", action="store_true", help="shrink everything (smoke test; numbers mean nothing)")
     p.add_argument("--short", action="store_true", help="fewer, shorter timings (a GPU call of a few minutes)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated models (default: %(default)s)")

@@ -5,7 +5,8 @@ Reads only ``DIR/metrics.csv`` and the files the runner saved under ``DIR/runs/<
 no models, no training. Writes ``DIR/table1.md``, ``DIR/table1.csv``, PNGs in ``DIR/figures/``,
 ``DIR/index.md``, ``DIR/verdicts.md`` and ``DIR/verdicts.csv`` (each claim of the paper judged by one
 rule, :mod:`bench.report.verdicts`) and, when PIE runs recorded diagnostics, ``DIR/mechanism.md``; one such set per
-dataset (MNIST at the top, any other in ``DIR/<dataset>/``). Bad input exits 2 with one line
+dataset (MNIST at the top, any other in ``DIR/<dataset>/``); with ``--compare-with REF`` also
+``DIR/compare.md`` (yours vs the committed REF vs the paper, ``bench.report.compare``). Bad input exits 2 with one line
 on stderr; a figure that could not be drawn is named on stderr and makes the exit code 1 (the
 other outputs are still written). ``--readme README.md`` also writes the headline block of the
 README from DIR's MNIST runs (:mod:`bench.report.headline`).
@@ -28,6 +29,7 @@ import pandas as pd
 from bench.cli import Parser, user_errors_exit_2
 from bench.datasets import DATASETS
 from bench.errors import UserError
+from bench.report.compare import build_comparison
 from bench.report.figures import UMAP_MAX_POINTS, Report, build_figures
 from bench.report.headline import headline_from_results, report_inputs, write_headline
 from bench.report.index import index_markdown
@@ -100,15 +102,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", type=Path, default=None,
                    help="also write the headline block (Table 1 and one line per claim, from this directory's "
                    "MNIST runs) into this file between '<!-- headline:start -->' and '<!-- headline:end -->'")
+    p.add_argument("--compare-with", default=None, metavar="DIR",
+                   help="also write RESULTS/compare.md: yours vs this committed results directory vs the paper, "
+                   "with a within-spread mark per metric (./run_all.sh passes the preset's committed directory)")
     args = p.parse_args(argv)
     if args.umap_points < 10:
         raise UserError(f"--umap-points must be at least 10, got {args.umap_points}")
     if args.readme is not None and not args.readme.is_file():
         raise UserError(f"--readme '{args.readme}' is not a file")
+    if args.compare_with is not None and Path(args.compare_with).resolve() == Path(args.results).resolve():
+        raise UserError("--compare-with names the results directory itself; give the committed one")
     errors = build_report(Path(args.results), args.umap_points)
     if args.readme is not None:
         write_headline(args.readme, headline_from_results(Path(args.results)))
         print(f"wrote the headline block of {args.readme}")
+    if args.compare_with is not None:
+        text, _ = build_comparison(Path(args.results), Path(args.compare_with))
+        write_text(Path(args.results) / "compare.md", text)
+        print(f"wrote {Path(args.results) / 'compare.md'}\n")
+        print(text.split("Marks: ")[0].rstrip() + "\n")  # the header lines; the table follows
+        print(text[text.index("Summary: "):].split("\n\nmean ± sample std")[0])
     if errors:
         for e in errors:
             print(f"warning: {e}", file=sys.stderr)

@@ -87,6 +87,24 @@ def _second_temperature_text(config: dict) -> str:
     return f"z ~ N(0, {t:g})"
 
 
+def protocol_tag(configs: dict[str, dict], runs: pd.DataFrame) -> str:
+    """What a figure shows, for its title: "preset default, 1 epoch, seeds 0–4" (from the runs'
+    config.json; a figure out of context then still says how long its models trained)."""
+    cfgs = [configs.get(r, {}) for r in runs["run_id"]] if len(runs) else []
+    presets = sorted({str(c["preset"]) for c in cfgs if c.get("preset")})
+    epochs = sorted({int(c["train"]["epochs"]) for c in cfgs
+                     if isinstance(c.get("train"), dict) and isinstance(c["train"].get("epochs"), int)})
+    seeds = sorted({int(s) for s in runs["seed"].dropna()}) if len(runs) else []
+    parts = [f"preset {', '.join(presets)}" if presets else "preset not recorded"]
+    parts.append(f"{epochs[0]} epoch{'s' if epochs[0] != 1 else ''}" if len(epochs) == 1 else
+                 f"epochs {', '.join(map(str, epochs))}" if epochs else "epochs not recorded")
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        parts.append(f"seeds {seeds[0]}–{seeds[-1]}")
+    elif seeds:
+        parts.append(f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
+    return ", ".join(parts)
+
+
 @dataclass
 class Fig7Entry:
     eps2: float
@@ -131,7 +149,7 @@ def fig7_entry(rep: Report, eps2: float, run: pd.Series, cfg: dict, umap_points:
 
     rid = run["run_id"]
     arrays, err = load_figure_data(rep.results / "runs" / rid, FIG7_ARRAYS)
-    head = f"{label(FIG7_MODEL)}, eps² = {eps_label(eps2)}, seed {int(run['seed'])}"
+    head = f"{label(FIG7_MODEL)}, eps² = {eps_label(eps2)}: {protocol_tag({rid: cfg}, run.to_frame().T)}"
     panels: list[Output] = []
     overview: list[tuple] = []
 
@@ -249,6 +267,8 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
     from bench import plots
 
     out: dict[str, Any] = {}
+    t1_tag = protocol_tag(configs, pd.concat([f.query("status == 'ok'") for f in sel.table1.values()])
+                          if sel.table1 else pd.DataFrame(columns=["run_id", "seed"]))
     # Bar chart of Table 1 sharpness.
     sharp = t1.per_run[t1.per_run["metric"] == "sharpness"].dropna(subset=["value"])
     per_run = sharp.assign(row=sharp["row"].map(label))[["row", "value"]]
@@ -261,7 +281,7 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
         + ("red diamonds: the paper's Table 1; " if paper else "")
         + f"dashed: the real test {item}s measured here.",
         lambda p: plots.sharpness_bars(per_run, paper, p, t1.real_sharpness, [label(r) for r in sel.rows],
-                                       rep.dataset))
+                                       rep.dataset, t1_tag))
 
     # The models' samples side by side (lowest seed of the Table 1 runs).
     entries = []
@@ -287,7 +307,7 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
             "Lowest seed of each model's Table 1 runs; the title gives that run's sharpness and the "
             "mean ± std over all seeds.")
     out["side"] = (unavailable and rep.keep(*side, "; ".join(unavailable))) or \
-        rep.draw(*side, lambda p: plots.samples_side_by_side(entries, p))
+        rep.draw(*side, lambda p: plots.samples_side_by_side(entries, p, t1_tag))
 
     # Figure 7.
     fig7 = build_fig7(rep, sel, configs, umap_points)
@@ -298,7 +318,7 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
                 "T = 1, (c) samples at the second temperature, (d) interpolations, (e) UMAP of the test latents.")
     unavailable = [e.unavailable for e in fig7 if e.unavailable]
     out["fig7_overview"] = (unavailable and rep.keep(*overview, "; ".join(unavailable))) or \
-        rep.draw(*overview, lambda p: plots.fig7_overview(rows, p, rep.dataset))
+        rep.draw(*overview, lambda p: plots.fig7_overview(rows, p, rep.dataset, protocol_tag(configs, sel.fig7_all)))
 
     # Training curves.
     logs, panels = training_logs(rep.results, sel)
@@ -307,7 +327,8 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
         "Train loss (mean over each epoch) and validation loss vs epoch; Table 1 panels average over seeds "
         "(band: ± std), the Fig. 7 panel has one line per eps². Loss units differ by model (VAE: negative ELBO, "
         "WAE: cost + λ·MMD, PIE: negative Eq. 17 log-likelihood as the model reports it).",
-        lambda p: plots.training_curves(logs, p, panels))
+        lambda p: plots.training_curves(logs, p, panels, f"Table 1: {t1_tag}; Fig. 7: "
+                                        f"{protocol_tag(configs, sel.fig7_all)}"))
 
     # Learning curves of Table 1's metrics (bench.tracking) and the convergence rule.
     from bench.tracking import TRACKED
@@ -318,7 +339,7 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
         "Measured after each tracked epoch on fixed inputs (eval.track_samples latent draws at T = 1 and as many "
         "validation images); line: mean over seeds, band: ± std; dashed: the real digits at the same sample size "
         f"(validation images as samples). Table 1's converged column applies the rule: {CONVERGENCE_RULE}.",
-        lambda p: plots.convergence_curves(curves, real, p, TRACKED))
+        lambda p: plots.convergence_curves(curves, real, p, TRACKED, t1_tag))
     return out
 
 
