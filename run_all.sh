@@ -32,7 +32,7 @@ if [ "${1:-}" = "test" ]; then
   # Fashion-MNIST likewise ($FASHION_MNIST_ROOT, else ./data/fashion-mnist). Without it the suite
   # still runs: its Fashion-MNIST tests fail, one line each; `-m "not fashion_mnist"` leaves them out.
   if ! "$PY" -m bench.data --dataset fashion-mnist; then
-    echo "run_all.sh test: Fashion-MNIST missing: its tests will fail; MNIST only: ./run_all.sh test -m 'not fashion_mnist'" >&2
+    echo "run_all.sh test: Fashion-MNIST missing: its tests fail (one line each) unless left out: -m 'not fashion_mnist'" >&2
   fi
   export PIE_BENCH_OFFLINE=1            # the tests themselves never touch the network
   "$PY" -m pytest -q "$@"
