@@ -15,6 +15,7 @@ from bench.perf.common import (
     TARGET_RUN_ALL_SECONDS,
     Row,
 )
+from bench.registry import MODELS
 
 
 def _value(frame: pd.DataFrame, section: str, metric: str, model: str | None = None, preset: str | None = None):
@@ -132,9 +133,10 @@ def target_rows(frame: pd.DataFrame, cfg: Config, names: list[str], n_train: int
                         f"{verdict(worst['value'] <= TARGET_EVAL_FRACTION)} (measured in this process: one run "
                         f"per model, worst model {worst['model']}; median "
                         f"{share['value'].median():.3f}){floor_note}"))
-    if set(estimates) >= {"pie", "vae", "wae"}:
-        runs = {"pie": 5 + 3, "vae": 5, "wae": 5}  # run_all.sh: Table 1 x 5 seeds + Fig. 7 PIE x 3 eps²
-        total = sum(runs[n] * (estimates[n][0] + estimates[n][1]) for n in runs)
+    if set(estimates) >= set(MODELS):
+        from bench.gpu import paper_runs  # run_all.sh: Table 1 x 5 seeds of every model + Fig. 7 PIE x 3 eps²
+
+        total = sum(paper_runs(n) * (estimates[n][0] + estimates[n][1]) for n in MODELS)
         rows.append(Row(**base, metric="run_all_seconds_estimate", value=total, unit="s",
                         note=f"target <= {TARGET_RUN_ALL_SECONDS} s: measured separately (./run_all.sh); this "
                         f"serial projection would be {verdict(total <= TARGET_RUN_ALL_SECONDS)}"))
