@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 
 from bench import convergence
+from bench.config import SECTION_TYPES
+from bench.identity import field_defaults
+from bench.registry import MODELS
 from bench.report.markdown import and_list, eps_label, fmt_mean_std, fmt_num, list_text, md_table
 from bench.report.paper import PAPER
 from bench.report.selection import FIG7_MODEL, REAL, TABLE1_LATENT, Selection, label, run_frame
@@ -177,13 +180,16 @@ SETTING_SECTIONS = ("data", "train", "eval")  # with the model's own section: wh
 
 
 def settings_diff(config: dict[str, Any], reference: dict[str, Any], model: str) -> str:
-    """``section.key=value`` for every setting of ``config`` that differs from ``reference`` (keys
-    one of them lacks, from older code, are skipped); '' when none differs."""
+    """``section.key=value`` for every setting of ``config`` that differs from ``reference``; a key
+    the reference lacks (a run of older code) counts as its default, as in run ids (bench.identity);
+    '' when none differs."""
     out = []
     for section in (model, *SETTING_SECTIONS):
         mine, ref = config.get(section), reference.get(section)
         if not isinstance(mine, dict) or not isinstance(ref, dict):
             continue
+        cls = MODELS[model].config_cls if section == model and model in MODELS else SECTION_TYPES.get(section)
+        ref = {**(field_defaults(cls) if cls is not None else {}), **ref}
         for key in sorted(mine):
             if key in ref and json.dumps(mine[key], sort_keys=True) != json.dumps(ref[key], sort_keys=True):
                 out.append(f"{section}.{key}={json.dumps(mine[key])}")
