@@ -37,9 +37,9 @@ import pandas as pd
 from bench.cli import Parser, user_errors_exit_2
 from bench.errors import UserError
 from bench.registry import MODELS as REGISTRY
+from bench.report.selection import TABLE1_SEEDS, protocol_runs
 
 MODELS = tuple(REGISTRY)  # every registered model, in registry order
-TABLE1_SEEDS = 5  # Table 1: 5 seeds of every model
 SEED_CHOICES = (5, 3, 2, 1)  # most seeds first; take the first whose epochs reach MIN_EPOCHS[seeds]
 MIN_EPOCHS = {5: 30, 3: 10, 2: 5, 1: 1}
 PLAN_SAFETY = 0.75  # share of the remaining budget the plan may fill (the rest absorbs misestimates)
@@ -59,15 +59,6 @@ class Plan:
 
     def run_seconds(self, epochs: int) -> float:
         return sum(epochs * self.epoch_s[m] + self.eval_s[m] for m in self.epoch_s)
-
-
-def paper_runs(model: str) -> int:
-    """Runs of ``model`` in the full paper protocol: Table 1's seeds, plus Fig. 7's eps² sweep
-    (one run per eps², latent 10) for the Fig. 7 model."""
-    from bench.report.paper import PAPER
-    from bench.report.selection import FIG7_MODEL
-
-    return TABLE1_SEEDS + (len(PAPER.fig7_eps2) if model == FIG7_MODEL else 0)
 
 
 def speeds_from_perf(perf: pd.DataFrame, preset: str) -> dict[str, tuple[float, float]]:
@@ -114,7 +105,7 @@ def plan_protocol(speeds: dict[str, tuple[float, float]], cfg, n_train: int, bud
 
 def projected_paper_seconds(plan: Plan, paper_epochs: int = 100) -> float:
     """Serial wall time of the full paper protocol on this device, from the planned per-epoch costs."""
-    return sum(paper_runs(m) * (paper_epochs * plan.epoch_s[m] + plan.eval_s[m]) for m in plan.epoch_s)
+    return sum(protocol_runs(m) * (paper_epochs * plan.epoch_s[m] + plan.eval_s[m]) for m in plan.epoch_s)
 
 
 # The runner, started with the GPU path's speed settings (TF32, cuDNN autotuning) that bench.perf measures with.
@@ -269,7 +260,7 @@ def run(argv: list[str] | None = None, log=print) -> dict:
     paper_epochs = load_config("configs/paper.yaml").train.epochs
     serial = projected_paper_seconds(plan, paper_epochs)
     table1_runs = TABLE1_SEEDS * len(MODELS)
-    sweep_runs = sum(paper_runs(m) for m in MODELS) - table1_runs
+    sweep_runs = sum(protocol_runs(m) for m in MODELS) - table1_runs
     lines = [f"# GPU protocol on {perf_frame['device_name'].iloc[0]} ({'dry run, ' if args.dry_run else ''}"
              f"preset {cfg.preset}, budget {args.budget_s:.0f} s)", "",
              f"- plan: {plan.note}", "- runners: " + ", ".join(f"{m} {o}" for m, o in outcome.items()),
@@ -278,7 +269,7 @@ def run(argv: list[str] | None = None, log=print) -> dict:
     seen = observed_throughput(out)
     if seen is not None:
         images, _ = seen
-        total = sum(paper_runs(m) for m in MODELS) * paper_epochs * n_train
+        total = sum(protocol_runs(m) for m in MODELS) * paper_epochs * n_train
         rate = images / runs_wall
         lines.append(f"- projected at the throughput measured here with {len(MODELS)} runs at once "
                      f"({rate:.0f} training images/s summed, evaluations included): "

@@ -16,6 +16,7 @@ from bench.perf.common import (
     Row,
 )
 from bench.registry import MODELS
+from bench.report.selection import protocol_runs
 
 
 def _value(frame: pd.DataFrame, section: str, metric: str, model: str | None = None, preset: str | None = None):
@@ -134,9 +135,8 @@ def target_rows(frame: pd.DataFrame, cfg: Config, names: list[str], n_train: int
                         f"per model, worst model {worst['model']}; median "
                         f"{share['value'].median():.3f}){floor_note}"))
     if set(estimates) >= set(MODELS):
-        from bench.gpu import paper_runs  # run_all.sh: Table 1 x 5 seeds of every model + Fig. 7 PIE x 3 eps²
-
-        total = sum(paper_runs(n) * (estimates[n][0] + estimates[n][1]) for n in MODELS)
+        # run_all.sh: Table 1 x 5 seeds of every model + Fig. 7 PIE x 3 eps²
+        total = sum(protocol_runs(n) * (estimates[n][0] + estimates[n][1]) for n in MODELS)
         rows.append(Row(**base, metric="run_all_seconds_estimate", value=total, unit="s",
                         note=f"target <= {TARGET_RUN_ALL_SECONDS} s: measured separately (./run_all.sh); this "
                         f"serial projection would be {verdict(total <= TARGET_RUN_ALL_SECONDS)}"))

@@ -46,6 +46,13 @@ FIG7_EPS2 = PAPER.fig7_eps2
 EPS2_COLUMN = f"{FIG7_MODEL}.eps2"
 FIG7_FREE_KEYS = ("eps2", "latent_dim")  # the settings Fig. 7 runs set away from their preset
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"  # the presets a run's config.json names
+TABLE1_SEEDS = 5  # seeds per model of the protocol's Table 1 (run_all.sh, bench.gpu)
+
+
+def protocol_runs(model: str) -> int:
+    """Runs of ``model`` in the full protocol (run_all.sh, the GPU protocol): Table 1's seeds,
+    plus Fig. 7's eps² sweep (one run per eps², latent 10) for the Fig. 7 model."""
+    return TABLE1_SEEDS + (len(FIG7_EPS2) if model == FIG7_MODEL else 0)
 
 
 def table1_models() -> tuple[str, ...]:
