@@ -22,6 +22,10 @@ class VAEConfig:
     width: float = 1.0  # channel multiplier of the DCGAN nets (1.0 = reference widths)
     likelihood: Literal["gaussian", "bernoulli"] = "gaussian"  # decoder p(x|z)
     init_log_scale: float = -2.0  # initial log-std of the Gaussian decoder (learned)
+    # Scale of the Gaussian decoder: "shared", one learned std for all pixels (Table 1's VAE);
+    # "per_pixel", one learned std per pixel, independent of z: the shell density of AEF
+    # (models/aef.py), for a like-for-like bits/dim.
+    decoder_scale: Literal["shared", "per_pixel"] = "shared"
     iw_samples: int = 100  # K of the importance-weighted log p(x) estimate (bits/dim)
     preprocessing: Literal["unit", "dequantize"] = "dequantize"
 
@@ -30,8 +34,9 @@ class VAE(GenerativeEncoder):
     """Gaussian encoder q(z|x) = N(mu(x), diag sigma(x)^2), prior N(0, I).
 
     The decoder likelihood is a Gaussian with one learned scale shared by all pixels
-    (a proper density on dequantised pixels, so bits/dim compare with PIE), or
-    Bernoulli as an option (no density on continuous pixels then).
+    (a proper density on dequantised pixels, so bits/dim compare with PIE) or, with
+    ``decoder_scale="per_pixel"``, one learned scale per pixel; or Bernoulli as an option
+    (no density on continuous pixels then).
     """
 
     allows_bf16 = True  # a plain conv autoencoder: bf16 autocast on CUDA is safe
@@ -44,18 +49,22 @@ class VAE(GenerativeEncoder):
             raise ValueError(f"vae.width must be > 0, got {cfg.width}")
         if cfg.iw_samples < 1:
             raise ValueError(f"vae.iw_samples must be >= 1, got {cfg.iw_samples}")
+        if cfg.decoder_scale not in ("shared", "per_pixel"):
+            raise ValueError(f"vae.decoder_scale must be shared or per_pixel, got {cfg.decoder_scale!r}")
         self.cfg = cfg
         self.latent_dim = cfg.latent_dim
         self.preprocessing = cfg.preprocessing
         self.has_density = cfg.likelihood == "gaussian"
         self.encoder = ConvEncoder(2 * cfg.latent_dim, cfg.width)
         self.decoder = ConvDecoder(cfg.latent_dim, cfg.width)
-        self.log_scale = nn.Parameter(torch.tensor(float(cfg.init_log_scale)))
+        scale_shape = (1, 1, 28, 28) if cfg.decoder_scale == "per_pixel" else ()
+        self.log_scale = nn.Parameter(torch.full(scale_shape, float(cfg.init_log_scale)))
 
     @property
     def log_prob_estimator(self) -> str:
+        per_pixel = ", per-pixel decoder scale" if self.cfg.decoder_scale == "per_pixel" else ""
         return (f"importance-weighted lower bound (IWAE) with K = iw_samples samples from q(z|x) "
-                f"(iw_samples={self.cfg.iw_samples})")
+                f"(iw_samples={self.cfg.iw_samples}{per_pixel})")
 
     def _posterior(self, x):
         mu, logvar = self.encoder(x).chunk(2, dim=1)

@@ -2,17 +2,17 @@
 
 For a session lent a GPU for a few minutes (one device call, no network, no install):
 
-1. ``bench.perf`` on the device (short sections ``machine,model,harness``, bf16 for VAE/WAE)
-   → ``OUT/perf.csv``;
-2. as much of the paper protocol (``configs/paper.yaml``: PIE, VAE, WAE at the paper widths,
-   latent 8) as the remaining wall-clock budget allows: the measured training speed gives
+1. ``bench.perf`` on the device (short sections ``machine,model,harness``, bf16 for the models
+   that allow it) → ``OUT/perf.csv``;
+2. as much of the paper protocol (``configs/paper.yaml``: every registered model at the paper
+   widths, latent 8) as the remaining wall-clock budget allows: the measured training speed gives
    seconds per epoch, and the plan picks seeds and epochs that fit (``plan_protocol``); the
-   three models run at once on the device, one runner process each, bf16 autocast for the
-   VAE/WAE (``train.bf16``); every runner is stopped at the hard deadline, keeping the rows of
-   the runs that finished → ``OUT/metrics.csv``, ``OUT/runs/``;
+   models run at once on the device, one runner process each, bf16 autocast for those whose
+   class allows it (``allows_bf16``, ``train.bf16``); every runner is stopped at the hard
+   deadline, keeping the rows of the runs that finished → ``OUT/metrics.csv``, ``OUT/runs/``;
 3. Table 1 for that budget (``OUT/table1.md``), the plan (``OUT/plan.json``) and the projected
-   wall time of the full paper protocol (15 runs x 100 epochs + the Fig. 7 sweep of 3 PIE runs)
-   on this device (``OUT/summary.md``);
+   wall time of the full paper protocol (5 seeds of every model x 100 epochs + the Fig. 7 sweep
+   of 3 PIE runs) on this device (``OUT/summary.md``);
 4. a short summary on stdout.
 
 ``--device cpu --dry-run`` runs the same code path on the smoke preset in seconds (tests).
@@ -36,9 +36,10 @@ import pandas as pd
 
 from bench.cli import Parser, user_errors_exit_2
 from bench.errors import UserError
+from bench.registry import MODELS as REGISTRY
+from bench.report.selection import TABLE1_SEEDS, protocol_runs
 
-MODELS = ("pie", "vae", "wae")
-PAPER_RUNS = {"pie": 5 + 3, "vae": 5, "wae": 5}  # Table 1: 5 seeds each; Fig. 7: PIE x 3 eps² (latent 10)
+MODELS = tuple(REGISTRY)  # every registered model, in registry order
 SEED_CHOICES = (5, 3, 2, 1)  # most seeds first; take the first whose epochs reach MIN_EPOCHS[seeds]
 MIN_EPOCHS = {5: 30, 3: 10, 2: 5, 1: 1}
 PLAN_SAFETY = 0.75  # share of the remaining budget the plan may fill (the rest absorbs misestimates)
@@ -57,7 +58,7 @@ class Plan:
     note: str
 
     def run_seconds(self, epochs: int) -> float:
-        return sum(epochs * self.epoch_s[m] + self.eval_s[m] for m in MODELS)
+        return sum(epochs * self.epoch_s[m] + self.eval_s[m] for m in self.epoch_s)
 
 
 def speeds_from_perf(perf: pd.DataFrame, preset: str) -> dict[str, tuple[float, float]]:
@@ -73,20 +74,20 @@ def speeds_from_perf(perf: pd.DataFrame, preset: str) -> dict[str, tuple[float, 
 
 def eval_passes(cfg, model: str) -> int:
     """Model forward passes (images) of one evaluation: samples at two temperatures, the test set
-    encoded and decoded, the probe's training codes, and the IWAE's K passes per scored image."""
+    encoded and decoded, the probe's training codes, and an importance-weighted likelihood's K
+    passes per scored image (a model section with ``iw_samples``, the VAE's)."""
     e = cfg.eval
     n_test = e.test_subset or 10000
     passes = 2 * e.n_samples + 2 * n_test + e.probe_train_size
-    if model == "vae":
-        passes += cfg.models["vae"].iw_samples * (e.bpd_subset or n_test)
+    passes += getattr(cfg.models[model], "iw_samples", 0) * (e.bpd_subset or n_test)
     return passes
 
 
 def plan_protocol(speeds: dict[str, tuple[float, float]], cfg, n_train: int, budget_s: float) -> Plan:
-    """Seeds and epochs of every model that fit ``budget_s``, assuming no gain from running the
-    three models at once (conservative: concurrent runs on one GPU usually do gain)."""
-    epoch_s = {m: EPOCH_OVERHEAD * n_train / speeds[m][0] for m in MODELS}
-    eval_s = {m: EVAL_FIXED_S + eval_passes(cfg, m) / speeds[m][1] for m in MODELS}
+    """Seeds and epochs of every model in ``speeds`` that fit ``budget_s``, assuming no gain from
+    running the models at once (conservative: concurrent runs on one GPU usually do gain)."""
+    epoch_s = {m: EPOCH_OVERHEAD * n_train / s[0] for m, s in speeds.items()}
+    eval_s = {m: EVAL_FIXED_S + eval_passes(cfg, m) / s[1] for m, s in speeds.items()}
     usable = PLAN_SAFETY * budget_s
     cap = cfg.train.epochs
     for seeds in SEED_CHOICES:
@@ -104,7 +105,7 @@ def plan_protocol(speeds: dict[str, tuple[float, float]], cfg, n_train: int, bud
 
 def projected_paper_seconds(plan: Plan, paper_epochs: int = 100) -> float:
     """Serial wall time of the full paper protocol on this device, from the planned per-epoch costs."""
-    return sum(PAPER_RUNS[m] * (paper_epochs * plan.epoch_s[m] + plan.eval_s[m]) for m in MODELS)
+    return sum(protocol_runs(m) * (paper_epochs * plan.epoch_s[m] + plan.eval_s[m]) for m in plan.epoch_s)
 
 
 # The runner, started with the GPU path's speed settings (TF32, cuDNN autotuning) that bench.perf measures with.
@@ -117,7 +118,7 @@ def runner_command(model: str, plan: Plan, args, config: str) -> list[str]:
     cmd = [sys.executable, "-c", RUNNER_BOOT, "--config", config, "--models", model, "--seeds", str(plan.seeds),
            "--out", str(Path(args.out)), "--device", args.device, "--no-progress",
            "--set", f"train.epochs={plan.epochs}"]
-    if model in ("vae", "wae") and not args.no_bf16:
+    if REGISTRY[model].model_cls.allows_bf16 and not args.no_bf16:
         cmd += ["--set", "train.bf16=true"]
     if args.compile:
         cmd += ["--set", "train.compile=true"]
@@ -240,7 +241,7 @@ def run(argv: list[str] | None = None, log=print) -> dict:
     speeds = speeds_from_perf(perf_frame, cfg.preset)
     n_train = cfg.data.train_subset or 60000 - cfg.data.val_size
     log(f"bench.gpu: perf done in {time.monotonic() - start:.0f} s: " + ", ".join(
-        f"{m} {speeds[m][0]:.0f} train img/s" for m in MODELS))
+        f"{m} {speeds[m][0]:.0f} train img/s" for m in speeds))
 
     # 2. The protocol that fits what is left.
     left = deadline - time.monotonic() - RESERVE_S
@@ -258,15 +259,17 @@ def run(argv: list[str] | None = None, log=print) -> dict:
     table1 = write_table1(out)
     paper_epochs = load_config("configs/paper.yaml").train.epochs
     serial = projected_paper_seconds(plan, paper_epochs)
+    table1_runs = TABLE1_SEEDS * len(MODELS)
+    sweep_runs = sum(protocol_runs(m) for m in MODELS) - table1_runs
     lines = [f"# GPU protocol on {perf_frame['device_name'].iloc[0]} ({'dry run, ' if args.dry_run else ''}"
              f"preset {cfg.preset}, budget {args.budget_s:.0f} s)", "",
              f"- plan: {plan.note}", "- runners: " + ", ".join(f"{m} {o}" for m, o in outcome.items()),
-             f"- projected full paper protocol (15 runs x {paper_epochs} epochs + Fig. 7 sweep, 3 runs), "
-             f"one run at a time: {serial / 3600:.1f} h (from bench.perf step speeds)"]
+             f"- projected full paper protocol ({table1_runs} runs x {paper_epochs} epochs + Fig. 7 sweep, "
+             f"{sweep_runs} runs), one run at a time: {serial / 3600:.1f} h (from bench.perf step speeds)"]
     seen = observed_throughput(out)
     if seen is not None:
         images, _ = seen
-        total = sum(PAPER_RUNS[m] for m in MODELS) * paper_epochs * n_train
+        total = sum(protocol_runs(m) for m in MODELS) * paper_epochs * n_train
         rate = images / runs_wall
         lines.append(f"- projected at the throughput measured here with {len(MODELS)} runs at once "
                      f"({rate:.0f} training images/s summed, evaluations included): "

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from baselines.vae import VAE, VAEConfig
 from baselines.wae import WAE, WAEConfig
 from bench.errors import UserError
+from models.aef import AEF, AEFConfig
 from models.contract import GenerativeEncoder
 from models.pie import PIE, PIEConfig
 
@@ -62,6 +63,7 @@ def register(name: str, model_cls: type[GenerativeEncoder], config_cls: type, la
 register("pie", PIE, PIEConfig, label="PIE")
 register("vae", VAE, VAEConfig, label="VAE")
 register("wae", WAE, WAEConfig, label="WAE")
+register("aef", AEF, AEFConfig, label="AEF")
 
 
 def check_model_names(names: list[str]) -> list[str]:

@@ -130,6 +130,23 @@ def test_vae_log_prob_is_a_bound_that_tightens():
     assert torch.isfinite(iwae) and iwae >= elbo_like
 
 
+@pytest.mark.parametrize("scale", ["shared", "per_pixel"])
+def test_vae_decoder_density_is_a_gaussian_with_the_configured_scale(scale, mnist, one_thread):
+    """log p(x|z) summed over pixels is N(x; sigmoid(logits), sigma²) with one learned sigma
+    (shared) or one per pixel (per_pixel, the shell density of AEF); both keep the contract."""
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(width=0.0625, decoder_scale=scale)).double()
+    assert model.log_scale.shape == ((1, 1, 28, 28) if scale == "per_pixel" else ())
+    with torch.no_grad():
+        model.log_scale.add_(0.3 * torch.randn(model.log_scale.shape, dtype=torch.float64))
+    x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
+    logits = torch.randn(3, 1, 28, 28, dtype=torch.float64)
+    std = model.log_scale.exp().expand(1, 1, 28, 28)
+    reference = Normal(torch.sigmoid(logits), std).log_prob(x).flatten(1).sum(1)
+    torch.testing.assert_close(model._log_px_given_z(x, logits), reference, atol=1e-10, rtol=0)
+    check_contract(VAE(VAEConfig(width=0.0625, decoder_scale=scale, iw_samples=2)), mnist.test_images[:16])
+
+
 def test_bad_sizes_rejected():
     with pytest.raises(ValueError, match="latent_dim"):
         VAE(VAEConfig(latent_dim=0))

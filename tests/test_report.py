@@ -18,8 +18,9 @@ import pytest
 from bench import report
 from bench.figure_data import ARTEFACTS, FIGURES, save_figure_data
 from bench.report.figures import PANELS, fig7_name
-from bench.report.selection import pick_config
-from bench.report.table import TABLE1_METRICS
+from bench.report.markdown import and_list, fmt_mean_std
+from bench.report.selection import label, pick_config, table1_models
+from bench.report.table import TABLE1_METRICS, per_run_values
 from bench.results import COLUMNS, replace_run_rows
 from bench.tracking import TRACKED, column
 from tests.helpers import ROOT, SMOKE
@@ -124,9 +125,13 @@ def synthetic(tmp_path_factory):
     return out
 
 
+# Labels of the registered models beyond the paper's three (e.g. AEF): Table 1 rows with no runs here.
+NO_RUNS = [label(m) for m in table1_models() if m not in ("vae", "wae", "pie")]
+
+
 def expected_figures():
-    names = ["table1_sharpness.png", "samples_vae_wae_pie.png", "fig7_overview.png", "training_curves.png",
-             "convergence.png"]
+    names = ["table1_sharpness.png", f"samples_{'_'.join(table1_models())}.png", "fig7_overview.png",
+             "training_curves.png", "convergence.png"]
     for eps in EPS:
         for letter, what in PANELS:
             names.append(fig7_name(eps, letter, what))
@@ -161,14 +166,15 @@ def test_index_links_are_relative_and_resolve(synthetic):
 
 def test_table_has_four_rows_and_the_paper_column(synthetic):
     t = pd.read_csv(synthetic / "table1.csv")
-    assert t["row"].tolist() == ["True", "VAE", "WAE", "PIE"]
-    assert t["paper_sharpness"].tolist() == [0.18, 0.08, 0.07, 0.49]
-    assert t["n_runs"].tolist() == [1, 3, 3, 3]
-    assert t["n_failed"].tolist() == [0, 1, 0, 0]
+    extra = NO_RUNS  # registered models the synthetic results have no runs of: rows with n = 0
+    assert t["row"].tolist() == ["True", "VAE", "WAE", "PIE", *extra]
+    assert t["paper_sharpness"].tolist()[:4] == [0.18, 0.08, 0.07, 0.49]
+    assert t["n_runs"].tolist() == [1, 3, 3, 3, *[0] * len(extra)]
+    assert t["n_failed"].tolist() == [0, 1, 0, 0, *[0] * len(extra)]
     assert t.loc[0, "sharpness_mean"] == pytest.approx(0.1825)  # the matching real-data run, not the other
     md = (synthetic / "table1.md").read_text()
-    for label in ("**True**", "**VAE**", "**WAE**", "**PIE**"):
-        assert label in md
+    for row in ("**True**", "**VAE**", "**WAE**", "**PIE**"):
+        assert row in md
     assert "−0.18" in md and "cannot be negative" in md
     assert "WAE bits_per_dim: not applicable" in md
     header = next(line for line in md.splitlines() if line.startswith("|  | n |")).split("|")
@@ -249,6 +255,29 @@ def test_fig7_settings_are_compared_with_the_runs_preset():
     assert settings_changed(custom, "pie") == 1
 
 
+def test_a_set_variant_of_a_model_stays_out_of_table1_and_is_listed_beside_it(tmp_path):
+    """``--models vae --set vae.decoder_scale=per_pixel`` into the same directory: newer runs of
+    another configuration, as many seeds. Table 1 keeps the preset's VAE; the variant's bits/dim
+    are listed under it (Other configurations)."""
+    from bench.report.table import build_table1, table1_markdown
+
+    out = make_synthetic(tmp_path / "r")
+    rng = np.random.default_rng(1)
+    variant = [_write_run(out, rng, "vae", seed, 8, _metrics(rng, "vae"), hash_="h1",
+                          settings={"decoder_scale": "per_pixel"}, started_at="2027-01-01T00:00:00+00:00")
+               for seed in SEEDS]
+    table = report.load_table(out)
+    sel = _fig7_selection(out)
+    assert not set(variant) & set(sel.table1["vae"]["run_id"])
+    assert set(sel.table1["vae"]["run_id"]) == {r for r in table["run_id"].unique() if r.startswith("vae-h08-")}
+    configs = {r: report.read_json(out / "runs" / r / "config.json") for r in table["run_id"].unique()}
+    md = table1_markdown(build_table1(table, sel, configs), sel)
+    bpd = per_run_values(table, variant, ("bits_per_dim",))["value"]
+    row = next(line for line in md.splitlines() if "decoder_scale" in line)
+    assert row.startswith("| **VAE** | `vae.decoder_scale=\"per_pixel\"` | 3 (seeds 0 1 2) | ")
+    assert fmt_mean_std(bpd.mean(), bpd.std(), len(bpd)) in row
+
+
 def test_table1_rows_and_labels_come_from_the_registry(synthetic, monkeypatch):
     """A registered model gets its Table 1 row (after the paper's rows, labelled by its name when it
     has no label) without any report edit."""
@@ -259,10 +288,11 @@ def test_table1_rows_and_labels_come_from_the_registry(synthetic, monkeypatch):
     monkeypatch.setitem(registry.MODELS, "toy", registry.ModelEntry(VAE, VAEConfig))
     sel = _fig7_selection(synthetic)
     t1 = build_table1(report.load_table(synthetic), sel, {})
-    assert t1.frame["row"].tolist() == ["True", "VAE", "WAE", "PIE", "toy"]
+    assert t1.frame["row"].tolist() == ["True", "VAE", "WAE", "PIE", *NO_RUNS, "toy"]
     assert t1.frame["n_runs"].iloc[-1] == 0 and np.isnan(t1.frame["paper_sharpness"].iloc[-1])
     md = table1_markdown(t1, sel)
-    assert "| **toy** | 0 |" in md and "Latent dimension 8 for VAE, WAE, PIE and toy" in md
+    rows = and_list(["VAE", "WAE", "PIE", *NO_RUNS, "toy"])
+    assert "| **toy** | 0 |" in md and f"Latent dimension 8 for {rows}" in md
 
 
 def test_the_papers_numbers_are_data_with_a_citation_each(tmp_path):
@@ -371,9 +401,9 @@ def test_real_smoke_sweep_then_report(tmp_path):
     for name in ("table1.md", "table1.csv", "index.md"):
         assert (out / name).is_file(), name
     t = pd.read_csv(out / "table1.csv")
-    assert t["row"].tolist() == ["True", "VAE", "WAE", "PIE"]
-    assert t["paper_sharpness"].tolist() == [0.18, 0.08, 0.07, 0.49]
-    assert t["n_runs"].tolist()[1:] == [2, 2, 2]
+    assert t["row"].tolist() == ["True", "VAE", "WAE", "PIE", *NO_RUNS]
+    assert t["paper_sharpness"].tolist()[:4] == [0.18, 0.08, 0.07, 0.49]
+    assert t["n_runs"].tolist()[1:] == [2, 2, 2, *[0] * len(NO_RUNS)]
     index = (out / "index.md").read_text()
     for name in expected_figures():
         assert (out / "figures" / name).is_file(), name
@@ -395,7 +425,10 @@ def test_converged_column_and_artefact_flag(synthetic):
     # epochs to converge beside it: the flat curves meet the rule once 10 epochs are tracked
     assert t.loc["vae", "epochs_to_converge"] == "10" and t.loc["vae", "converged_epochs"] == "10 10 10"
     assert t.loc["wae", "epochs_to_converge"] == "—" and t.loc["pie", "epochs_to_converge"] == "—"
-    assert t["artefact_flag"].to_dict() == {"real": False, "vae": False, "wae": False, "pie": True}
+    flags = t["artefact_flag"].to_dict()
+    assert {m: flags.pop(m) for m in ("real", "vae", "wae", "pie")} == {"real": False, "vae": False, "wae": False,
+                                                                         "pie": True}
+    assert not any(flags.values())  # the registered models without runs here
     md = (synthetic / "table1.md").read_text()
     assert "| converged | epochs to converge |" in md and "| 3 of 3 seeds | 10 |" in md
     assert re.search(r"\*\*Artefact flag\*\*.*\n\n- PIE: sharpness", md)
@@ -437,11 +470,11 @@ def test_two_datasets_get_one_table_and_one_set_of_figures_each(tmp_path):
     assert report.main(["--results", str(out), "--umap-points", "200"]) == 0
 
     mnist = pd.read_csv(out / "table1.csv")
-    assert mnist["paper_sharpness"].tolist() == [0.18, 0.08, 0.07, 0.49]
-    assert mnist["n_runs"].tolist() == [1, 3, 3, 3]  # no Fashion-MNIST run counted
+    assert mnist["paper_sharpness"].tolist()[:4] == [0.18, 0.08, 0.07, 0.49]
+    assert mnist["n_runs"].tolist() == [1, 3, 3, 3, *[0] * len(NO_RUNS)]  # no Fashion-MNIST run counted
     fashion = pd.read_csv(out / "fashion-mnist" / "table1.csv")
     assert fashion["paper_sharpness"].isna().all()
-    assert fashion["n_runs"].tolist() == [1, 2, 2, 0]
+    assert fashion["n_runs"].tolist() == [1, 2, 2, 0, *[0] * len(NO_RUNS)]
     assert fashion["sharpness_mean"].iloc[0] == pytest.approx(0.1824)
     assert all(r.startswith("vae-f0") for r in fashion.loc[fashion["model"] == "vae", "run_ids"].iloc[0].split())
     md = (out / "fashion-mnist" / "table1.md").read_text()

@@ -17,6 +17,8 @@ from bench.perf.common import (
     TARGET_RUN_ALL_SECONDS,
     Row,
 )
+from bench.registry import MODELS
+from bench.report.selection import protocol_runs
 
 
 def _value(frame: pd.DataFrame, section: str, metric: str, model: str | None = None, preset: str | None = None):
@@ -135,9 +137,9 @@ def target_rows(frame: pd.DataFrame, cfg: Config, names: list[str], n_train: int
                         f"per model, worst model {worst['model']}; median "
                         f"{share['value'].median():.3f}){floor_note}"))
     rows += _pie_rows(frame, base, verdict)
-    if set(estimates) >= {"pie", "vae", "wae"}:
-        runs = {"pie": 5 + 3, "vae": 5, "wae": 5}  # run_all.sh: Table 1 x 5 seeds + Fig. 7 PIE x 3 eps²
-        total = sum(runs[n] * (estimates[n][0] + estimates[n][1]) for n in runs)
+    if set(estimates) >= set(MODELS):
+        # run_all.sh: Table 1 x 5 seeds of every model + Fig. 7 PIE x 3 eps²
+        total = sum(protocol_runs(n) * (estimates[n][0] + estimates[n][1]) for n in MODELS)
         rows.append(Row(**base, metric="run_all_seconds_estimate", value=total, unit="s",
                         note=f"target <= {TARGET_RUN_ALL_SECONDS} s: measured separately (./run_all.sh); this "
                         f"serial projection would be {verdict(total <= TARGET_RUN_ALL_SECONDS)}"))

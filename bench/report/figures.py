@@ -16,6 +16,7 @@ import pandas as pd
 
 from bench.datasets import DATASETS
 from bench.figure_data import UMAP_POINTS, UMAP_SEED, load_figure_data
+from bench.registry import MODELS
 from bench.report.markdown import and_list, eps_label, fmt_mean_std, fmt_num
 from bench.report.paper import PAPER
 from bench.report.selection import FIG7_EPS2, FIG7_LATENT, FIG7_MODEL, TABLE1_LATENT, Selection, label
@@ -262,6 +263,12 @@ def tracking_frame(logs: dict[str, pd.DataFrame], sel: Selection) -> tuple[pd.Da
     return frame, {m: float(np.mean(v)) for m, v in real.items() if v}
 
 
+def loss_summary(model: str) -> str:
+    """The first line of the model's ``loss`` docstring (what its training curves plot)."""
+    doc = (MODELS[model].model_cls.loss.__doc__ or "").strip()
+    return doc.splitlines()[0].rstrip(".") if doc else "see its loss"
+
+
 def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, configs: dict[str, dict],
                   umap_points: int, run_logs_by_id: dict[str, pd.DataFrame] | None = None) -> dict[str, Any]:
     from bench import plots
@@ -325,8 +332,8 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
     out["curves"] = rep.draw(
         "training_curves.png", "Training curves",
         "Train loss (mean over each epoch) and validation loss vs epoch; Table 1 panels average over seeds "
-        "(band: ± std), the Fig. 7 panel has one line per eps². Loss units differ by model (VAE: negative ELBO, "
-        "WAE: cost + λ·MMD, PIE: negative Eq. 17 log-likelihood as the model reports it).",
+        "(band: ± std), the Fig. 7 panel has one line per eps². Loss units differ by model, each its own `loss` ("
+        + "; ".join(f"{label(m)}: {loss_summary(m)}" for m in sel.table1) + ").",
         lambda p: plots.training_curves(logs, p, panels, f"Table 1: {t1_tag}; Fig. 7: "
                                         f"{protocol_tag(configs, sel.fig7_all)}"))
 

@@ -42,7 +42,7 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
     n_ok = int((runs["status"] == "ok").sum())
     failed = runs[runs["status"] != "ok"]
     lines = [
-        f"# pie-bench report: PIE vs VAE vs WAE-MMD on {sel.spec.title}",
+        f"# pie-bench report: {' vs '.join(label(m) for m in sel.table1)} on {sel.spec.title}",
         "",
         "Reproduction of Table 1 and Figure 7 of *PIE: Pseudo-Invertible Encoder* (ICLR 2019 submission). "
         f"Built by `python -m bench.report --results {results.name}` from `metrics.csv` and the artefacts the "

@@ -1,7 +1,10 @@
 """Which runs the report uses, read from a results directory's tidy table and run configs.
 
 - Table 1: finished runs of every registered model with latent_dim 8 (the paper's Table 1) and
-  no value in any sweep column (PIE at its config's own eps²). If a model has runs of several
+  no value in any sweep column (PIE at its config's own eps²). Runs whose model settings are
+  their preset's come first: a variant run with ``--set`` (e.g. ``--set vae.decoder_scale=per_pixel``)
+  in the same directory does not displace the preset's row; it is listed under Table 1 as an
+  other configuration (``Selection.others``). If a model then still has runs of several
   configurations (config_hash), the one with the most finished seeds is used (ties: the newest).
   The "True" row is the ``real-*`` run whose evaluation config matches the Table 1 runs'.
 - Figure 7: finished pie runs with latent_dim 10, grouped by eps² (the ``pie.eps2`` sweep
@@ -43,6 +46,13 @@ FIG7_EPS2 = PAPER.fig7_eps2
 EPS2_COLUMN = f"{FIG7_MODEL}.eps2"
 FIG7_FREE_KEYS = ("eps2", "latent_dim")  # the settings Fig. 7 runs set away from their preset
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"  # the presets a run's config.json names
+TABLE1_SEEDS = 5  # seeds per model of the protocol's Table 1 (run_all.sh, bench.gpu)
+
+
+def protocol_runs(model: str) -> int:
+    """Runs of ``model`` in the full protocol (run_all.sh, the GPU protocol): Table 1's seeds,
+    plus Fig. 7's eps² sweep (one run per eps², latent 10) for the Fig. 7 model."""
+    return TABLE1_SEEDS + (len(FIG7_EPS2) if model == FIG7_MODEL else 0)
 
 
 def table1_models() -> tuple[str, ...]:
@@ -136,6 +146,8 @@ class Selection:
     fig7_all: pd.DataFrame  # the finished latent-10 PIE runs of the drawn configurations, with their eps²
     notes: list[str] = field(default_factory=list)
     dataset: str = "mnist"  # the table's runs are all of this dataset (build_report splits by it)
+    # Finished latent-8 runs of Table 1's models that are not Table 1 rows (other configurations).
+    others: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def spec(self) -> DatasetSpec:
@@ -205,6 +217,11 @@ def select_runs(table: pd.DataFrame, configs: dict[str, dict]) -> Selection:
     table1: dict[str, pd.DataFrame] = {}
     for model in table1_models():
         cand = runs[(runs["model"] == model) & (runs["latent_dim"] == TABLE1_LATENT) & unswept]
+        changed = cand["run_id"].map(lambda r, m=model: settings_changed(configs.get(r, {}), m, free=()))
+        if (changed == 0).any() and (changed > 0).any():  # the preset's settings first
+            notes.append(f"{label(model)}: runs with settings changed from the preset are not Table 1's row "
+                         "(see Other configurations).")
+            cand = cand[changed == 0]
         chosen, dropped = pick_config(cand)
         if dropped:
             notes.append(f"{label(model)}: runs of other configurations were set aside (config_hash "
@@ -226,7 +243,10 @@ def select_runs(table: pd.DataFrame, configs: dict[str, dict]) -> Selection:
                              f"using the newest one ({real_run}).")
 
     fig7, fig7_all = select_fig7(runs, configs, [c for c in sweeps if c != EPS2_COLUMN])
-    return Selection(table1, real_run, fig7, fig7_all, notes)
+    chosen_ids = {r for f in table1.values() for r in f["run_id"]}
+    others = runs[runs["model"].isin(list(table1)) & (runs["latent_dim"] == TABLE1_LATENT)
+                  & (runs["status"] == "ok") & ~runs["run_id"].isin(chosen_ids)]
+    return Selection(table1, real_run, fig7, fig7_all, notes, others=others.reset_index(drop=True))
 
 
 def select_fig7(runs: pd.DataFrame, configs: dict[str, dict],

@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 
 from bench import convergence
+from bench.config import SECTION_TYPES
+from bench.identity import field_defaults
+from bench.registry import MODELS
 from bench.report.markdown import and_list, eps_label, fmt_mean_std, fmt_num, list_text, md_table
 from bench.report.paper import PAPER
 from bench.report.selection import FIG7_MODEL, REAL, TABLE1_LATENT, Selection, label, run_frame
@@ -78,6 +81,7 @@ class Table1:
     metric_notes: dict[str, str]
     artefact_flags: list[str] = field(default_factory=list)
     references: dict[str, float] = field(default_factory=dict)  # label -> recon_mse, reference_recon
+    others: list[list[str]] = field(default_factory=list)  # markdown rows of other_configurations
 
 
 def run_logs(results: Path, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -221,7 +225,51 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
         elif len(rows):
             metric_notes[metric] = rows["note"].value_counts().index[0]
     return Table1(frame, per_run, real_sharpness, footnotes, protocol_lines(table, sel, configs, metric_notes),
-                  metric_notes, flags, reference_recon(table, sel))
+                  metric_notes, flags, reference_recon(table, sel), other_configurations(table, sel, configs))
+
+
+OTHER_METRICS = ("bits_per_dim", "recon_mse", "fd_lenet", "sharpness")
+SETTING_SECTIONS = ("data", "train", "eval")  # with the model's own section: what a run sets
+
+
+def settings_diff(config: dict[str, Any], reference: dict[str, Any], model: str) -> str:
+    """``section.key=value`` for every setting of ``config`` that differs from ``reference``; a key
+    the reference lacks (a run of older code) counts as its default, as in run ids (bench.identity);
+    '' when none differs."""
+    out = []
+    for section in (model, *SETTING_SECTIONS):
+        mine, ref = config.get(section), reference.get(section)
+        if not isinstance(mine, dict) or not isinstance(ref, dict):
+            continue
+        cls = MODELS[model].config_cls if section == model and model in MODELS else SECTION_TYPES.get(section)
+        ref = {**(field_defaults(cls) if cls is not None else {}), **ref}
+        for key in sorted(mine):
+            if key in ref and json.dumps(mine[key], sort_keys=True) != json.dumps(ref[key], sort_keys=True):
+                out.append(f"{section}.{key}={json.dumps(mine[key])}")
+    return ", ".join(out)
+
+
+def other_configurations(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]) -> list[list[str]]:
+    """One markdown row per (model, configuration) of ``sel.others``: what differs from the model's
+    Table 1 runs (settings and sweep columns), the seeds, and mean ± std of OTHER_METRICS."""
+    if sel.others.empty:
+        return []
+    sweeps = [c for c in sel.others.columns if "." in c]
+    rows = []
+    for (model, _), group in sel.others.groupby(["model", "config_hash"], sort=False, dropna=False):
+        chosen = sel.table1[model]["run_id"].tolist()
+        reference = configs.get(chosen[0], {}) if chosen else {}
+        first = group.iloc[0]
+        what = [settings_diff(configs.get(first["run_id"], {}), reference, model)]
+        what += [f"{c}={first[c]}" for c in sweeps if pd.notna(first[c])]
+        what = ", ".join(w for w in what if w) or f"config_hash {first['config_hash']}"
+        vals = per_run_values(table, group["run_id"].tolist(), OTHER_METRICS)
+        cells = [fmt_mean_std(float(v.mean()) if v.notna().any() else float("nan"),
+                              float(v.std()) if v.notna().sum() > 1 else float("nan"), int(v.notna().sum()))
+                 for v in (vals.loc[vals["metric"] == m, "value"] for m in OTHER_METRICS)]
+        seeds = " ".join(str(int(x)) for x in sorted(group["seed"].dropna()))
+        rows.append([f"**{label(model)}**", f"`{what}`", f"{len(group)} (seeds {seeds})", *cells])
+    return rows
 
 
 def _env_info(configs: list[dict]) -> str:
@@ -305,6 +353,10 @@ def table1_markdown(t1: Table1, sel: Selection, heading: str = "#", up: str = ""
         parts.append("")
     if t1.footnotes:
         parts += ["n/a with a reason:", ""] + [f"- {f}" for f in t1.footnotes] + [""]
+    if t1.others:
+        parts += [f"Other configurations at latent {TABLE1_LATENT} (finished runs of Table 1's models that are not "
+                  "its rows, e.g. `--set` variants; mean ± std over their seeds):", "",
+                  md_table(["", "differs from the Table 1 row by", "n", *OTHER_METRICS], t1.others), ""]
     if sel.notes:
         parts += ["Selection notes:", ""] + [f"- {n}" for n in sel.notes] + [""]
     parts.append(f"Machine-readable: [table1.csv](table1.csv); every row of every run: [metrics.csv]({up}metrics.csv).")
