@@ -48,6 +48,7 @@ from bench.train import check_checkpoints
 
 DEFAULT_CONFIG = "configs/default.yaml"
 MAX_RUNS_WITHOUT_YES = 100  # a bigger plan is more likely a typo (--seeds 1000000) than a wish
+MAX_RUNS = 100_000  # refused even with --yes: at minutes a run, more would never finish (and seeds stay < 2**32)
 
 
 def resolve_device(name: str) -> str:
@@ -91,8 +92,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def parse_seeds(text: str) -> list[int]:
-    return list(range(positive_int(text, "--seeds")))
+def parse_seeds(text: str) -> range:
+    """Seeds 0..N-1, as a range: counted before anything is built from them (--seeds 10**12 costs nothing)."""
+    return range(positive_int(text, "--seeds"))
 
 
 def parse_sweeps(sweeps: list[str]) -> list[tuple[str, list[Any]]]:
@@ -144,6 +146,9 @@ def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
     # A sweep over another model's section does not multiply this model's runs.
     relevant = {m: [(k, v) for k, v in sweeps if k.split(".")[0] in (m, "data", "train", "eval")] for m in models}
     planned = len(seeds) * sum(math.prod(len(v) for _, v in relevant[m]) for m in models)
+    if planned > MAX_RUNS:
+        raise UserError(f"this plans {planned} runs (--models, --seeds, --sweep); at most {MAX_RUNS} can be planned "
+                        "in one command, even with --yes")
     if planned > MAX_RUNS_WITHOUT_YES and not args.yes:
         raise UserError(f"this plans {planned} runs (--models, --seeds, --sweep); more than {MAX_RUNS_WITHOUT_YES} "
                         "need --yes")
