@@ -141,6 +141,29 @@ def run_identity(settings: dict[str, Any], model: str) -> dict[str, Any]:
     return out
 
 
+def settings_problem(settings: dict[str, Any]) -> str:
+    """Why a run's recorded settings (a ``config.json``-style dict) cannot be what this package
+    wrote: a known section that is no mapping, or a known key whose value has the wrong type or
+    lies out of range ("" when none). Keys this version does not know are not judged (an older
+    or newer version may have written them), and missing keys are fine (their default applies)."""
+    from bench.registry import MODELS
+
+    for name, cls in [*SECTION_TYPES.items(), *((m, e.config_cls) for m, e in MODELS.items())]:
+        if name not in settings:
+            continue
+        values = settings[name]
+        if not isinstance(values, dict):
+            return f"section '{name}' is not a mapping"
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                try:
+                    _check_range(f"{name}.{f.name}", _check_value(f"{name}.{f.name}", values[f.name], hints[f.name]), f)
+                except UserError as e:
+                    return str(e)
+    return ""
+
+
 def eval_hash(eval_settings: dict[str, Any]) -> str:
     """The hash in the real-image run id (``real-<data>-<eval hash>``)."""
     return digest(section_identity("eval", EvalConfig, eval_settings), 8)

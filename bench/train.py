@@ -19,7 +19,6 @@ import math
 import os
 import pickletools
 import random
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +31,8 @@ import torch
 from bench.config import TrainConfig, run_identity
 from bench.data import ImageData, iterate_batches, preprocess
 from bench.errors import UserError
-from bench.results import write_csv_atomic
+from bench.results import open_temp, write_csv_atomic
+from bench.rundir import read_config
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_PREV = "checkpoint.prev.pt"
@@ -151,17 +151,17 @@ def save_checkpoint(run_dir: Path, payload: dict) -> None:
     """
     buf = io.BytesIO()
     torch.save(payload, buf)
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{CHECKPOINT}.", suffix=".tmp")
+    fd, tmp = open_temp(run_dir / CHECKPOINT)  # mode as the umask says; locked while written
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(buf.getvalue())
             fh.flush()
             os.fsync(fh.fileno())
-        try:
-            os.replace(run_dir / CHECKPOINT, run_dir / CHECKPOINT_PREV)
-        except FileNotFoundError:  # the first checkpoint, or another writer just rotated it
-            pass
-        os.replace(tmp, run_dir / CHECKPOINT)
+            try:
+                os.replace(run_dir / CHECKPOINT, run_dir / CHECKPOINT_PREV)
+            except FileNotFoundError:  # the first checkpoint, or another writer just rotated it
+                pass
+            os.replace(tmp, run_dir / CHECKPOINT)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -266,10 +266,9 @@ def shorter_run(run_dir: Path, config_dict: dict) -> Path | None:
         other = cfg_path.parent
         if other == run_dir or not ((other / CHECKPOINT).is_file() or (other / CHECKPOINT_PREV).is_file()):
             continue
-        try:
-            cfg = json.loads(cfg_path.read_text())
-            other_epochs = int(cfg["train"]["epochs"])
-        except (OSError, ValueError, KeyError, TypeError):
+        cfg = read_config(other)  # a damaged one reads as {} (the runner named it once at start)
+        other_epochs = (cfg.get("train") or {}).get("epochs")
+        if not isinstance(other_epochs, int):
             continue  # unreadable or foreign: not a candidate
         if other_epochs < epochs and _training_identity(cfg) == identity and (best is None or other_epochs > best[0]):
             best = (other_epochs, other)
