@@ -107,7 +107,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def parse_seeds(text: str) -> range:
     """Seeds 0..N-1, as a range: counted before anything is built from them (--seeds 10**12 costs nothing)."""
-    return range(positive_int(text, "--seeds"))
+    n = positive_int(text, "--seeds")
+    if n > MAX_RUNS:
+        raise UserError(f"--seeds {n} plans more than {MAX_RUNS} runs, the most one command can plan (even with --yes)")
+    return range(n)
 
 
 def parse_sweeps(sweeps: list[str]) -> list[tuple[str, list[Any]]]:
