@@ -342,7 +342,10 @@ def rows_digest(frame: pd.DataFrame) -> str:
 def done_bytes(run_id: str, frame: pd.DataFrame) -> bytes:
     """``done.json`` of a run whose rows are ``frame``: what "intact" means for them (their
     count and :func:`rows_digest`, taken as they read back from CSV)."""
-    rows = parse_bytes(frame.to_csv(index=False).encode()).frame
+    read = parse_bytes(frame.to_csv(index=False).encode())
+    rows = read.frame
+    if read.broken or read.dropped or len(rows) != len(frame):  # a writer's bug, not damage
+        raise ValueError(f"rows of {run_id} do not read back from CSV ({read.broken or read.dropped})")
     return json.dumps({"run_id": run_id, "finished": True, "rows": len(rows),
                        "rows_sha256": rows_digest(rows)}).encode()
 
@@ -454,9 +457,10 @@ def check_run(run_dir: Path, table_rows: pd.DataFrame) -> RunCheck:
 
 def reconcile(out: Path, table: pd.DataFrame) -> tuple[pd.DataFrame, list[RunCheck]]:
     """``table`` with every finished run's rows taken from its intact copy (:func:`check_run`),
-    and the checks of the runs whose copies disagree (those that agree are left out)."""
+    and the checks of the runs whose copies disagree or whose record is damaged (the others are left out)."""
     ids = table["run_id"].astype(str)
-    checks = [c for c in (check_run(d, table[ids == d.name]) for d in finished_runs(out)) if c.source != "both"]
+    checks = [c for c in (check_run(d, table[ids == d.name]) for d in finished_runs(out))
+              if c.source != "both" or c.damage]
     restore = [c for c in checks if c.source == "run"]
     if restore:
         names = {c.run_dir.name for c in restore}
