@@ -187,6 +187,24 @@ def _row_problem(rec: list[str], header: list[str]) -> str:
     for col in ("value", *[c for c in INT_COLUMNS if c in row]):
         if row[col] and not _is_number(row[col]):
             return f"{col} '{row[col][:20]}' is not a number"
+    return _identity_problem(row)
+
+
+def _identity_problem(row: dict[str, str]) -> str:
+    """Why a row's run_id cannot be its run's: a run id has no blank or control character and is
+    ``<model>-<config_hash>-s<seed>`` (``real-...`` for the real images) where those columns are
+    filled. A byte changed in any of them (a damaged table) makes the row malformed, so it is
+    never read as the row of a run that does not exist."""
+    rid = row["run_id"]
+    if any(ch.isspace() or not ch.isprintable() for ch in rid):
+        return "a run_id with blank or control characters"
+    model, config_hash, seed = row.get("model", ""), row.get("config_hash", ""), row.get("seed", "")
+    if model == "real":
+        return "" if rid.startswith("real-") else f"run_id '{rid[:40]}' of a real-image row"
+    if model and config_hash and seed:
+        number = float(seed)
+        if not number.is_integer() or rid != f"{model}-{config_hash}-s{int(number)}":
+            return f"run_id '{rid[:40]}' that is not model-config_hash-s<seed> of its row"
     return ""
 
 
@@ -330,12 +348,24 @@ class DoneRecord:
         return self.rows is not None and self.digest is not None
 
 
+DIGEST_TEXT = ("split", "metric", "status", "note", "model", "dataset")  # the columns rows_digest covers ...
+DIGEST_NUMBERS = ("value", "seed", "latent_dim")  # ... and these, compared as numbers
+
+
 def rows_digest(frame: pd.DataFrame) -> str:
-    """sha256 of a run's rows as the table holds them: split, metric, status, value and note of
-    every row, sorted (so column order, sweep columns and row order do not matter)."""
-    notes = frame["note"] if "note" in frame else pd.Series("", index=frame.index)
-    notes = [n if isinstance(n, str) else "" for n in notes]  # an empty note reads back as NaN
-    rows = sorted("\x1f".join((*row, note)) for row, note in zip(_fingerprint(frame, sort=False), notes, strict=True))
+    """sha256 of a run's rows as the table holds them: the ``DIGEST_TEXT`` and ``DIGEST_NUMBERS``
+    cells of every row, sorted (so column order, sweep columns and row order do not matter; an
+    empty cell and a missing column count alike)."""
+    def text(col: str) -> list[str]:
+        cells = frame[col] if col in frame else [None] * len(frame)
+        return [c if isinstance(c, str) else "" for c in cells]  # an empty text cell reads back as NaN
+
+    def numbers(col: str) -> list[str]:
+        cells = pd.to_numeric(frame[col], errors="coerce") if col in frame else [math.nan] * len(frame)
+        return ["" if pd.isna(c) else repr(float(c)) for c in cells]
+
+    columns = [text(c) for c in DIGEST_TEXT] + [numbers(c) for c in DIGEST_NUMBERS]
+    rows = sorted("\x1f".join(cells) for cells in zip(*columns, strict=True))
     return hashlib.sha256("\x1e".join(rows).encode("utf-8", "surrogateescape")).hexdigest()
 
 
@@ -378,12 +408,12 @@ def finished_runs(out: Path) -> list[Path]:
     return sorted(p for p in runs.iterdir() if (p / DONE).is_file())
 
 
-def _fingerprint(frame: pd.DataFrame, sort: bool = True) -> list[tuple[str, str, str, str]]:
-    """What must agree between a run's own rows and its rows in the table."""
+def _fingerprint(frame: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """What must agree between a run's own rows and its rows in the table, when its done.json
+    (of older code) holds no checksum."""
     values = pd.to_numeric(frame["value"], errors="coerce")
-    out = [(str(s), str(m), str(st), "nan" if math.isnan(v) else repr(float(v)))
-           for s, m, st, v in zip(frame["split"], frame["metric"], frame["status"], values, strict=True)]
-    return sorted(out) if sort else out
+    return sorted((str(s), str(m), str(st), "nan" if math.isnan(v) else repr(float(v)))
+                  for s, m, st, v in zip(frame["split"], frame["metric"], frame["status"], values, strict=True))
 
 
 @dataclass
