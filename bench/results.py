@@ -424,6 +424,7 @@ class RunCheck:
     source: str  # "both" (they agree), "run" (only its own copy is intact: the table's is restored),
     # "table" (only the table's is: its own is rewritten), "lost" (neither: the run is re-run)
     rows: pd.DataFrame | None  # the intact rows (None when lost)
+    in_table: bool = True  # whether the table held any row of the run (a run copied in from elsewhere has none)
     # (file, what is wrong, which action applies: "done" for done.json, else the source)
     damage: list[tuple[Path, str, str]] = field(default_factory=list)
 
@@ -473,16 +474,17 @@ def check_run(run_dir: Path, table_rows: pd.DataFrame) -> RunCheck:
         own_ok = not problem
         # Unverifiable: the table's copy agrees if it equals the run's own, and is used if that is damaged.
         table_ok = (_fingerprint(table_rows) == _fingerprint(own)) if own_ok else len(table_rows) > 0
+    in_table = len(table_rows) > 0
     if own_ok and table_ok:
-        return RunCheck(run_dir, "both", own, damage)
+        return RunCheck(run_dir, "both", own, in_table, damage)
     if own_ok:
-        return RunCheck(run_dir, "run", own, damage)
+        return RunCheck(run_dir, "run", own, in_table, damage)
     if table_ok:
         damage.append((own_path, problem, "table"))
-        return RunCheck(run_dir, "table", table_rows, damage)
-    lacks = "the table lacks them too" if table_rows.empty else "the table's copy is not intact either"
+        return RunCheck(run_dir, "table", table_rows, in_table, damage)
+    lacks = "the table's copy is not intact either" if in_table else "the table lacks them too"
     damage.append((own_path, f"{problem} and {lacks}", "lost"))
-    return RunCheck(run_dir, "lost", None, damage)
+    return RunCheck(run_dir, "lost", None, in_table, damage)
 
 
 def reconcile(out: Path, table: pd.DataFrame) -> tuple[pd.DataFrame, list[RunCheck]]:
@@ -559,7 +561,11 @@ def _verified(path: Path, every_run: bool) -> SyncResult:
     if restored:
         warn(f"note: restored the rows of {len(restored)} finished run(s) to {path} from their run directories")
         result.changed = True
-        result.table_damage.append(f"lacked or differed from the rows of {len(restored)} finished run(s)")
+    # A run the table has no row of is not damage (its directory may have been copied in from another
+    # results folder); rows that are there but differ from the intact copy are.
+    differ = [c for c in restored if c.in_table]
+    if differ:
+        result.table_damage.append(f"held rows of {len(differ)} finished run(s) that differ from their intact copies")
     return result
 
 

@@ -250,14 +250,18 @@ def test_damaged_table_is_rebuilt_from_the_run_directories(damage, reference, tm
     original = (out / "metrics.csv").read_bytes()
     (out / "metrics.csv").write_bytes(DAMAGE[damage](original))
     capsys.readouterr()
-    assert main([*GRID, "--out", str(out)]) == EXIT_DAMAGED  # repaired, and the exit status says it was damaged
+    # Repaired; the exit status says whether a line was malformed (a table that merely lacks the rows of
+    # some runs is an index to complete, as when run directories are copied in from elsewhere).
+    malformed = damage not in ("emptied", "header only")
+    assert main([*GRID, "--out", str(out)]) == (EXIT_DAMAGED if malformed else 0)
     stdout, stderr = capsys.readouterr()
     pd.testing.assert_frame_equal(_table(out), _table(reference))
     assert "2 run(s) planned: 0 to start, 2 already finished" in stdout
     assert "(no finished runs)" not in stdout and "vae" in stdout.split("finished")[-1]
     lines = stderr.strip().splitlines()
-    assert lines[-1].startswith("damage found and contained: the table")
-    lines = lines[:-1]
+    if malformed:
+        assert lines[-1].startswith("damage found and contained: the table")
+        lines = lines[:-1]
     assert "Traceback" not in stderr and all(line.startswith(("warning: ", "note: ")) for line in lines), stderr
     lost_rows = damage != "junk appended"
     assert sum(line.startswith("note: restored the rows of") for line in lines) == lost_rows, stderr

@@ -31,7 +31,7 @@ from bench.errors import UserError
 from bench.registry import MODELS, display_label
 from bench.report.markdown import list_text
 from bench.report.paper import PAPER
-from bench.results import COLUMNS, TABLE, DamageLog, finished_runs, parse_bytes, parse_table, reconcile
+from bench.results import COLUMNS, TABLE, DamageLog, finished_runs, parse_bytes, parse_table, reconcile, warn
 from bench.rundir import read_config
 
 REAL = "real"  # model name of the real-data runs (Table 1's first row)
@@ -93,11 +93,15 @@ def load_table(results: Path, damage: DamageLog | None = None) -> pd.DataFrame:
             damage.add(path, f"has {len(read.dropped)} malformed line(s) ({read.dropped[0]})",
                        "they are left out, never read as data")
     table, checks = reconcile(results, table)
-    restored = [c.run_dir.name for c in checks if c.source == "run"]
-    if restored and read is not None and not read.broken:
-        damage.add(path, f"lacks rows of {len(restored)} finished run(s) in {results / 'runs'} (e.g. {restored[0]}), "
-                   "or holds them differently", "the report uses the runs' own intact copies; re-run the same "
-                   "python -m bench.run command to rewrite the table")
+    absent = [c.run_dir.name for c in checks if c.source == "run" and not c.in_table]
+    differ = [c.run_dir.name for c in checks if c.source == "run" and c.in_table]
+    if absent and read is not None and not read.broken:  # runs copied in, or a table not yet rebuilt: no damage
+        warn(f"warning: {path} lacks rows of {len(absent)} finished run(s) in {results / 'runs'} (e.g. {absent[0]}); "
+             "the report uses the runs' own copies; re-run the same python -m bench.run command to rewrite the table")
+    if differ:
+        damage.add(path, f"holds rows of {len(differ)} finished run(s) that differ from their intact copies (e.g. "
+                   f"{differ[0]})", "the report uses the runs' own copies; re-run the same python -m bench.run command "
+                   "to rewrite the table")
     for check in checks:
         for file, what, action in check.damage:
             damage.add(file, what, READ_ONLY_ACTION[action])
