@@ -60,7 +60,7 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.di
 
 
 def one_line(e: Exception) -> bool:
-    return "\n" not in str(e) and len(str(e)) > 10
+    return len(str(e).splitlines()) == 1 and len(str(e)) > 10
 
 
 def _load_or_error(path: Path) -> None:
