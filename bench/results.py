@@ -21,6 +21,7 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 import sys
 import time
@@ -44,6 +45,7 @@ STATUSES = ("ok", "failed")
 TABLE = "metrics.csv"
 RUNS = "runs"
 DONE = "done.json"  # written last: its presence marks a finished run
+REAL_RUN_ID = re.compile(r"real-[0-9a-f]{8}-[0-9a-f]{8}")  # real-<data checksum>-<eval hash> (bench.runner)
 
 
 def warn(message: str) -> None:
@@ -200,7 +202,7 @@ def _identity_problem(row: dict[str, str]) -> str:
         return "a run_id with blank or control characters"
     model, config_hash, seed = row.get("model", ""), row.get("config_hash", ""), row.get("seed", "")
     if model == "real":
-        return "" if rid.startswith("real-") else f"run_id '{rid[:40]}' of a real-image row"
+        return "" if REAL_RUN_ID.fullmatch(rid) else f"run_id '{rid[:40]}' that is not real-<data>-<eval> of its row"
     if model and config_hash and seed:
         number = float(seed)
         if not number.is_integer() or rid != f"{model}-{config_hash}-s{int(number)}":
@@ -462,6 +464,8 @@ def check_run(run_dir: Path, table_rows: pd.DataFrame) -> RunCheck:
     read = parse_table(own_path) if own_path.is_file() else None
     own = read.frame if read is not None else None
     problem = "is missing" if read is None else _own_problem(read)
+    if not problem and (own["run_id"].astype(str) != run_dir.name).any():
+        problem = "holds a row of another run"
 
     def intact(rows: pd.DataFrame) -> bool:
         return len(rows) == done.rows and rows_digest(rows) == done.digest

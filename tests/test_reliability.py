@@ -520,9 +520,10 @@ def test_a_run_file_cut_mid_line_loses_no_row_when_the_table_is_intact(reference
     vae = next((out / "runs").glob("vae-*"))
     (vae / "metrics.csv").write_bytes(_cut_mid_line((vae / "metrics.csv").read_bytes()))
     capsys.readouterr()
-    assert main([*GRID, "--out", str(out)]) == EXIT_DAMAGED
+    code = main([*GRID, "--out", str(out)])
     err = capsys.readouterr().err
     pd.testing.assert_frame_equal(_table(out), _table(reference))  # the table's intact row wins
+    assert code == EXIT_DAMAGED
     own = [pd.read_csv(d / "metrics.csv").sort_values(["split", "metric"]).reset_index(drop=True)[RECORD]
            for d in (vae, reference / "runs" / vae.name)]
     pd.testing.assert_frame_equal(*own)  # and the run's own copy is whole again
@@ -539,9 +540,10 @@ def test_a_finished_run_whose_rows_are_missing_everywhere_is_run_again(done, ref
     (vae / "metrics.csv").unlink()
     (out / "metrics.csv").write_bytes(b"")
     capsys.readouterr()
-    assert main([*GRID, "--out", str(out)]) == EXIT_DAMAGED
+    code = main([*GRID, "--out", str(out)])
     stdout, err = capsys.readouterr()
     assert "1 to start" in stdout and f"[ok] {vae.name}" in stdout  # not skipped
+    assert code == EXIT_DAMAGED
     assert f"warning: {vae / 'metrics.csv'} is missing and the table lacks them too" in err
     # Resumed from its last checkpoint, i.e. evaluated again: the very same numbers.
     pd.testing.assert_frame_equal(_run_rows(out, "vae"), _run_rows(reference, "vae"))
