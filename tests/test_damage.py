@@ -369,3 +369,22 @@ def test_a_killed_writers_temporary_file_is_removed_and_a_live_ones_kept(tmp_pat
         assert not killed.exists() and live.exists()
     finally:
         os.close(fd)
+
+
+def test_a_row_that_names_another_run_is_never_read_as_one(pristine, tmp_path):
+    out = _copy(pristine, tmp_path)
+    table = (out / "metrics.csv").read_bytes()
+    run = _run(out)
+    flipped = run.name.replace("-s0", "-s7")  # one byte: a run that does not exist
+    (out / "metrics.csv").write_bytes(table.replace(run.name.encode(), flipped.encode(), 1))
+    read = parse_table(out / "metrics.csv")
+    assert len(read.dropped) == 1 and "not model-config_hash-s<seed>" in read.dropped[0]
+    assert flipped not in set(read.frame["run_id"])
+    real = next((out / "runs").glob("real-*")).name
+    (out / "metrics.csv").write_bytes(table.replace(real.encode(), real[:-1].encode() + b"!", 1))
+    assert "not real-<data>-<eval>" in parse_table(out / "metrics.csv").dropped[0]
+    # In a run's own copy, a row of another run makes the copy damaged: the table's intact rows win.
+    shutil.copy(_run(out, "wae") / "metrics.csv", run / "metrics.csv")  # well-formed rows, of another run
+    (out / "metrics.csv").write_bytes(table)
+    check = check_run(run, parse_table(out / "metrics.csv").frame.query("run_id == @run.name"))
+    assert check.source == "table" and "holds a row of another run" in check.damage[0][1]
