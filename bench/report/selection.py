@@ -66,8 +66,8 @@ def load_table(results: Path, damage: DamageLog | None = None) -> pd.DataFrame:
     Damage is contained, never fatal: malformed lines are left out; where a finished run's own
     ``metrics.csv`` and the table disagree, the intact copy is used (:func:`bench.results.reconcile`);
     a table that is missing or no table at all is replaced by the finished runs' own rows. Each
-    is named in one warning line (``damage``). Only a folder with neither a table nor finished
-    runs is an error.
+    is named in one warning line; what is damage (not a table that merely lacks whole runs) goes
+    into ``damage``. Only a folder with neither a table nor finished runs is an error.
     """
     damage = damage if damage is not None else DamageLog()
     if not results.exists():
@@ -83,9 +83,11 @@ def load_table(results: Path, damage: DamageLog | None = None) -> pd.DataFrame:
             if read is None:
                 raise UserError(f"'{results}' holds no {TABLE} (run python -m bench.run --out {results} first)")
             raise UserError(f"'{path}' is not a pie-bench results table ({read.broken}); {rebuild}")
-        what = "is missing" if read is None else f"is not a results table ({read.broken})"
-        damage.add(path, what, f"the report reads the rows of the {n_finished} finished run(s) in runs/ instead; "
-                   f"{rebuild}")
+        instead = f"the report reads the rows of the {n_finished} finished run(s) in runs/ instead; {rebuild}"
+        if read is None:  # runs copied in without their table: an index to rebuild, not damage
+            warn(f"warning: {path} is missing; {instead}")
+        else:
+            damage.add(path, f"is not a results table ({read.broken})", instead)
         table = parse_bytes(b"").frame
     else:
         table = read.frame
