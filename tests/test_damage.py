@@ -192,23 +192,26 @@ def test_the_report_warns_whenever_the_true_row_is_missing(pristine, tmp_path, c
     assert "True row" in index.split("## Damaged inputs")[1]
 
 
-def test_a_damaged_train_log_leaves_out_that_curve_only(pristine, tmp_path, capsys):
+def test_a_damaged_train_log_leaves_out_that_curve_only(pristine, tmp_path):
+    from bench.report.table import run_logs
+
     out = _copy(pristine, tmp_path)
     run = _run(out, "pie", 1)
     (run / "train_log.csv").write_bytes(b"epoch,train_loss\n1,0.5\nx\x00y,\xff\n")
-    code, err, index = _report(out, capsys)
-    assert code == EXIT_DAMAGED
-    assert [line for line in err if "train_log.csv" in line][0].startswith(f"warning: {run / 'train_log.csv'}")
-    assert (out / "figures" / "training_curves.png").is_file()
+    lines = []
+    runs = pd.DataFrame({"run_id": sorted(d.name for d in (out / "runs").iterdir() if not d.name.startswith("real"))})
+    logs = run_logs(out, runs, DamageLog(echo=lines.append))
+    assert set(logs) == set(runs["run_id"]) - {run.name}  # every other curve is there
+    assert len(lines) == 1 and lines[0].startswith(f"warning: {run / 'train_log.csv'}")
 
 
-def test_a_damaged_run_copy_gives_way_to_the_intact_table(pristine, tmp_path, capsys):
+def test_a_damaged_run_copy_gives_way_to_the_intact_table(pristine, tmp_path):
     out = _copy(pristine, tmp_path)
     run = _run(out)
     _cut_in_half(run / "metrics.csv")
-    code, err, index = _report(out, capsys)
-    assert code == EXIT_DAMAGED and f"`runs/{run.name}/metrics.csv`" in index
-    assert (out / "table1.csv").read_bytes() == (pristine / "table1.csv").read_bytes()
+    damage = DamageLog(echo=lambda _m: None)
+    assert _sorted(load_table(out, damage)).equals(_sorted(load_table(pristine)))
+    assert [e.path for e in damage.entries] == [run / "metrics.csv"]
 
 
 def test_a_lost_table_is_replaced_by_the_runs_own_rows(pristine, tmp_path, capsys):
