@@ -12,18 +12,19 @@ from torch import nn
 
 from baselines.nets import ConvDecoder, ConvEncoder
 from models.contract import GenerativeEncoder
+from models.settings import setting
 
 
 @dataclass
 class VAEConfig:
     """VAE hyper-parameters."""
 
-    latent_dim: int = 8  # Table 1 uses 8 for all models
-    width: float = 1.0  # channel multiplier of the DCGAN nets (1.0 = reference widths)
-    likelihood: Literal["gaussian", "bernoulli"] = "gaussian"  # decoder p(x|z)
-    init_log_scale: float = -2.0  # initial log-std of the Gaussian decoder (learned)
-    iw_samples: int = 100  # K of the importance-weighted log p(x) estimate (bits/dim)
-    preprocessing: Literal["unit", "dequantize"] = "dequantize"
+    latent_dim: int = setting(8, ge=1, le=4096)  # Table 1 uses 8 for all models
+    width: float = setting(1.0, gt=0, le=4)  # channel multiplier of the DCGAN nets (1.0 = reference)
+    likelihood: Literal["gaussian", "bernoulli"] = setting("gaussian")  # decoder p(x|z)
+    init_log_scale: float = setting(-2.0, unbounded=True)  # initial log-std of the Gaussian decoder (learned)
+    iw_samples: int = setting(100, ge=1, le=100_000)  # K of the importance-weighted log p(x) estimate (bits/dim)
+    preprocessing: Literal["unit", "dequantize"] = setting("dequantize")
 
 
 class VAE(GenerativeEncoder):
