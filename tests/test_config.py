@@ -131,6 +131,10 @@ def test_every_field_of_every_section_declares_a_range(section):
     ("pie.image_shape=[1, 28]", "'pie.image_shape' must hold exactly 3 item"),
     ("pie.beta1=1.0", "'pie.beta1' must be >= 0 and < 1"),
     ("eval.test_subset=3", "'eval.test_subset' .* must be 0 .* or exceed eval.pr_k"),
+    # Settings added beside the ranges (until converged, k-NN, confidence) declare theirs too.
+    ("train.max_epochs=-1", "'train.max_epochs' must be >= 0 and <= 10000, got -1"),
+    ("eval.knn_k=0", "'eval.knn_k' must be >= 1, got 0"),
+    ("eval.confidence_threshold=0", "'eval.confidence_threshold' must be > 0 and < 1, got 0"),
 ])
 def test_out_of_range_settings_are_one_line_naming_the_key(override, fragment):
     with pytest.raises(UserError, match=fragment) as info:
