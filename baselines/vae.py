@@ -12,22 +12,23 @@ from torch import nn
 
 from baselines.nets import ConvDecoder, ConvEncoder
 from models.contract import GenerativeEncoder
+from models.settings import setting
 
 
 @dataclass
 class VAEConfig:
     """VAE hyper-parameters."""
 
-    latent_dim: int = 8  # Table 1 uses 8 for all models
-    width: float = 1.0  # channel multiplier of the DCGAN nets (1.0 = reference widths)
-    likelihood: Literal["gaussian", "bernoulli"] = "gaussian"  # decoder p(x|z)
-    init_log_scale: float = -2.0  # initial log-std of the Gaussian decoder (learned)
+    latent_dim: int = setting(8, ge=1, le=4096)  # Table 1 uses 8 for all models
+    width: float = setting(1.0, gt=0, le=4)  # channel multiplier of the DCGAN nets (1.0 = reference)
+    likelihood: Literal["gaussian", "bernoulli"] = setting("gaussian")  # decoder p(x|z)
+    init_log_scale: float = setting(-2.0, unbounded=True)  # initial log-std of the Gaussian decoder (learned)
     # Scale of the Gaussian decoder: "shared", one learned std for all pixels (Table 1's VAE);
     # "per_pixel", one learned std per pixel, independent of z: the shell density of AEF
     # (models/aef.py), for a like-for-like bits/dim.
-    decoder_scale: Literal["shared", "per_pixel"] = "shared"
-    iw_samples: int = 100  # K of the importance-weighted log p(x) estimate (bits/dim)
-    preprocessing: Literal["unit", "dequantize"] = "dequantize"
+    decoder_scale: Literal["shared", "per_pixel"] = setting("shared")
+    iw_samples: int = setting(100, ge=1, le=100_000)  # K of the importance-weighted log p(x) estimate (bits/dim)
+    preprocessing: Literal["unit", "dequantize"] = setting("dequantize")
 
 
 class VAE(GenerativeEncoder):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from baselines.nets import ConvDecoder, ConvEncoder
 from models.contract import GenerativeEncoder
+from models.settings import setting
 
 
 def imq_mmd(z: torch.Tensor, z_prior: torch.Tensor, scales: list[float]) -> torch.Tensor:
@@ -36,12 +37,14 @@ def imq_mmd(z: torch.Tensor, z_prior: torch.Tensor, scales: list[float]) -> torc
 class WAEConfig:
     """WAE-MMD hyper-parameters (reference MNIST setup)."""
 
-    latent_dim: int = 8
-    width: float = 1.0  # channel multiplier of the DCGAN nets
-    recon_weight: float = 0.05  # cost c(x, y) = 0.05 · Σ (x − y)²
-    mmd_weight: float = 10.0  # λ
-    kernel_scales: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0])
-    preprocessing: Literal["unit", "dequantize"] = "unit"
+    latent_dim: int = setting(8, ge=1, le=4096)
+    width: float = setting(1.0, gt=0, le=4)  # channel multiplier of the DCGAN nets
+    recon_weight: float = setting(0.05, ge=0)  # cost c(x, y) = 0.05 · Σ (x − y)²
+    mmd_weight: float = setting(10.0, ge=0)  # λ
+    # Scales s of the IMQ kernel C_s = 2 d s (Tolstikhin et al. 2018); at least one, each > 0.
+    kernel_scales: list[float] = setting(default_factory=lambda: [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0], gt=0,
+                                         length=(1, None))
+    preprocessing: Literal["unit", "dequantize"] = setting("unit")
 
 
 class WAE(GenerativeEncoder):

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import io
 import os
-import pickle
+import pickletools
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from bench.errors import UserError
+from bench.results import open_temp
 
 CHECKPOINT = "checkpoint.pt"
 CHECKPOINT_PREV = "checkpoint.prev.pt"
@@ -80,34 +80,61 @@ def save_checkpoint(run_dir: Path, payload: dict) -> None:
     """
     buf = io.BytesIO()
     torch.save(payload, buf)
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{CHECKPOINT}.", suffix=".tmp")
+    fd, tmp = open_temp(run_dir / CHECKPOINT)  # mode as the umask says; locked while written
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(buf.getvalue())
             fh.flush()
             os.fsync(fh.fileno())
-        try:
-            os.replace(run_dir / CHECKPOINT, run_dir / CHECKPOINT_PREV)
-        except FileNotFoundError:  # the first checkpoint, or another writer just rotated it
-            pass
-        os.replace(tmp, run_dir / CHECKPOINT)
+            try:
+                os.replace(run_dir / CHECKPOINT, run_dir / CHECKPOINT_PREV)
+            except FileNotFoundError:  # the first checkpoint, or another writer just rotated it
+                pass
+            os.replace(tmp, run_dir / CHECKPOINT)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
 
 
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's current format is a zip archive
+PICKLE_SNIFF_BYTES = 1 << 20  # how much of a file is parsed as pickle opcodes (never executed)
+
+
+def _is_pickle(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes) begins with a complete pickle: a legacy
+    (pre-zip) ``torch.save`` file starts with one, a raw ``pickle.dump`` is one. The opcodes
+    are only walked (:func:`pickletools.genops`), never run."""
+    if len(head) >= 2 and head[0] == 0x80 and 1 <= head[1] <= 5:  # PROTO opcode: a pickle, whatever follows
+        return True
+    try:
+        return any(op.name == "STOP" for op, _, _ in pickletools.genops(io.BytesIO(head)))
+    except Exception:  # not a sequence of pickle opcodes: corrupt bytes
+        return False
+
+
 def _refuse_if_unsafe(path: Path) -> None:
-    """UserError if the checkpoint names objects other than tensors and plain data (read from its
-    pickle without building anything); a file that is not a torch.save archive passes (corrupt)."""
+    """UserError if the checkpoint is not in the current safe format (a legacy ``torch.save`` file
+    or a raw pickle), or names objects other than tensors and plain data (read from its pickle
+    without building anything). A file that is neither (truncated, corrupt) passes: the caller
+    falls back to the previous checkpoint. The refused file is left as it is, never overwritten."""
+    with open(path, "rb") as fh:
+        head = fh.read(PICKLE_SNIFF_BYTES)
+    restart = (f"move it away (or delete {CHECKPOINT} and {CHECKPOINT_PREV} in '{path.parent}') to restart "
+               "that run")
+    if not head.startswith(ZIP_MAGIC):
+        if _is_pickle(head):
+            raise UserError(f"checkpoint '{path}' is a pickle (a legacy torch.save file or a raw pickle), not the "
+                            f"current zip format; refusing to load it (it could run code) and leaving it as it is: "
+                            f"{restart}")
+        return  # corrupt bytes: not crafted
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except Exception:  # not a readable torch.save zip: corrupt, not crafted
         return
     if unsafe:
         raise UserError(f"checkpoint '{path}' holds objects other than tensors and plain data "
-                        f"({', '.join(unsafe[:3])}); refusing to load it (loading could run code): delete "
-                        f"{CHECKPOINT} and {CHECKPOINT_PREV} in '{path.parent}' to restart that run")
+                        f"({', '.join(unsafe[:3])}); refusing to load it (loading could run code): {restart}")
 
 
 def check_checkpoints(run_dir: Path) -> None:
@@ -116,31 +143,26 @@ def check_checkpoints(run_dir: Path) -> None:
     for name in (CHECKPOINT, CHECKPOINT_PREV):
         path = run_dir / name
         if path.is_file():
-            try:
-                torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError:
-                _refuse_if_unsafe(path)
-            except Exception:  # truncated / corrupt: load_checkpoint reports it and falls back
-                pass
+            _refuse_if_unsafe(path)
 
 
 def load_checkpoint(run_dir: Path, log=print) -> dict | None:
     """Newest readable checkpoint, falling back to the previous one; None if neither.
 
     Loaded with ``weights_only=True``: tensors and plain Python data only, so unpickling can
-    never run code. A checkpoint that names anything else (a crafted file: a pickled callable,
-    or a foreign object) is refused with a :class:`UserError` instead of being skipped, since
-    silently restarting would hide it; a truncated or corrupt one is reported and the
-    previous checkpoint (else a fresh start) is used.
+    never run code. A checkpoint that is not in the current format (a legacy ``torch.save``
+    file, a raw pickle) or names anything else (a crafted file: a pickled callable, or a
+    foreign object) is refused with a :class:`UserError` instead of being skipped, since
+    silently restarting would hide it and overwrite it; a truncated or corrupt one is reported
+    and the previous checkpoint (else a fresh start) is used.
     """
     for name in (CHECKPOINT, CHECKPOINT_PREV):
         path = run_dir / name
         if not path.exists():
             continue
+        _refuse_if_unsafe(path)
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # truncated / corrupt file: report and fall back
-            if isinstance(e, pickle.UnpicklingError):
-                _refuse_if_unsafe(path)  # a crafted file is an error, not a silent restart
             log(f"warning: checkpoint '{path}' is unreadable ({type(e).__name__}); falling back")
     return None

@@ -15,6 +15,15 @@ from typing import Any
 
 from bench.errors import UserError
 
+# Exit statuses of every python -m bench.* command (docs/damage.md).
+EXIT_OK = 0
+EXIT_FAILED = 1  # bench.run: a run failed; bench.report: a figure could not be drawn
+EXIT_BAD_INPUT = 2  # one "error: ..." line on stderr; nothing was written
+EXIT_DAMAGED = 3  # done, but damaged files were found and contained: see the "warning:" lines
+EXIT_STATUS_HELP = ("exit status: 0 done; 1 {failed}; 2 bad input (one 'error:' line, nothing written); "
+                    "3 done, but damaged files were found in the results directory and contained (each "
+                    "named in a 'warning:' line{where}; see docs/damage.md)")
+
 
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are UserErrors: one line, exit 2 (argparse's own prints usage too)."""
@@ -32,7 +41,7 @@ def user_errors_exit_2(main: Callable[..., int]) -> Callable[..., int]:
             return main(*args, **kwargs)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
-            return 2
+            return EXIT_BAD_INPUT
 
     return wrapped
 

@@ -16,7 +16,7 @@ import math
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,76 +25,85 @@ import yaml
 from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.identity import digest, section_identity
+from models.settings import check_declared, field_range, setting
 
 
 @dataclass
 class DataConfig:
     """The data pipeline (one for all models)."""
 
-    dataset: str = "mnist"  # a row of bench.datasets.DATASETS: mnist | fashion-mnist
-    val_size: int = 5000  # images held out of the 60k train split, by a fixed seeded permutation
-    val_seed: int = 1234  # seed of that permutation (independent of the run seed)
-    train_subset: int = 0  # if > 0, train on the first N images of the shuffled train part only
+    dataset: str = setting("mnist")  # a row of bench.datasets.DATASETS: mnist | fashion-mnist
+    # Images held out of the 60k train split, by a fixed seeded permutation (< the split's size).
+    val_size: int = setting(5000, ge=0)
+    val_seed: int = setting(1234, ge=0, le=2**64 - 1)  # seed of that permutation (independent of the run seed)
+    train_subset: int = setting(0, ge=0)  # if > 0, train on the first N images of the shuffled train part only
 
 
 @dataclass
 class TrainConfig:
     """The one training loop (Adam, piecewise-constant lr schedule, grad clipping)."""
 
-    epochs: int = 10
-    batch_size: int = 100
-    lr: float = 1e-3
-    beta1: float = 0.5  # WAE reference code uses Adam(beta1=0.5)
-    beta2: float = 0.999
-    lr_milestones: list[int] = field(default_factory=lambda: [30, 50])  # epochs
-    lr_factors: list[float] = field(default_factory=lambda: [0.5, 0.2])  # multiplied in, one each
-    grad_clip: float = 100.0  # max global grad norm; 0 disables
-    log_every: int = 50  # steps between loss reads (each read syncs the device)
-    float64: bool = False  # train in float64 (slow; for diverging flows)
-    compile: bool = False  # torch.compile the model's loss (opt-in)
-    bf16: bool = False  # bf16 autocast (CUDA or CPU) for models that allow it; opt-in, numbers change
-    channels_last: bool = True  # channels-last model and batches (faster convolutions; bench.perf "levers")
-    fused_adam: bool = True  # one fused Adam kernel over all parameters (bench.perf "levers")
+    epochs: int = setting(10, ge=1, le=10_000)  # more is a typo: a CPU epoch takes minutes
+    batch_size: int = setting(100, ge=1)  # at most the training images (checked with data.*)
+    lr: float = setting(1e-3, gt=0)
+    beta1: float = setting(0.5, ge=0, lt=1)  # WAE reference code uses Adam(beta1=0.5)
+    beta2: float = setting(0.999, ge=0, lt=1)
+    lr_milestones: list[int] = setting(default_factory=lambda: [30, 50], ge=0)  # epochs
+    # Multiplied in, one per milestone (as many as lr_milestones).
+    lr_factors: list[float] = setting(default_factory=lambda: [0.5, 0.2], gt=0)
+    grad_clip: float = setting(100.0, ge=0)  # max global grad norm; 0 disables
+    log_every: int = setting(50, ge=1)  # steps between loss reads (each read syncs the device)
+    float64: bool = setting(False)  # train in float64 (slow; for diverging flows)
+    compile: bool = setting(False)  # torch.compile the model's loss (opt-in)
+    bf16: bool = setting(False)  # bf16 autocast (CUDA or CPU) for models that allow it; opt-in, numbers change
+    channels_last: bool = setting(True)  # channels-last model and batches (faster convolutions; bench.perf "levers")
+    fused_adam: bool = setting(True)  # one fused Adam kernel over all parameters (bench.perf "levers")
     # Train `epochs`, then on epoch by epoch until the convergence rule (bench.convergence) holds on the
     # learning curves (needs eval.track_every >= 1), or until max_epochs (the cap, >= epochs).
-    until_converged: bool = False
-    max_epochs: int = 0
+    until_converged: bool = setting(False)
+    max_epochs: int = setting(0, ge=0, le=10_000)  # 0 unless until_converged (checked in check_ranges)
     # Models whose training loss is torch.compiled (as `compile` does for all): PIE's many small
     # kernels fuse (bench.perf "pie_speed"); the baselines gain nothing. Numbers move by rounding only.
-    compile_models: list[str] = field(default_factory=list)
+    compile_models: list[str] = setting(default_factory=list)  # registered names (checked in check_ranges)
 
 
 @dataclass
 class EvalConfig:
     """Evaluation protocol (metrics are computed in inference mode)."""
 
-    batch_size: int = 1000  # evaluation batch size, independent of training's
-    n_samples: int = 10000  # generated samples for sharpness / sample-quality metrics
-    test_subset: int = 0  # if > 0, evaluate on the first N test images only
-    second_temperature: float = 0.5  # Fig. 7c "N(0, 0.5)"
-    second_temperature_is: Literal["variance", "std"] = "variance"  # how to read that 0.5
-    grid_size: int = 8  # sample grid is grid_size x grid_size
-    classifier_epochs: int = 3  # LeNet for FD/KID/PR: 3 = the shipped weights (bench/extractors); else trained, cached
-    probe_train_size: int = 10000  # training latents used by the linear probe
-    kid_subset_size: int = 1000  # KID: features per random subset (of each set)
-    kid_subsets: int = 10  # KID: number of subsets averaged (fixed subset seed)
-    pr_k: int = 5  # k of the k-NN manifolds of precision/recall (Kynkäänniemi et al. 2019)
+    batch_size: int = setting(1000, ge=1)  # evaluation batch size, independent of training's
+    # Generated samples for sharpness / sample-quality metrics (> pr_k; 1e6 samples are ~3 GB each).
+    n_samples: int = setting(10000, ge=2, le=1_000_000)
+    test_subset: int = setting(0, ge=0)  # if > 0, evaluate on the first N test images only (> pr_k)
+    second_temperature: float = setting(0.5, gt=0)  # Fig. 7c "N(0, 0.5)"
+    second_temperature_is: Literal["variance", "std"] = setting("variance")  # how to read that 0.5
+    grid_size: int = setting(8, ge=1, le=100)  # sample grid is grid_size x grid_size
+    # LeNet for FD/KID/PR: 3 = the shipped weights (bench/extractors); else trained, cached.
+    # 0 epochs would leave it untrained (an FD of noise).
+    classifier_epochs: int = setting(3, ge=1, le=1000)
+    probe_train_size: int = setting(10000, ge=2)  # training latents used by the linear probe (a std needs 2)
+    kid_subset_size: int = setting(1000, ge=2)  # KID: features per random subset (unbiased MMD² needs 2)
+    kid_subsets: int = setting(10, ge=1, le=10_000)  # KID: number of subsets averaged (fixed subset seed)
+    pr_k: int = setting(5, ge=1)  # k of the k-NN manifolds of precision/recall (Kynkäänniemi et al. 2019)
     # First N test images scored for bits/dim (0 = all). The VAE's IWAE costs K decoder
     # passes per image (K = vae.iw_samples), the bulk of a CPU evaluation; 200 images keep
     # it to a few seconds at K = 100, with a standard error near 0.01 bits/dim.
-    bpd_subset: int = 200
+    bpd_subset: int = setting(200, ge=0)
     # Images per log_prob call. Kept apart from batch_size: the IWAE noise drawn inside
     # log_prob is assigned by chunk, so bits/dim must not move when batch_size does.
-    log_prob_batch_size: int = 250
-    interp_pairs: int = 8  # Fig. 7 interpolations: pairs of encoded test images (0, 1), (2, 3), ...
-    interp_steps: int = 10  # points per pair, endpoints included, linear in z
+    log_prob_batch_size: int = setting(250, ge=1)
+    # Fig. 7 interpolations: pairs of encoded test images (0, 1), (2, 3), ...
+    interp_pairs: int = setting(8, ge=1, le=1000)
+    interp_steps: int = setting(10, ge=2, le=1000)  # points per pair, endpoints included, linear in z
     # Learning curves of Table 1's metrics (bench.tracking): every N epochs (0 = off), on
     # this many fixed latent draws / validation images; written to train_log.csv.
-    track_every: int = 0
-    track_samples: int = 2000
-    channels_last: bool = True  # channels-last model and inputs during evaluation (faster convolutions)
-    knn_k: int = 10  # k of knn_accuracy: a k-NN vote of the probe's training codes for each test code
-    confidence_threshold: float = 0.9  # confident_fraction: samples whose LeNet max-softmax exceeds this
+    track_every: int = setting(0, ge=0)
+    track_samples: int = setting(2000, ge=2, le=1_000_000)  # a covariance (FD) needs at least two feature vectors
+    channels_last: bool = setting(True)  # channels-last model and inputs during evaluation (faster convolutions)
+    # k of knn_accuracy: a k-NN vote of the probe's training codes for each test code (<= probe_train_size).
+    knn_k: int = setting(10, ge=1)
+    # confident_fraction: samples whose LeNet max-softmax exceeds this.
+    confidence_threshold: float = setting(0.9, gt=0, lt=1)
 
     def second_temperature_std(self) -> float:
         """Std multiplier T for the paper's second sampling distribution."""
@@ -142,6 +151,29 @@ def run_identity(settings: dict[str, Any], model: str) -> dict[str, Any]:
         if isinstance(values, dict):
             out[name] = section_identity(name, cls, values) if cls is not None else values
     return out
+
+
+def settings_problem(settings: dict[str, Any]) -> str:
+    """Why a run's recorded settings (a ``config.json``-style dict) cannot be what this package
+    wrote: a known section that is no mapping, or a known key whose value has the wrong type or
+    lies out of range ("" when none). Keys this version does not know are not judged (an older
+    or newer version may have written them), and missing keys are fine (their default applies)."""
+    from bench.registry import MODELS
+
+    for name, cls in [*SECTION_TYPES.items(), *((m, e.config_cls) for m, e in MODELS.items())]:
+        if name not in settings:
+            continue
+        values = settings[name]
+        if not isinstance(values, dict):
+            return f"section '{name}' is not a mapping"
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                try:
+                    _check_range(f"{name}.{f.name}", _check_value(f"{name}.{f.name}", values[f.name], hints[f.name]), f)
+                except UserError as e:
+                    return str(e)
+    return ""
 
 
 def eval_hash(eval_settings: dict[str, Any]) -> str:
@@ -194,15 +226,31 @@ def _build_section(name: str, cls: type, raw: Any) -> Any:
     if not isinstance(raw, dict):
         raise UserError(f"config section '{name}' must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in raw.items():
-        if key not in names:
+        if not isinstance(key, str) or key not in fields:
             raise UserError(
-                f"unknown config key '{name}.{key}' (valid keys: {', '.join(sorted(names))})"
+                f"unknown config key '{name}.{key}' (valid keys: {', '.join(sorted(fields))})"
             )
         kwargs[key] = _check_value(f"{name}.{key}", value, hints[key])
+        _check_range(f"{name}.{key}", kwargs[key], fields[key])
     return cls(**kwargs)
+
+
+def _check_range(key: str, value: Any, f: dataclasses.Field) -> None:
+    """UserError naming ``key`` if ``value`` lies outside the range declared with the field."""
+    rng = field_range(f)
+    why = rng.problem(value) if rng is not None and value is not None else ""
+    if why:
+        at = why.split(" ", 1) if why.startswith("[") else ("", why)
+        raise UserError(f"config key '{key}{at[0]}' {at[1]}")
+
+
+def check_sections_declared(classes: list[type]) -> None:
+    """Every field of every section declares its range (models.settings); TypeError otherwise."""
+    for cls in classes:
+        check_declared(cls)
 
 
 class DuplicateKeyError(yaml.YAMLError):
@@ -250,6 +298,8 @@ def parse_value(text: str, what: str) -> Any:
         return load_yaml(text)
     except yaml.YAMLError as e:
         raise UserError(f"{what} has an unreadable value ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise UserError(f"{what} has a value that nests too deeply") from None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -269,10 +319,10 @@ def config_from_dict(raw: dict[str, Any], preset: str = "custom") -> Config:
 
     if not isinstance(raw, dict):
         raise UserError("config file must hold a mapping of sections at the top level")
-    unknown = set(raw) - set(SECTION_TYPES) - set(MODELS)
+    unknown = [k for k in raw if k not in SECTION_TYPES and k not in MODELS]
     if unknown:
         valid = ", ".join([*SECTION_TYPES, *MODELS])
-        raise UserError(f"unknown config section '{sorted(unknown)[0]}' (valid sections: {valid})")
+        raise UserError(f"unknown config section '{sorted(map(str, unknown))[0]}' (valid sections: {valid})")
     sections = {k: _build_section(k, cls, raw.get(k)) for k, cls in SECTION_TYPES.items()}
     models = {name: _build_section(name, entry.config_cls, raw.get(name)) for name, entry in MODELS.items()}
     cfg = Config(**sections, models=models, preset=preset)
@@ -281,29 +331,12 @@ def config_from_dict(raw: dict[str, Any], preset: str = "custom") -> Config:
 
 
 def check_ranges(cfg: Config) -> None:
-    """Reject harness values that type-check but make no sense (models check their own)."""
+    """Reject combinations of values that are each in range but make no sense together (each
+    field's own range is declared with it and checked as it is read, :func:`_check_range`)."""
     t, e, d = cfg.train, cfg.eval, cfg.data
-    positive = {"train.epochs": t.epochs, "train.batch_size": t.batch_size, "train.lr": t.lr,
-                "train.log_every": t.log_every, "eval.batch_size": e.batch_size,
-                "eval.n_samples": e.n_samples, "eval.second_temperature": e.second_temperature,
-                "eval.grid_size": e.grid_size}
-    for key, value in positive.items():
-        if value <= 0:
-            raise UserError(f"config key '{key}' must be > 0, got {value}")
-    non_negative = {"train.grad_clip": t.grad_clip, "data.train_subset": d.train_subset,
-                    "data.val_size": d.val_size, "eval.test_subset": e.test_subset}
-    for key, value in non_negative.items():
-        if value < 0:
-            raise UserError(f"config key '{key}' must be >= 0, got {value}")
-    if e.track_every < 0:
-        raise UserError(f"config key 'eval.track_every' must be >= 0, got {e.track_every}")
-    if e.knn_k < 1 or e.knn_k > e.probe_train_size:
+    if e.knn_k > e.probe_train_size:  # the vote draws from the probe's training codes
         raise UserError(f"config key 'eval.knn_k' must lie in [1, eval.probe_train_size = {e.probe_train_size}], "
                         f"got {e.knn_k}")
-    if not 0 < e.confidence_threshold < 1:
-        raise UserError(f"config key 'eval.confidence_threshold' must lie in (0, 1), got {e.confidence_threshold}")
-    if e.track_samples < 2:  # a covariance (FD) needs at least two feature vectors
-        raise UserError(f"config key 'eval.track_samples' must be >= 2, got {e.track_samples}")
     if t.until_converged:
         if t.max_epochs < t.epochs:
             raise UserError(f"config key 'train.max_epochs' ({t.max_epochs}) must be >= train.epochs ({t.epochs}) "
@@ -322,8 +355,11 @@ def check_ranges(cfg: Config) -> None:
                         f"(valid models: {', '.join(MODELS)})")
     if len(t.lr_milestones) != len(t.lr_factors):
         raise UserError("config keys 'train.lr_milestones' and 'train.lr_factors' must have the same length")
-    if not (0 <= t.beta1 < 1 and 0 <= t.beta2 < 1):
-        raise UserError("config keys 'train.beta1' and 'train.beta2' must lie in [0, 1)")
+    if e.n_samples <= e.pr_k:  # the k-NN radii of precision/recall need more than k samples
+        raise UserError(f"config key 'eval.n_samples' ({e.n_samples}) must exceed eval.pr_k ({e.pr_k})")
+    if 0 < e.test_subset <= e.pr_k:  # likewise for the real test images' radii
+        raise UserError(f"config key 'eval.test_subset' ({e.test_subset}) must be 0 (all) or exceed "
+                        f"eval.pr_k ({e.pr_k})")
     if d.dataset not in DATASETS:
         raise UserError(f"config key 'data.dataset' must be one of {list(DATASETS)}, got {d.dataset!r}")
     n_images = DATASETS[d.dataset].n_train
@@ -374,8 +410,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file '{path}' is not valid YAML{where}") from None
     except UnicodeDecodeError:
         raise UserError(f"config file '{path}' is not UTF-8 text") from None
-    if raw is None:
-        return {}
+    except RecursionError:
+        raise UserError(f"config file '{path}' nests too deeply to be a config") from None
+    except OSError as e:
+        raise UserError(f"config file '{path}' cannot be read ({e.strerror})") from None
+    if raw is None:  # no document at all: an empty file, or comments only
+        raise UserError(f"config file '{path}' holds no settings (it is empty or only comments); name a preset "
+                        "such as configs/default.yaml, or write the sections (data:, train:, ...) it should set")
     if not isinstance(raw, dict):
         kind = "a list" if isinstance(raw, list) else f"the single value {str(raw)[:40]!r}"
         raise UserError(f"config file '{path}' must hold a mapping of sections (data:, train:, ...), not {kind}")
@@ -386,3 +427,6 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Load a YAML preset, apply ``section.key=value`` overrides, return a typed Config."""
     raw = apply_overrides(read_yaml(path), overrides or [])
     return config_from_dict(raw, preset=Path(path).stem)
+
+
+check_sections_declared(list(SECTION_TYPES.values()))  # a field without a range fails here

@@ -68,15 +68,50 @@ def _read(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
         return {n: np.asarray(npz[n]) for n in names if n in npz.files}
 
 
-def load_figure_data(run_dir: Path, names: tuple[str, ...]) -> tuple[dict[str, np.ndarray], str]:
+MAX_LABEL = 255  # labels are stored as uint8
+
+
+def arrays_problem(arrays: dict[str, np.ndarray]) -> str:
+    """Why figure arrays (as :func:`figure_arrays` makes them) are not what a run writes ("" if they are):
+    images uint8 ``[N, C, H, W]`` with C 1 or 3, reconstructions the shape of their inputs, latents
+    float ``[N, d]`` and as many integer labels in [0, 255]."""
+    for key in IMAGE_KEYS:
+        a = arrays.get(key)
+        if a is None:
+            continue
+        if a.dtype != np.uint8:
+            return f"{key} has dtype {a.dtype}, not uint8"
+        if a.ndim != 4 or a.shape[1] not in (1, 3) or min(a.shape) < 1:
+            return f"{key} has shape {list(a.shape)}, not [N, C, H, W] with C 1 or 3"
+    if "recon_inputs" in arrays and "recon_outputs" in arrays and \
+            arrays["recon_inputs"].shape[1:] != arrays["recon_outputs"].shape[1:]:
+        return "recon_inputs and recon_outputs differ in image shape"
+    z, y = arrays.get("test_latents"), arrays.get("test_labels")
+    if z is not None and (not np.issubdtype(z.dtype, np.floating) or z.ndim != 2 or z.shape[1] < 1):
+        return f"test_latents has dtype {z.dtype} and shape {list(z.shape)}, not float [N, d]"
+    if y is not None:
+        if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+            return f"test_labels has dtype {y.dtype} and shape {list(y.shape)}, not integer [N]"
+        if len(y) and (y.min() < 0 or y.max() > MAX_LABEL):
+            return f"test_labels holds {int(y.min() if y.min() < 0 else y.max())}, not a label"
+        if z is not None and len(y) != len(z):
+            return f"test_labels holds {len(y)} labels for {len(z)} test_latents"
+    return ""
+
+
+def load_figure_data(run_dir: Path, names: tuple[str, ...], damage=None) -> tuple[dict[str, np.ndarray], str]:
     """The named figure arrays of one run, images as float32 k/255, and an error text.
 
     From ``figures.npz`` if readable, else derived from ``artefacts.npz``. The error text
     is empty when a file was read, else it says that neither could be read: the
     figure's inputs are unavailable (a fresh clone of results written before figures.npz).
+    A file that exists but cannot be read, or holds arrays no run writes (truncated, wrong
+    dtype or shape), is damaged: it is named in ``damage`` (a :class:`bench.results.DamageLog`)
+    with what was done instead, and the next file is tried.
     """
     run_dir = Path(run_dir)
     problems = []
+    damaged = []
     for name in (FIGURES, ARTEFACTS):
         path = run_dir / name
         if not path.is_file():
@@ -86,9 +121,22 @@ def load_figure_data(run_dir: Path, names: tuple[str, ...]) -> tuple[dict[str, n
                 arrays = _read(path, names)
             else:
                 arrays = {k: v for k, v in figure_arrays(_read(path, names)).items() if k in names}
-        except (OSError, ValueError, EOFError) as e:
-            problems.append(f"runs/{run_dir.name}/{name} is unreadable ({str(e).splitlines()[0] if str(e) else e!r})")
+            why = arrays_problem(arrays)
+        except Exception as e:  # truncated zip, bad CRC, pickled objects, ...: any failure is this file's damage
+            text = str(e).splitlines()[0] if str(e).strip() else ""
+            why = f"is unreadable ({type(e).__name__}{': ' + text[:80] if text else ''})"
+        else:
+            why = f"is malformed ({why})" if why else ""
+        if why:
+            problems.append(f"runs/{run_dir.name}/{name} {why}")
+            damaged.append((path, why))
             continue
+        for path, what in damaged:
+            if damage is not None:
+                damage.add(path, what, f"its figures are drawn from {name}")
         images = {k: v.astype(np.float32) / 255.0 for k, v in arrays.items() if k in IMAGE_KEYS}
         return {**arrays, **images}, ""
+    for path, what in damaged:
+        if damage is not None:
+            damage.add(path, what, "its figures are not redrawn (an earlier build's PNG is kept where there is one)")
     return {}, "; ".join(problems) or f"runs/{run_dir.name} has neither {FIGURES} nor {ARTEFACTS}"

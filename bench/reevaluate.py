@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import fnmatch
 import io
-import json
 import re
 import sys
 import time
@@ -44,6 +43,7 @@ from bench.evaluate_real import evaluate_real
 from bench.figure_data import FIGURES, figure_arrays
 from bench.registry import MODELS, build_model
 from bench.results import DONE, RUNS, TABLE, atomic_write_bytes, claim, parse_table, replace_run_rows, sync_table
+from bench.rundir import read_config
 from bench.runner import evaluate_and_time, git_commit, save_artefacts
 from bench.weights import WEIGHTS, load_weights
 
@@ -121,10 +121,7 @@ class Reevaluator:
     def _real_settings(self, run_id: str) -> dict | None:
         """A model run's config.json whose evaluation settings give the real-data run's id."""
         for cfg_path in sorted((self.out / RUNS).glob("*/config.json")):
-            try:
-                settings = json.loads(cfg_path.read_text())
-            except (OSError, ValueError):
-                continue
+            settings = read_config(cfg_path.parent)  # a damaged one reads as {}: not a candidate
             if isinstance(settings, dict) and isinstance(settings.get("eval"), dict) \
                     and eval_hash(settings["eval"]) == run_id.rsplit("-", 1)[-1]:
                 return settings
@@ -160,7 +157,9 @@ class Reevaluator:
         if not (run_dir / WEIGHTS).is_file():
             return f"no {WEIGHTS} (trained before weights were kept)"
         try:
-            settings = json.loads((run_dir / "config.json").read_text())
+            settings = read_config(run_dir)  # validated (bench.rundir); a damaged one reads as {}
+            if not settings:
+                return "config.json missing or damaged"
             model_name, seed = str(settings["model"]), int(settings["seed"])
             if model_name not in MODELS:
                 return f"model '{model_name}' is not registered"

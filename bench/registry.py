@@ -23,6 +23,7 @@ from bench.errors import UserError
 from models.aef import AEF, AEFConfig
 from models.contract import GenerativeEncoder
 from models.pie import PIE, PIEConfig
+from models.settings import check_declared
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,11 @@ def register(name: str, model_cls: type[GenerativeEncoder], config_cls: type, la
     name in the report's tables and figures (default: ``name``).
 
     ``config_cls`` is a dataclass whose fields all have defaults (a preset may omit the
-    section). Raises ValueError for a name that is taken or not lowercase ``[a-z][a-z0-9_]*``
-    (it becomes a CLI name, a config section and part of run ids), and TypeError for a class
-    outside the contract (:class:`models.contract.GenerativeEncoder`) or a config that is no dataclass.
+    section) and a declared range each (``models.settings.setting``). Raises ValueError for a
+    name that is taken or not lowercase ``[a-z][a-z0-9_]*`` (it becomes a CLI name, a config
+    section and part of run ids), and TypeError for a class
+    outside the contract (:class:`models.contract.GenerativeEncoder`), a config that is no dataclass,
+    or one with a field declared without a range.
     """
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise ValueError(f"model name {name!r} must match [a-z][a-z0-9_]*")
@@ -57,6 +60,7 @@ def register(name: str, model_cls: type[GenerativeEncoder], config_cls: type, la
         raise TypeError(f"{name}: {model_cls!r} does not subclass models.contract.GenerativeEncoder")
     if not (isinstance(config_cls, type) and dataclasses.is_dataclass(config_cls)):
         raise TypeError(f"{name}: config class {config_cls!r} is not a dataclass")
+    check_declared(config_cls)
     MODELS[name] = ModelEntry(model_cls, config_cls, label)
 
 

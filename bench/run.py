@@ -8,7 +8,8 @@ resolved ``config.json``, ``train_log.csv``, ``metrics.csv``, ``samples.png``,
 ``artefacts.npz``, ``figures.npz`` (what the report's figures need) and checkpoints.
 All runs' rows go into the tidy ``DIR/metrics.csv``.
 Finished runs are skipped; unfinished ones resume from their last checkpoint.
-Bad input exits 2 with one line on stderr; any failed run makes the exit code 1.
+Bad input exits 2 with one line on stderr; any failed run makes the exit code 1; damaged
+files found in the results directory (and contained: docs/damage.md) make it 3.
 
 This module plans the runs and hands them to an executor (:mod:`bench.executors`);
 one run itself is :func:`bench.runner.execute_run`.
@@ -29,7 +30,17 @@ from typing import Any
 
 import torch
 
-from bench.cli import Parser, comma_list, positive_int, unique, user_errors_exit_2
+from bench.cli import (
+    EXIT_DAMAGED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_STATUS_HELP,
+    Parser,
+    comma_list,
+    positive_int,
+    unique,
+    user_errors_exit_2,
+)
 from bench.config import (
     Config,
     apply_overrides,
@@ -45,12 +56,14 @@ from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.executors import EXECUTORS
 from bench.registry import MODELS, build_model, check_model_names
-from bench.results import DONE, RUNS, TABLE, local_dir, read_table, sync_table
-from bench.runner import RunOutcome, RunSpec, record_real
+from bench.results import DONE, RUNS, TABLE, DamageLog, local_dir, read_table, remove_stale_temps, sync_table
+from bench.rundir import check_run_dirs
+from bench.runner import RunOutcome, RunSpec, mark_unfinished, record_real, recover_lost_rows
 from bench.train import check_checkpoints
 
 DEFAULT_CONFIG = "configs/default.yaml"
 MAX_RUNS_WITHOUT_YES = 100  # a bigger plan is more likely a typo (--seeds 1000000) than a wish
+MAX_RUNS = 100_000  # refused even with --yes: at minutes a run, more would never finish (and seeds stay < 2**32)
 
 
 def resolve_device(name: str) -> str:
@@ -64,7 +77,8 @@ def resolve_device(name: str) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = Parser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m bench.run", description=__doc__.splitlines()[0],
+               epilog=EXIT_STATUS_HELP.format(failed="a run failed (each listed on stderr)", where=""))
     p.add_argument("--models", default=",".join(MODELS),
                    help="comma-separated registry names (default: every registered model, %(default)s)")
     p.add_argument("--seeds", default="1", help="N: run seeds 0..N-1")
@@ -96,8 +110,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def parse_seeds(text: str) -> list[int]:
-    return list(range(positive_int(text, "--seeds")))
+def parse_seeds(text: str) -> range:
+    """Seeds 0..N-1, as a range: counted before anything is built from them (--seeds 10**12 costs nothing)."""
+    n = positive_int(text, "--seeds")
+    if n > MAX_RUNS:
+        raise UserError(f"--seeds {n} plans more than {MAX_RUNS} runs, the most one command can plan (even with --yes)")
+    return range(n)
 
 
 def parse_sweeps(sweeps: list[str]) -> list[tuple[str, list[Any]]]:
@@ -151,6 +169,9 @@ def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
     # A sweep over another model's section does not multiply this model's runs.
     relevant = {m: [(k, v) for k, v in sweeps if k.split(".")[0] in (m, "data", "train", "eval")] for m in models}
     planned = len(seeds) * sum(math.prod(len(v) for _, v in relevant[m]) for m in models)
+    if planned > MAX_RUNS:
+        raise UserError(f"this plans {planned} runs (--models, --seeds, --sweep); at most {MAX_RUNS} can be planned "
+                        "in one command, even with --yes")
     if planned > MAX_RUNS_WITHOUT_YES and not args.yes:
         raise UserError(f"this plans {planned} runs (--models, --seeds, --sweep); more than {MAX_RUNS_WITHOUT_YES} "
                         "need --yes")
@@ -218,22 +239,50 @@ def main(argv: list[str] | None = None) -> int:
         if not (out / "runs" / spec.run_id / DONE).is_file():
             check_checkpoints(out / "runs" / spec.run_id)
     torch.set_num_threads(int(os.environ.get("PIE_BENCH_THREADS", torch.get_num_threads())))
-    sync_table(out)  # the table is an index of the run directories: repair it before anything else
+    damage, table_damage = check_results(out)
     finished = sum((out / RUNS / s.run_id / DONE).is_file() for s in specs)
     print(f"{len(specs)} run(s) planned: {len(specs) - finished} to start, {finished} already finished (in {out})",
           flush=True)
-    record_real(out, specs[0].config, data)
+    real_recorded = record_real(out, specs[0].config, data)
     # A UserError from here on (e.g. Ray missing or its cluster unreachable) still exits 2: runs
     # already finished stay written, each in its own directory and row of the table.
     outcomes = run_all(args.executor, specs, data, args)
+    if not real_recorded:  # another runner held them: wait for it, and take them over if it died
+        print("the real-image rows were claimed by another runner: waiting for them", flush=True)
+        record_real(out, specs[0].config, data, wait=True)
     print(summarize(out, [o.run_id for o in outcomes]))
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         print(f"{len(failed)} run(s) failed:", file=sys.stderr)
         for o in failed:
             print(f"  {o.run_id}: {o.reason}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    if damage or table_damage:
+        what = [f"{len(damage.entries)} damaged run file(s)"] if damage else []
+        what += [f"the table ({'; '.join(table_damage)})"] if table_damage else []
+        print(f"damage found and contained: {', '.join(what)}; see the warnings above (exit status "
+              f"{EXIT_DAMAGED})", file=sys.stderr)
+        return EXIT_DAMAGED
+    return EXIT_OK
+
+
+def check_results(out: Path) -> tuple[DamageLog, list[str]]:
+    """What the runner does to the results directory before any run: remove the temporary files
+    of killed writers, name every damaged run file once, and make the table agree with the run
+    directories (the intact copy of each finished run's rows wins). A finished run whose rows
+    no intact copy holds is recovered, else marked unfinished, so that it is run again.
+    Returns the damage found (run files, and what was wrong with the table)."""
+    removed = remove_stale_temps(out)
+    if removed:
+        print(f"note: removed {len(removed)} temporary file(s) left by killed writers under {out}", file=sys.stderr)
+    damage = DamageLog()
+    check_run_dirs(out, damage)
+    sync = sync_table(out, damage)  # the table is an index of the run directories: repair it before anything else
+    for run_dir in sync.lost:
+        if not recover_lost_rows(run_dir):
+            mark_unfinished(run_dir)
+            check_checkpoints(run_dir)  # it resumes from its checkpoint: refuse a crafted one (exit 2)
+    return damage, sync.table_damage
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ from bench.results import (
     TABLE,
     atomic_write_bytes,
     claim,
+    done_bytes,
+    move_aside,
     read_table,
     replace_run_rows,
     warn,
@@ -215,7 +217,7 @@ def _train_and_record(spec: RunSpec, data, run_dir: Path, log, eval_timings: dic
     frame = _rows_frame(spec, rows, "ok", started, time.perf_counter() - t0)
     write_csv_atomic(run_dir / TABLE, frame)
     replace_run_rows(out / TABLE, frame)
-    atomic_write_bytes(run_dir / DONE, json.dumps({"run_id": spec.run_id, "finished": True}).encode())
+    atomic_write_bytes(run_dir / DONE, done_bytes(spec.run_id, frame))  # last: the run is finished
 
 
 def length_rows(result: TrainResult, cfg: TrainConfig) -> list[MetricRow]:
@@ -260,32 +262,48 @@ def save_artefacts(run_dir: Path, artefacts: dict, grid_size: int) -> None:
     save_grid(artefacts["samples_t1"], run_dir / "samples.png", grid_size)
 
 
-def record_real(out: Path, config: Config, data) -> None:
+def real_run_id(config: Config, data) -> str:
+    """The run id of the real test images' rows: ``real-<data checksum>-<eval hash>``."""
+    return f"real-{data.checksum[:8]}-{eval_hash(dataclasses.asdict(config.eval))}"
+
+
+def record_real(out: Path, config: Config, data, wait: bool = False, log=print) -> bool:
     """Rows for the real test images ("True" in Table 1), once per results directory.
 
     Recorded like a run, in ``runs/real-<data>-<eval>/`` (``metrics.csv`` + ``done.json``),
     so the table can be rebuilt from the run directories alone. Rows of an older table
     without that directory are moved into it rather than measured again.
+
+    Returns False when another runner holds the claim on them and ``wait`` is False: call
+    again with ``wait=True`` once the runs are done. That waits for the other runner, and
+    if it died without finishing (its lock went with it), takes the claim over and writes
+    the rows itself.
     """
-    run_id = f"real-{data.checksum[:8]}-{eval_hash(dataclasses.asdict(config.eval))}"
+    run_id = real_run_id(config, data)
     run_dir = out / RUNS / run_id
     if (run_dir / DONE).is_file():
-        return
+        return True
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError:
         warn(f"warning: {run_dir} exists and is not a directory; the real-image rows are not recorded")
-        return
-    with claim(run_dir, wait=False) as claimed:
-        if not claimed or (run_dir / DONE).is_file():
-            return  # another runner records them
+        return True
+    with claim(run_dir, wait=wait, log=log) as claimed:
+        if not claimed:
+            return False  # another runner is on them: come back at the end
+        if (run_dir / DONE).is_file():
+            return True  # the runner that held them finished them
+        # Rows of an older table (written before real-image runs had a directory) are adopted; not
+        # those of a run whose rows were lost (done.json moved aside): no copy of them is intact.
         table = read_table(out / TABLE)
         frame = table[table["run_id"].astype(str) == run_id]
+        if any(run_dir.glob(f"{DONE}.*")):
+            frame = frame.iloc[0:0]
         if frame.empty or RECON_MSE_MEAN_IMAGE not in set(frame["metric"]):  # none, or from before the references
             t0 = time.perf_counter()
             rows = evaluate_real(data, config.eval)
             if not rows:
-                return
+                return True
             started = datetime.now(timezone.utc).isoformat(timespec="seconds")
             frame = pd.DataFrame([{
                 "run_id": run_id, "dataset": config.data.dataset, "model": "real", "seed": pd.NA, "split": r.split,
@@ -295,4 +313,25 @@ def record_real(out: Path, config: Config, data) -> None:
             replace_run_rows(out / TABLE, frame)
         frame = frame.dropna(axis=1, how="all")
         write_csv_atomic(run_dir / TABLE, frame)
-        atomic_write_bytes(run_dir / DONE, json.dumps({"run_id": run_id, "finished": True}).encode())
+        atomic_write_bytes(run_dir / DONE, done_bytes(run_id, frame))
+    return True
+
+
+def recover_lost_rows(run_dir: Path, log=print) -> bool:
+    """Write the rows of a finished run again when no intact copy of them is left; True if done.
+
+    The one place where "re-evaluate the run from its kept weights, if it has them" plugs in:
+    load the weights the run kept, evaluate them as :func:`_train_and_record` does, and write
+    the rows and ``done.json`` with :func:`done_bytes`. Runs now keep ``weights.safetensors``
+    (:mod:`bench.weights`), but :mod:`bench.reevaluate` rebuilds only the evaluation rows; the
+    training rows (losses, ``train_seconds``, ``epochs_trained``, ``converged_epoch``) would have
+    to come from ``train_log.csv``. Until that is written, this returns False and the caller marks
+    the run unfinished (:func:`mark_unfinished`), so that it is run again: resumed from its last
+    checkpoint, which for a finished run leaves only the evaluation to do, else trained anew.
+    """
+    return False
+
+
+def mark_unfinished(run_dir: Path) -> Path:
+    """Move ``done.json`` aside (kept as ``done.json.rows-lost-<time>``): the run is planned again."""
+    return move_aside(run_dir / DONE, "rows-lost")

@@ -45,6 +45,7 @@ from bench.checkpoint import (  # noqa: F401  (re-exported: the loop's checkpoin
 from bench.config import TrainConfig, run_identity
 from bench.data import ImageData, iterate_batches, preprocess
 from bench.results import write_csv_atomic
+from bench.rundir import read_config
 from bench.train_time import total_train_seconds
 
 # Why a run stopped training (TrainResult.stopped_by).
@@ -136,10 +137,10 @@ def shorter_runs(run_dir: Path, config_dict: dict) -> list[Path]:
         other = cfg_path.parent
         if other == run_dir or not ((other / CHECKPOINT).is_file() or (other / CHECKPOINT_PREV).is_file()):
             continue
+        cfg = read_config(other)  # a damaged one reads as {} (the runner named it once at start)
         try:
-            cfg = json.loads(cfg_path.read_text())
             reach = planned_epochs(cfg["train"])
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError):
             continue  # unreadable or foreign: not a candidate
         if reach <= limit and _training_identity(cfg) == identity:
             found.append((reach, other.name, other))

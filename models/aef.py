@@ -39,6 +39,7 @@ from baselines.nets import ConvDecoder, ConvEncoder
 from models.contract import GenerativeEncoder
 from models.flows import Bijector, Shape
 from models.pie import LogitTransform
+from models.settings import setting
 
 IMAGE_SHAPE: Shape = (1, 28, 28)  # the DCGAN nets' fixed input/output (MNIST, Fashion-MNIST)
 LOG_2PI = math.log(2 * math.pi)
@@ -66,27 +67,27 @@ class AEFConfig:
     """
 
     # Size d of the code z = number of core pixels (Table 1 uses 8).
-    latent_dim: int = 8
+    latent_dim: int = setting(8, ge=1, le=4096)
     # Channel multiplier of the DCGAN encoder/decoder (baselines.nets); set it to the VAE's.
-    width: float = 1.0
+    width: float = setting(1.0, gt=0, le=4)
     # How the harness maps 8-bit pixels to inputs: (k + u) / 256, a proper density on [0, 1]^D.
-    preprocessing: Literal["unit", "dequantize"] = "dequantize"
+    preprocessing: Literal["unit", "dequantize"] = setting("dequantize")
     # alpha of logit(alpha + (1 - 2 alpha) x); 1e-6 is the authors' MNIST value (PIE uses 0.05).
-    logit_alpha: float = 1e-6
+    logit_alpha: float = setting(1e-6, gt=0, lt=0.5)
     # "actnorm": learned per-channel affine after the logit, initialised from the first training
     # batch to zero mean / unit variance (Kingma & Dhariwal 2018, Glow; the authors' code has
     # one). "none": the logit alone. Its log-det is part of log_prob either way.
-    input_norm: Literal["actnorm", "none"] = "actnorm"
+    input_norm: Literal["actnorm", "none"] = setting("actnorm")
     # sigma_enc = softplus(a) + min_scale ("softplus") or exp(a) + min_scale ("exp").
-    encoder_scale: Literal["softplus", "exp"] = "softplus"
+    encoder_scale: Literal["softplus", "exp"] = setting("softplus")
     # Floor of sigma_enc: keeps log sigma_enc finite and the core solve of decode bounded.
-    min_scale: float = 1e-5
+    min_scale: float = setting(1e-5, gt=0, le=1)
     # "per_pixel": one learned sigma_dec per shell pixel (the AEF paper). "shared": one for all.
-    decoder_scale: Literal["per_pixel", "shared"] = "per_pixel"
+    decoder_scale: Literal["per_pixel", "shared"] = setting("per_pixel")
     # Initial log sigma_dec, in the (ActNorm-normalised) logit space of the shell.
-    init_log_scale: float = 0.0
+    init_log_scale: float = setting(0.0, unbounded=True)
     # Adam's beta1 for this model; None uses train.beta1 (the VAE's). Read by the harness.
-    beta1: float | None = None
+    beta1: float | None = setting(None, ge=0, lt=1)
 
 
 def center_mask_indices(d: int, height: int, width: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ split to a size, or no split).
 # No ``from __future__ import annotations`` here: PIEConfig's field types must stay real
 # types (not strings) for the config loader that type-checks them.
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
@@ -30,6 +30,7 @@ from models.flows import (
     Shape,
     SubnetFactory,
 )
+from models.settings import setting
 
 
 @dataclass
@@ -48,47 +49,47 @@ class PIEConfig:
     """
 
     # Size d of the code z (Table 1 uses 8; Fig. 7 uses 10).
-    latent_dim: int = 8
+    latent_dim: int = setting(8, ge=1, le=4096)
     # Variance (not std) eps² of every residual Gaussian N(r; g(z), eps² I); paper: 0.01/0.1/1.
-    eps2: float = 0.1
+    eps2: float = setting(0.1, gt=0)
     # True: a learned g_l per split (the paper); False: g ≡ 0 (ablation; eps2=1 -> RealNVP).
-    learned_g: bool = True
+    learned_g: bool = setting(True)
     # How the harness maps 8-bit pixels to inputs; dequantised for a proper density.
-    preprocessing: Literal["unit", "dequantize"] = "dequantize"
+    preprocessing: Literal["unit", "dequantize"] = setting("dequantize")
     # Per-sample image shape [C, H, W] (MNIST: [1, 28, 28]).
-    image_shape: list[int] = field(default_factory=lambda: [1, 28, 28])
+    image_shape: list[int] = setting(default_factory=lambda: [1, 28, 28], ge=1, le=4096, length=(3, 3))
     # Map from [0, 1] pixels to the flow's input, see the class docstring.
-    input_transform: Literal["logit", "center"] = "logit"
+    input_transform: Literal["logit", "center"] = setting("logit")
     # alpha of the logit transform logit(alpha + (1 - 2 alpha) x), in (0, 0.5).
-    logit_alpha: float = 0.05
+    logit_alpha: float = setting(0.05, gt=0, lt=0.5)
     # One conv block per entry; each keeps this fraction of its channels at its split.
-    conv_keep: list[float] = field(default_factory=lambda: [0.5, 0.5])
+    conv_keep: list[float] = setting(default_factory=lambda: [0.5, 0.5], gt=0, lt=1)
     # Sizes the linear blocks reduce to, in order, before a last block reducing to latent_dim.
-    linear_sizes: list[int] = field(default_factory=lambda: [64])
+    linear_sizes: list[int] = setting(default_factory=lambda: [64], ge=1, le=65536)
     # Linear blocks at latent_dim with no split, after the reduction to latent_dim (paper: 1).
-    final_blocks: int = 1
+    final_blocks: int = setting(1, ge=0, le=64)
     # K_l: [coupling, Householder map] pairs per block (paper: 3).
-    couplings_per_block: int = 3
+    couplings_per_block: int = setting(3, ge=1, le=64)
     # Householder reflections per 1×1 conv / linear map (paper: 3). 0 means "full": as many as
     # the map's width C, so the map can be any orthogonal matrix of determinant (-1)^C
     # (3 reflections only move a 3-d subspace of a 196-wide map).
-    n_reflections: int = 3
+    n_reflections: int = setting(3, ge=0, le=65536)
     # Hidden channels of the conv coupling sub-networks (3×3, 1×1, 3×3 convolutions).
-    coupling_conv_hidden: int = 64
+    coupling_conv_hidden: int = setting(64, ge=1, le=4096)
     # Hidden units of the MLP coupling sub-networks (two hidden layers).
-    coupling_linear_hidden: int = 256
+    coupling_linear_hidden: int = setting(256, ge=1, le=8192)
     # Hidden channels of the conv g_l networks (same layout as the conv sub-networks).
-    g_conv_hidden: int = 64
+    g_conv_hidden: int = setting(64, ge=1, le=4096)
     # Hidden units of the MLP g_l networks (two hidden layers).
-    g_linear_hidden: int = 256
+    g_linear_hidden: int = setting(256, ge=1, le=8192)
     # Coupling scales are s = exp(c tanh(a / c)) with c = scale_clamp, so s in (e^-c, e^c).
-    scale_clamp: float = 2.0
+    scale_clamp: float = setting(2.0, gt=0)
     # "affine": Eq. 18 (the paper). "additive": s ≡ 1, volume-preserving (ablation): the flow
     # cannot shrink the residuals for free before a split (README, "Does eps² matter?").
-    coupling: Literal["affine", "additive"] = "affine"
+    coupling: Literal["affine", "additive"] = setting("affine")
     # Adam's beta1 for this model; None uses train.beta1 (the shared WAE recipe, 0.5).
     # Read by the training harness, not by the model; flows usually train with 0.9.
-    beta1: float | None = None
+    beta1: float | None = setting(None, ge=0, lt=1)
 
 
 class LogitTransform(Bijector):

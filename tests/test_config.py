@@ -93,3 +93,72 @@ def test_scientific_notation_and_merge_keys_in_yaml(tmp_path):
     cfg = load_config(path)
     assert cfg.train.lr == 1e-4 and cfg.train.grad_clip == 20.0
     assert load_config(SMOKE, ["train.lr=5e-4"]).train.lr == 5e-4
+
+
+# ----------------------------------------------------------------------------- every setting has a range
+
+
+def _sections():
+    from bench.config import SECTION_TYPES
+
+    return {**SECTION_TYPES, **{name: entry.config_cls for name, entry in MODELS.items()}}
+
+
+@pytest.mark.parametrize("section", ["data", "train", "eval", *MODELS])
+def test_every_field_of_every_section_declares_a_range(section):
+    from models.settings import check_declared, field_range
+
+    cls = _sections()[section]
+    check_declared(cls)  # numbers have a bound (or say unbounded=True on purpose)
+    for f in dataclasses.fields(cls):
+        assert field_range(f) is not None, f"{section}.{f.name}"
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        assert not field_range(f).problem(default), f"{section}.{f.name}: its default is out of its own range"
+
+
+@pytest.mark.parametrize("override, fragment", [
+    # The cases: each gave a traceback, failed after training, or was silently accepted.
+    ("eval.kid_subset_size=0", "'eval.kid_subset_size' must be >= 2, got 0"),
+    ("eval.pr_k=0", "'eval.pr_k' must be >= 1, got 0"),
+    ("eval.kid_subsets=0", "'eval.kid_subsets' must be >= 1"),
+    ("eval.log_prob_batch_size=0", "'eval.log_prob_batch_size' must be >= 1, got 0"),
+    ("eval.interp_steps=0", "'eval.interp_steps' must be >= 2"),
+    ("eval.probe_train_size=0", "'eval.probe_train_size' must be >= 2, got 0"),
+    ("eval.classifier_epochs=0", "'eval.classifier_epochs' must be >= 1"),
+    # Lists are checked item by item, and for their length.
+    ("train.lr_factors=[0.5, 0]", r"'train.lr_factors\[1\]' must be > 0"),
+    ("wae.kernel_scales=[]", "'wae.kernel_scales' must hold at least 1 item"),
+    ("pie.image_shape=[1, 28]", "'pie.image_shape' must hold exactly 3 item"),
+    ("pie.beta1=1.0", "'pie.beta1' must be >= 0 and < 1"),
+    ("eval.test_subset=3", "'eval.test_subset' .* must be 0 .* or exceed eval.pr_k"),
+    # Settings added beside the ranges (until converged, k-NN, confidence) declare theirs too.
+    ("train.max_epochs=-1", "'train.max_epochs' must be >= 0 and <= 10000, got -1"),
+    ("eval.knn_k=0", "'eval.knn_k' must be >= 1, got 0"),
+    ("eval.confidence_threshold=0", "'eval.confidence_threshold' must be > 0 and < 1, got 0"),
+])
+def test_out_of_range_settings_are_one_line_naming_the_key(override, fragment):
+    with pytest.raises(UserError, match=fragment) as info:
+        load_config(SMOKE, [override])
+    assert "\n" not in str(info.value)
+
+
+def test_none_stays_allowed_where_the_type_allows_it():
+    assert load_config(SMOKE, ["pie.beta1=null"]).models["pie"].beta1 is None
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n# a document of comments\n"])
+def test_an_empty_or_comment_only_yaml_file_is_an_error(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match="holds no settings"):
+        load_config(path)
+
+
+def test_a_run_config_json_is_checked_against_the_same_ranges():
+    from bench.config import settings_problem
+
+    cfg = load_config(SMOKE).run_dict("vae")
+    assert settings_problem(cfg) == ""
+    assert "eval.pr_k" in settings_problem({**cfg, "eval": {**cfg["eval"], "pr_k": 0}})
+    assert settings_problem({**cfg, "eval": [1]}) == "section 'eval' is not a mapping"
+    assert settings_problem({"eval": {"a key of another version": 1}}) == ""  # not judged

@@ -102,4 +102,4 @@ def test_fd_and_kid_do_not_depend_on_the_thread_count(mnist, monkeypatch):
         values.append({r.metric: r.value for r in rows})
         assert torch.get_num_threads() == threads  # restored after the one-thread block
     assert values[0] == values[1]
-    assert set(values[0]) == {"fd_lenet", "kid_lenet", "precision", "recall"}
+    assert set(values[0]) == {"fd_lenet", "kid_lenet", "precision", "recall", "sample_confidence", "confident_fraction"}

@@ -26,6 +26,7 @@ from bench.registry import MODELS, build_model, register
 from bench.run import main, parse_args
 from bench.train import CHECKPOINT, load_checkpoint, train_model
 from models.contract import GenerativeEncoder
+from models.settings import setting
 from tests.contract_helpers import check_contract, model_inputs
 from tests.helpers import SMOKE
 
@@ -140,7 +141,17 @@ def test_checkpoint_round_trip_gives_identical_outputs(trained, images):
 
 @dataclass
 class LinearAutoencoderConfig:
+    latent_dim: int = setting(4, ge=1, le=784)
+
+
+@dataclass
+class UnrangedConfig:  # a setting added without saying which values make sense
     latent_dim: int = 4
+
+
+@dataclass
+class UnboundedConfig:  # a number declared, but with no bound and no unbounded=True
+    latent_dim: int = setting(4)
 
 
 class LinearAutoencoder(GenerativeEncoder):
@@ -204,6 +215,8 @@ def test_a_model_registered_at_runtime_runs_through_bench_run(linear_ae, images,
     ("Linear-AE", LinearAutoencoder, LinearAutoencoderConfig, "must match"),
     ("plain", nn.Linear, LinearAutoencoderConfig, "GenerativeEncoder"),
     ("plain", LinearAutoencoder, dict, "dataclass"),
+    ("plain", LinearAutoencoder, UnrangedConfig, "latent_dim has no declared range"),
+    ("plain", LinearAutoencoder, UnboundedConfig, "latent_dim is a number without bounds"),
 ])
 def test_register_refuses_what_the_harness_could_not_run(name, model_cls, config_cls, error):
     before = dict(MODELS)

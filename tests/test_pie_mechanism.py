@@ -141,14 +141,15 @@ def _tidy(out, run_id, model, rows, sweep=None):
     real = model == "real"
     frame = pd.DataFrame([{"run_id": run_id, "dataset": "mnist", "model": model, "seed": pd.NA if real else 0,
                            "split": "test", "metric": m, "value": v, "note": "synthetic", "status": "ok",
-                           "latent_dim": pd.NA if real else 10, "preset": "synthetic", "config_hash": "h",
+                           "latent_dim": pd.NA if real else 10, "preset": "synthetic",
+                           "config_hash": "" if real else run_id.split("-")[1],  # as in <model>-<hash>-s<seed>
                            "git_commit": "abc1234", "started_at": "2026-01-01T00:00:00+00:00", "elapsed_s": 1.0,
                            **(sweep or {})} for m, v in rows])
     replace_run_rows(out / "metrics.csv", frame)
 
 
 def test_mechanism_page_lists_each_pie_run_with_diagnostics_and_the_references(tmp_path):
-    _tidy(tmp_path, "real-x-y", "real", [("sharpness", 0.18), ("recon_mse_mean_image", 0.0675),
+    _tidy(tmp_path, "real-0badc0de-0badc0de", "real", [("sharpness", 0.18), ("recon_mse_mean_image", 0.0675),
                                          ("recon_mse_class_mean_image", 0.0529)])
     _tidy(tmp_path, "vae-a-s0", "vae", [("recon_mse", 0.02)])
     for coupling, ratio in (("affine", 0.93), ("additive", 41.5)):

@@ -3,7 +3,9 @@ a damaged table rebuilt from the run directories, runs claimed by one runner at 
 
 import csv
 import fcntl
+import json
 import os
+import pickle
 import shutil
 import signal
 import subprocess
@@ -17,7 +19,9 @@ import pytest
 import torch
 
 import bench.data
+import bench.run
 import bench.runner
+from bench.cli import EXIT_DAMAGED
 from bench.errors import UserError
 from bench.report import load_table
 from bench.results import DONE
@@ -103,7 +107,7 @@ def _bad_inputs(tmp_path):
             (corrupt / name).write_bytes((Path(os.environ["MNIST_ROOT"]) / name).read_bytes())
     (corrupt / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b not really")
     env_empty = {"MNIST_ROOT": str(tmp_path / "nothing")}
-    configs = {"list": "- train\n- data\n", "scalar": "42\n",
+    configs = {"list": "- train\n- data\n", "scalar": "42\n", "empty": "", "comments only": "# nothing set\n",
                "dup section": "train:\n  epochs: 1\ndata:\n  val_size: 500\ntrain:\n  epochs: 2\n",
                "dup key": "train:\n  lr: 0.1\n  lr: 0.2\n"}
     for name, text in configs.items():
@@ -136,6 +140,19 @@ def _bad_inputs(tmp_path):
         "corrupt mnist": (["--data-root", str(corrupt)], {}),
         "output not writable": (["--out", str(a_file / "sub")], {}),
         "cuda without gpu": (["--device", "cuda"], {}),
+        # Issue 26: sizes checked before anything is built from them, ranges of every setting.
+        "a trillion seeds": (["--seeds", str(10**12)], {}),
+        "a trillion seeds with --yes": (["--seeds", str(10**12), "--yes"], {}),
+        "more seeds than memory can count": (["--seeds", str(10**20), "--yes"], {}),
+        "config is empty": (["--config", str(tmp_path / "empty.yaml")], {}),
+        "config is comments only": (["--config", str(tmp_path / "comments_only.yaml")], {}),
+        "kid subset size zero": (["--set", "eval.kid_subset_size=0"], {}),
+        "pr k zero": (["--set", "eval.pr_k=0"], {}),
+        "kid subsets zero": (["--set", "eval.kid_subsets=0"], {}),
+        "log_prob batch zero": (["--set", "eval.log_prob_batch_size=0"], {}),
+        "interpolation steps zero": (["--set", "eval.interp_steps=0"], {}),
+        "probe train size zero": (["--set", "eval.probe_train_size=0"], {}),
+        "classifier epochs zero": (["--set", "eval.classifier_epochs=0"], {}),
     }
 
 
@@ -144,7 +161,10 @@ CASES = ["lr nan", "lr inf", "nan in a sweep", "batch larger than the training s
          "unknown model", "seeds 0", "seeds negative", "seeds not a number", "unknown config key", "wrong type",
          "malformed yaml", "missing config", "eps2 zero", "eps2 negative", "temperature zero", "batch size zero",
          "latent does not fit", "sweep unknown key", "missing mnist offline", "corrupt mnist",
-         "output not writable", "cuda without gpu"]
+         "output not writable", "cuda without gpu",
+         "a trillion seeds", "a trillion seeds with --yes", "more seeds than memory can count", "config is empty",
+         "config is comments only", "kid subset size zero", "pr k zero", "kid subsets zero", "log_prob batch zero",
+         "interpolation steps zero", "probe train size zero", "classifier epochs zero"]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -163,6 +183,15 @@ def test_bad_input_one_line_exit_2_results_unchanged(case, tmp_path, capsys, mon
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("error: ")
     assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+
+
+@pytest.mark.parametrize("setting", ["eval.classifier_epochs=0", "eval.kid_subset_size=0", "eval.interp_steps=0"])
+def test_a_setting_out_of_range_is_refused_before_the_output_folder_exists(setting, tmp_path, capsys):
+    out = tmp_path / "results"
+    assert main(["--config", SMOKE, "--models", "vae", "--out", str(out), "--set", setting]) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and setting.split("=")[0] in err
 
 
 def test_bad_input_from_the_shell_has_no_traceback(tmp_path):
@@ -195,6 +224,11 @@ def _table(out: Path) -> pd.DataFrame:
     return t.sort_values(["run_id", "split", "metric"]).reset_index(drop=True)
 
 
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["run_id", "split", "metric"]).reset_index(drop=True)[["run_id", "split", "metric",
+                                                                                   "value", "status"]]
+
+
 def _cut_mid_line(data: bytes) -> bytes:
     start = data.rindex(b"\n", 0, 2 * len(data) // 3) + 1
     return data[:start + 40]  # 40 bytes into a line of ~150
@@ -216,12 +250,18 @@ def test_damaged_table_is_rebuilt_from_the_run_directories(damage, reference, tm
     original = (out / "metrics.csv").read_bytes()
     (out / "metrics.csv").write_bytes(DAMAGE[damage](original))
     capsys.readouterr()
-    assert main([*GRID, "--out", str(out)]) == 0
+    # Repaired; the exit status says whether a line was malformed (a table that merely lacks the rows of
+    # some runs is an index to complete, as when run directories are copied in from elsewhere).
+    malformed = damage not in ("emptied", "header only")
+    assert main([*GRID, "--out", str(out)]) == (EXIT_DAMAGED if malformed else 0)
     stdout, stderr = capsys.readouterr()
     pd.testing.assert_frame_equal(_table(out), _table(reference))
     assert "2 run(s) planned: 0 to start, 2 already finished" in stdout
     assert "(no finished runs)" not in stdout and "vae" in stdout.split("finished")[-1]
     lines = stderr.strip().splitlines()
+    if malformed:
+        assert lines[-1].startswith("damage found and contained: the table")
+        lines = lines[:-1]
     assert "Traceback" not in stderr and all(line.startswith(("warning: ", "note: ")) for line in lines), stderr
     lost_rows = damage != "junk appended"
     assert sum(line.startswith("note: restored the rows of") for line in lines) == lost_rows, stderr
@@ -240,7 +280,7 @@ def test_rows_that_differ_from_the_run_directory_are_restored(reference, tmp_pat
     table = pd.read_csv(out / "metrics.csv")
     table.loc[table["metric"] == "recon_mse", "value"] = 0.5  # a stale or edited value
     table[table["metric"] != "sharpness"].to_csv(out / "metrics.csv", index=False)
-    assert main([*GRID, "--out", str(out)]) == 0
+    assert main([*GRID, "--out", str(out)]) == EXIT_DAMAGED
     assert "note: restored the rows of 3 finished run(s)" in capsys.readouterr().err
     pd.testing.assert_frame_equal(_table(out), _table(reference))
 
@@ -255,14 +295,15 @@ def test_report_warns_when_the_table_lacks_finished_runs(reference, tmp_path, ca
     out = _copy(reference, tmp_path / "out")
     table = pd.read_csv(out / "metrics.csv")
     table[~table["run_id"].str.startswith("vae")].to_csv(out / "metrics.csv", index=False)
-    loaded = load_table(out)
-    assert not loaded["run_id"].str.startswith("vae").any()
+    loaded = load_table(out)  # the run's own intact copy stands in for the rows the table lacks
+    assert _sorted(loaded[loaded["run_id"].str.startswith("vae")]).equals(
+        _sorted(load_table(reference)[lambda t: t["run_id"].str.startswith("vae")]))
     err = capsys.readouterr().err
     assert "warning:" in err and "lacks rows of 1 finished run(s)" in err
     cut = _cut_mid_line((reference / "metrics.csv").read_bytes())
     (out / "metrics.csv").write_bytes(cut)
-    loaded = load_table(out)  # the half line is left out, not read as data, and said so
-    assert len(loaded) == cut.count(b"\n") - 1
+    loaded = load_table(out)  # the half line is left out, not read as data, and said so; the run's copy
+    assert _sorted(loaded).equals(_sorted(load_table(reference)))  # stands in for the rows cut off
     assert "malformed line" in capsys.readouterr().err
 
 
@@ -459,3 +500,161 @@ def test_text_columns_that_look_like_numbers_survive_a_rewrite(tmp_path):
     table = read_table(path)
     assert table["git_commit"].tolist() == ["5e77292", "5e77292"]
     assert table["config_hash"].tolist() == ["0123456789", "0123456789"]
+
+
+# ----------------------------------------------------------------------------- damage is contained (issue 26)
+
+
+RECORD = ["run_id", "seed", "split", "metric", "value", "note", "status"]
+
+
+def _run_rows(out: Path, prefix: str) -> pd.DataFrame:
+    """A run's rows in the table, without timing metrics: what must come back after damage."""
+    t = pd.read_csv(out / "metrics.csv")
+    t = t[t["run_id"].str.startswith(prefix) & ~t["metric"].isin(TIMING)]
+    return t.sort_values(["split", "metric"]).reset_index(drop=True)[["run_id", "split", "metric", "value", "note"]]
+
+
+def test_a_run_file_cut_mid_line_loses_no_row_when_the_table_is_intact(reference, tmp_path, capsys):
+    out = _copy(reference, tmp_path / "out")
+    vae = next((out / "runs").glob("vae-*"))
+    (vae / "metrics.csv").write_bytes(_cut_mid_line((vae / "metrics.csv").read_bytes()))
+    capsys.readouterr()
+    code = main([*GRID, "--out", str(out)])
+    err = capsys.readouterr().err
+    pd.testing.assert_frame_equal(_table(out), _table(reference))  # the table's intact row wins
+    assert code == EXIT_DAMAGED
+    own = [pd.read_csv(d / "metrics.csv").sort_values(["split", "metric"]).reset_index(drop=True)[RECORD]
+           for d in (vae, reference / "runs" / vae.name)]
+    pd.testing.assert_frame_equal(*own)  # and the run's own copy is whole again
+    (line,) = [line for line in err.splitlines() if "metrics.csv" in line]
+    assert line.startswith(f"warning: {vae / 'metrics.csv'} is damaged") and "rewrote it from" in line
+
+
+@pytest.mark.parametrize("done", ["with checksum", "of older code"])
+def test_a_finished_run_whose_rows_are_missing_everywhere_is_run_again(done, reference, tmp_path, capsys):
+    out = _copy(reference, tmp_path / "out")
+    vae = next((out / "runs").glob("vae-*"))
+    if done == "of older code":  # no row count or checksum: read as before
+        (vae / DONE).write_text(json.dumps({"run_id": vae.name, "finished": True}))
+    (vae / "metrics.csv").unlink()
+    (out / "metrics.csv").write_bytes(b"")
+    capsys.readouterr()
+    code = main([*GRID, "--out", str(out)])
+    stdout, err = capsys.readouterr()
+    assert "1 to start" in stdout and f"[ok] {vae.name}" in stdout  # not skipped
+    assert code == EXIT_DAMAGED
+    assert f"warning: {vae / 'metrics.csv'} is missing and the table lacks them too" in err
+    # Resumed from its last checkpoint, i.e. evaluated again: the very same numbers.
+    pd.testing.assert_frame_equal(_run_rows(out, "vae"), _run_rows(reference, "vae"))
+    pd.testing.assert_frame_equal(_run_rows(out, "wae"), _run_rows(reference, "wae"))
+    assert list(vae.glob(f"{DONE}.rows-lost-*"))  # the old done.json is kept aside
+    assert main([*GRID, "--out", str(out)]) == 0  # and all is sound again
+
+
+REAL_HOLDER = """
+import fcntl, sys, time
+fh = open(sys.argv[1], "a")
+fcntl.flock(fh, fcntl.LOCK_EX)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_real_image_claim_held_by_a_dead_runner_is_taken_over(reference, tmp_path, capsys, monkeypatch):
+    out = _copy(reference, tmp_path / "out")
+    (real,) = (out / "runs").glob("real-*")
+    shutil.rmtree(real)
+    real.mkdir()
+    table = pd.read_csv(out / "metrics.csv")
+    table[table["model"] != "real"].to_csv(out / "metrics.csv", index=False)
+    holder = subprocess.Popen([sys.executable, "-c", REAL_HOLDER, str(real / ".lock")], stdout=subprocess.PIPE,
+                              text=True)
+    assert holder.stdout.readline().strip() == "held"
+    first_call = bench.run.record_real
+
+    def record_real_then_the_holder_dies(*args, **kwargs):  # the holder is killed while this runner works
+        result = first_call(*args, **kwargs)
+        if holder.poll() is None:
+            holder.send_signal(signal.SIGKILL)
+            holder.wait()
+        return result
+
+    monkeypatch.setattr(bench.run, "record_real", record_real_then_the_holder_dies)
+    try:
+        assert main([*GRID, "--out", str(out)]) == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert "claimed by another runner: waiting for them" in capsys.readouterr().out
+    assert (real / DONE).is_file()
+    pd.testing.assert_frame_equal(_run_rows(out, "real"), _run_rows(reference, "real"))
+
+
+def test_a_malformed_config_json_of_a_sibling_run_fails_no_new_run(reference, tmp_path, capsys):
+    out = _copy(reference, tmp_path / "out")
+    vae = next((out / "runs").glob("vae-*"))
+    sibling = out / "runs" / "vae-0000000000-s9"  # a resumable run whose config.json is damaged
+    sibling.mkdir()
+    shutil.copy(vae / CHECKPOINT, sibling / CHECKPOINT)
+    config = json.loads((vae / "config.json").read_text())
+    config["train"]["epochs"] = 1e999  # Infinity: valid JSON to Python, no epoch count
+    (sibling / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    assert main([*GRID, "--seeds", "2", "--models", "vae", "--out", str(out)]) == EXIT_DAMAGED
+    stdout, err = capsys.readouterr()
+    assert "[ok] vae-" in stdout and "failed" not in stdout
+    (line,) = [line for line in err.splitlines() if "config.json" in line]
+    assert line.startswith(f"warning: {sibling / 'config.json'} is malformed") and "train.epochs" in line
+
+
+def _legacy(payload: dict, path: Path) -> None:
+    torch.save(payload, path, _use_new_zipfile_serialization=False)
+
+
+def _raw_pickle(payload: dict, path: Path) -> None:
+    path.write_bytes(pickle.dumps(payload))
+
+
+@pytest.mark.parametrize("write", [_legacy, _raw_pickle], ids=["legacy torch.save", "raw pickle"])
+def test_a_checkpoint_not_in_the_current_format_is_refused_and_kept(write, reference, tmp_path, capsys):
+    out = _copy(reference, tmp_path / "out")
+    vae = next((out / "runs").glob("vae-*"))
+    (vae / DONE).unlink()  # a run to resume
+    write(torch.load(vae / CHECKPOINT, weights_only=True), vae / CHECKPOINT)
+    crafted = (vae / CHECKPOINT).read_bytes()
+    capsys.readouterr()
+    assert main([*GRID, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: checkpoint '{vae / CHECKPOINT}' is a pickle")
+    assert (vae / CHECKPOINT).read_bytes() == crafted  # never overwritten
+
+
+def test_results_files_respect_the_umask(reference):
+    umask = os.umask(0)
+    os.umask(umask)
+    want = 0o666 & ~umask
+    files = [reference / "metrics.csv", *[p for p in (reference / "runs").rglob("*") if p.is_file()]]
+    modes = {p.name: p.stat().st_mode & 0o777 for p in files if p.name != ".lock"}
+    assert modes and set(modes.values()) == {want}, modes
+
+
+def test_temporary_files_of_killed_writers_are_removed_at_the_next_start(reference, tmp_path, capsys):
+    out = _copy(reference, tmp_path / "out")
+    vae = next((out / "runs").glob("vae-*"))
+    dead = [out / ".metrics.csv.k1ll3d.tmp", vae / ".checkpoint.pt.k1ll3d.tmp", out / ".write-test-k1ll3d"]
+    fresh = vae / ".figures.npz.wr1t1ng.tmp"  # a writer that may still be at it
+    for path in [*dead, fresh]:
+        path.write_bytes(b"half a file")
+    for path in dead:
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    live = vae / ".metrics.csv.l1v3.tmp"  # older, but its writer holds its lock
+    live.write_bytes(b"half a file")
+    os.utime(live, (time.time() - 3600, time.time() - 3600))
+    with open(live, "r+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        capsys.readouterr()
+        assert main([*GRID, "--out", str(out)]) == 0
+    assert not any(p.exists() for p in dead) and fresh.exists() and live.exists()
+    assert "note: removed 3 temporary file(s) left by killed writers" in capsys.readouterr().err

@@ -458,7 +458,7 @@ def test_two_datasets_get_one_table_and_one_set_of_figures_each(tmp_path):
     without the paper's numbers, built from its own runs only."""
     out = make_synthetic(tmp_path / "two")
     rng = np.random.default_rng(1)
-    real = pd.DataFrame([{"run_id": "real-fashion0-" + REAL_ID.split("-")[-1], "dataset": "fashion-mnist",
+    real = pd.DataFrame([{"run_id": "real-0fa5410e-" + REAL_ID.split("-")[-1], "dataset": "fashion-mnist",
                           "model": "real", "seed": pd.NA, "split": "test", "metric": m, "value": v, "note": "",
                           "status": "ok", "latent_dim": pd.NA, "preset": "synthetic", "config_hash": "",
                           "git_commit": "abc1234", "started_at": "2026-01-01T00:00:00+00:00", "elapsed_s": 1.0}

@@ -11,6 +11,11 @@ on stderr; a figure that could not be drawn is named on stderr and makes the exi
 other outputs are still written). ``--readme README.md`` also writes the headline block of the
 README from DIR's MNIST runs (:mod:`bench.report.headline`).
 
+A damaged run file (a truncated ``figures.npz``, a malformed ``config.json`` or ``metrics.csv``,
+...) is its run's problem: it is named in one warning line, that run's figure, curve or rows are
+kept from another copy or left out, the report is built, ``index.md`` lists it, and the exit
+code is 3 (``docs/damage.md``). So is a missing True row (the real test images' run).
+
 The report never deletes or overwrites a figure it cannot rebuild: when a panel's inputs are
 missing (e.g. a clone of results saved before ``figures.npz`` existed, whose uncommitted
 ``artefacts.npz`` is gone), an existing PNG of that name is kept and ``index.md`` says it
@@ -26,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.cli import Parser, user_errors_exit_2
+from bench.cli import EXIT_DAMAGED, EXIT_FAILED, EXIT_OK, EXIT_STATUS_HELP, Parser, user_errors_exit_2
 from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.report.compare import build_comparison
@@ -37,7 +42,7 @@ from bench.report.markdown import write_text
 from bench.report.selection import load_table
 from bench.report.table import build_table1, mechanism_markdown, table1_markdown
 from bench.report.verdicts import build_verdicts, verdicts_markdown
-from bench.results import write_csv_atomic
+from bench.results import DamageLog, remove_stale_temps, write_csv_atomic
 
 
 def dataset_folders(table: pd.DataFrame) -> dict[str, str]:
@@ -51,34 +56,46 @@ def dataset_folders(table: pd.DataFrame) -> dict[str, str]:
     return {n: "" if n == top else f"{n}/" for n in names}
 
 
-def build_report(results: Path, umap_points: int = UMAP_MAX_POINTS, log=print) -> list[str]:
+def build_report(results: Path, umap_points: int = UMAP_MAX_POINTS, log=print,
+                 damage: DamageLog | None = None) -> list[str]:
     """Write every output, one Table 1 and one set of figures per dataset; return the list of
-    figure errors (empty when all were drawn)."""
-    table = load_table(results)
+    figure errors (empty when all were drawn). Damaged run files (and a missing True row) are
+    named in ``damage``, one warning line each, and listed in each ``index.md``; the report is
+    built all the same."""
+    damage = damage if damage is not None else DamageLog()
+    removed = remove_stale_temps(results)
+    if removed:
+        print(f"note: removed {len(removed)} temporary file(s) left by killed writers under {results}",
+              file=sys.stderr)
+    table = load_table(results, damage)
     folders = dataset_folders(table)
     errors = []
     for dataset, folder in folders.items():
         part = table[table["dataset"].fillna("mnist").astype(str) == dataset]
         others = [(d, f"{f}index.md") for d, f in folders.items() if d != dataset]
-        errors += _build_dataset_report(results, part, dataset, folder, others, umap_points, log)
+        errors += _build_dataset_report(results, part, dataset, folder, others, umap_points, log, damage)
     return errors
 
 
 def _build_dataset_report(results: Path, table: pd.DataFrame, dataset: str, folder: str,
-                          others: list[tuple[str, str]], umap_points: int, log) -> list[str]:
+                          others: list[tuple[str, str]], umap_points: int, log, damage: DamageLog) -> list[str]:
     out = results / folder
     out.mkdir(exist_ok=True)
     up = "../" * folder.count("/")
-    configs, sel, logs = report_inputs(results, table, dataset)
+    configs, sel, logs = report_inputs(results, table, dataset, damage)
+    if sel.real_run is None and any((f["status"] == "ok").any() for f in sel.table1.values()):
+        damage.add(results / "runs", f"holds no finished run of the real {sel.spec.title} test images (Table 1's "
+                   "True row)", f"the True row shows n/a; python -m bench.run --out {results} ... records it")
     t1 = build_table1(table, sel, configs, logs)
     write_csv_atomic(out / "table1.csv", t1.frame)
     write_text(out / "table1.md", table1_markdown(t1, sel, up=up))
     verdicts = build_verdicts(table, sel, configs, logs)
     write_csv_atomic(out / "verdicts.csv", verdicts.frame())
     write_text(out / "verdicts.md", verdicts_markdown(verdicts, sel.spec.title))
-    rep = Report(results, out, dataset)
+    rep = Report(results, out, dataset, damage)
     figs = build_figures(rep, table, sel, t1, configs, umap_points, logs)
-    write_text(out / "index.md", index_markdown(results, table, sel, t1, figs, rep.errors, up, others))
+    write_text(out / "index.md", index_markdown(results, table, sel, t1, figs, rep.errors, up, others,
+                                                damage.entries))
     written = ["table1.md", "table1.csv", "index.md", "verdicts.md", "verdicts.csv"]
     mechanism = mechanism_markdown(table, configs, logs)
     if mechanism is not None:
@@ -94,7 +111,10 @@ def _build_dataset_report(results: Path, table: pd.DataFrame, dataset: str, fold
 
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="python -m bench.report", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m bench.report", description=__doc__.splitlines()[0],
+               epilog=EXIT_STATUS_HELP.format(failed="a figure could not be drawn (named on stderr; the other "
+                                              "outputs are written)", where=" and listed in index.md; a "
+                                              "missing True row counts too"))
     p.add_argument("--results", required=True, help="results directory written by python -m bench.run")
     p.add_argument("--umap-points", type=int, default=UMAP_MAX_POINTS,
                    help="most test latents embedded per UMAP panel (default and most: %(default)s, "
@@ -112,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--readme '{args.readme}' is not a file")
     if args.compare_with is not None and Path(args.compare_with).resolve() == Path(args.results).resolve():
         raise UserError("--compare-with names the results directory itself; give the committed one")
-    errors = build_report(Path(args.results), args.umap_points)
+    damage = DamageLog()
+    errors = build_report(Path(args.results), args.umap_points, damage=damage)
     if args.readme is not None:
         write_headline(args.readme, headline_from_results(Path(args.results)))
         print(f"wrote the headline block of {args.readme}")
@@ -125,5 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     if errors:
         for e in errors:
             print(f"warning: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_FAILED
+    if damage:
+        print(f"report built; {len(damage.entries)} damaged or missing input(s) were contained (see the warnings "
+              f"above and index.md; exit status {EXIT_DAMAGED})", file=sys.stderr)
+        return EXIT_DAMAGED
+    return EXIT_OK

@@ -21,6 +21,8 @@ from bench.report.markdown import and_list, eps_label, fmt_mean_std, fmt_num
 from bench.report.paper import PAPER
 from bench.report.selection import FIG7_EPS2, FIG7_LATENT, FIG7_MODEL, TABLE1_LATENT, Selection, label
 from bench.report.table import CONVERGENCE_RULE, Table1
+from bench.results import DamageLog
+from bench.rundir import read_train_log
 
 UMAP_MAX_POINTS = UMAP_POINTS  # figures.npz keeps this many test latents
 UMAP_RANDOM_STATE = UMAP_SEED
@@ -39,8 +41,10 @@ class Output:
 class Report:
     """Collects outputs, missing panels and errors while the figures are drawn."""
 
-    def __init__(self, results: Path, out: Path | None = None, dataset: str = "mnist"):
+    def __init__(self, results: Path, out: Path | None = None, dataset: str = "mnist",
+                 damage: DamageLog | None = None):
         self.results = results  # where the runs are read
+        self.damage = damage if damage is not None else DamageLog()  # damaged run files met while drawing
         self.out = out or results  # where the pages and figures go (a subfolder per non-MNIST dataset)
         self.dataset = DATASETS[dataset]
         self.fig_dir = self.out / FIG_DIR
@@ -149,7 +153,7 @@ def fig7_entry(rep: Report, eps2: float, run: pd.Series, cfg: dict, umap_points:
     from bench import plots
 
     rid = run["run_id"]
-    arrays, err = load_figure_data(rep.results / "runs" / rid, FIG7_ARRAYS)
+    arrays, err = load_figure_data(rep.results / "runs" / rid, FIG7_ARRAYS, rep.damage)
     head = f"{label(FIG7_MODEL)}, eps² = {eps_label(eps2)}: {protocol_tag({rid: cfg}, run.to_frame().T)}"
     panels: list[Output] = []
     overview: list[tuple] = []
@@ -210,7 +214,7 @@ def fig7_entry(rep: Report, eps2: float, run: pd.Series, cfg: dict, umap_points:
     return Fig7Entry(eps2, run, panels, overview, err)
 
 
-def training_logs(results: Path, sel: Selection) -> tuple[pd.DataFrame, list[str]]:
+def training_logs(results: Path, sel: Selection, damage: DamageLog | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Long frame of train/val loss per epoch for the Table 1 runs (by model) and the Fig. 7 runs."""
     frames = []
     panels = []
@@ -220,12 +224,8 @@ def training_logs(results: Path, sel: Selection) -> tuple[pd.DataFrame, list[str
     for panel, runs, hue in jobs:
         panels.append(panel)
         for _, run in runs.iterrows():
-            path = results / "runs" / run["run_id"] / "train_log.csv"
-            try:
-                log = pd.read_csv(path)
-            except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
-                continue
-            if "epoch" not in log:
+            log = read_train_log(results / "runs" / run["run_id"], damage)
+            if log is None:
                 continue
             hue_val = f"eps² {eps_label(run['eps2'])}" if hue == "eps2" else f"seed {int(run['seed'])}"
             for col, curve in (("train_loss", "train"), ("val_loss", "val")):
@@ -299,7 +299,7 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
             entries.append({"title": label(model), "samples": None, "reason": "no finished Table 1 run"})
             continue
         run = ok.sort_values("seed").iloc[0]
-        arrays, err = load_figure_data(rep.results / "runs" / run["run_id"], ("samples_t1",))
+        arrays, err = load_figure_data(rep.results / "runs" / run["run_id"], ("samples_t1",), rep.damage)
         if err:
             unavailable.append(err)
         vals = t1.per_run[(t1.per_run["run_id"] == run["run_id"]) & (t1.per_run["metric"] == "sharpness")]
@@ -328,7 +328,7 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
         rep.draw(*overview, lambda p: plots.fig7_overview(rows, p, rep.dataset, protocol_tag(configs, sel.fig7_all)))
 
     # Training curves.
-    logs, panels = training_logs(rep.results, sel)
+    logs, panels = training_logs(rep.results, sel, rep.damage)
     out["curves"] = rep.draw(
         "training_curves.png", "Training curves",
         "Train loss (mean over each epoch) and validation loss vs epoch; Table 1 panels average over seeds "

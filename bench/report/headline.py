@@ -16,21 +16,24 @@ import pandas as pd
 from bench.errors import UserError
 from bench.report.markdown import fmt_mean_std, fmt_num, md_table, write_text
 from bench.report.paper import PAPER
-from bench.report.selection import REAL, Selection, load_table, read_json, run_frame, select_runs
+from bench.report.selection import REAL, Selection, load_table, run_frame, select_runs
 from bench.report.table import REFERENCE_RECON, Table1, build_table1, reference_rows_md, run_epochs, run_logs
 from bench.report.verdicts import Verdicts, build_verdicts, claim_lines
+from bench.results import DamageLog
+from bench.rundir import read_config
 
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
 METRICS = ("fd_lenet", "precision", "recall", "recon_mse", "bits_per_dim", "probe_accuracy")
 
 
-def report_inputs(results: Path, table: pd.DataFrame, dataset: str):
-    """configs, selection and train logs of one dataset's part of the tidy table."""
-    configs = {r: read_json(results / "runs" / r / "config.json") for r in table["run_id"].unique()
+def report_inputs(results: Path, table: pd.DataFrame, dataset: str, damage: DamageLog | None = None):
+    """configs, selection and train logs of one dataset's part of the tidy table (damaged
+    ``config.json`` / ``train_log.csv`` files read as absent and named in ``damage``)."""
+    configs = {r: read_config(results / "runs" / r, damage) for r in table["run_id"].unique()
                if not r.startswith(f"{REAL}-")}
     sel = select_runs(table, configs)
     sel.dataset = dataset
-    logs = run_logs(results, run_frame(table).query("status == 'ok'"))
+    logs = run_logs(results, run_frame(table).query("status == 'ok'"), damage)
     return configs, sel, logs
 
 

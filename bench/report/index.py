@@ -21,6 +21,7 @@ from bench.report.selection import (
     run_frame,
 )
 from bench.report.table import Table1, fig7_numbers_md, mechanism_markdown, table1_markdown
+from bench.results import Damage
 
 
 def figure_md(o: Output, heading: str = "###") -> list[str]:
@@ -35,9 +36,26 @@ def figure_md(o: Output, heading: str = "###") -> list[str]:
     return lines
 
 
+def damage_md(results: Path, damage: list[Damage]) -> list[str]:
+    """The "Damaged inputs" section: one row per damaged file (or missing input) and what was done."""
+    def where(path: Path) -> str:
+        try:
+            return str(path.relative_to(results))
+        except ValueError:
+            return str(path)
+
+    rows = [[f"`{where(d.path)}`", f"`{d.run_id}`" if d.run_id else "", d.what, d.done] for d in damage]
+    return ["## Damaged inputs", "",
+            f"{len(damage)} damaged or missing input(s) were contained: each is its run's problem, and the rest "
+            "of the report is built from what is intact (`python -m bench.report` exits with status 3).", "",
+            md_table(["file", "run", "what is wrong", "what was done"], rows), ""]
+
+
 def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table1, figs: dict[str, Any],
-                   errors: list[str], up: str = "", others: list[tuple[str, str]] | None = None) -> str:
-    """``up``: path from the page to ``results``; ``others``: pages of the other datasets in ``results``."""
+                   errors: list[str], up: str = "", others: list[tuple[str, str]] | None = None,
+                   damage: list[Damage] | None = None) -> str:
+    """``up``: path from the page to ``results``; ``others``: pages of the other datasets in ``results``;
+    ``damage``: the damaged inputs met while building (listed in their own section)."""
     runs = run_frame(table)
     n_ok = int((runs["status"] == "ok").sum())
     failed = runs[runs["status"] != "ok"]
@@ -107,6 +125,8 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
         lines.append("")
     if errors:
         lines += ["## Problems while drawing", ""] + [f"- {e}" for e in errors] + [""]
+    if damage:
+        lines += damage_md(results, damage)
     if mechanism_markdown(table) is not None:
         lines += ["PIE runs with diagnostics, one row each (eps², coupling, Householder ablations): "
                   "[mechanism.md](mechanism.md).", ""]

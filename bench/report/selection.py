@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,8 @@ from bench.errors import UserError
 from bench.registry import MODELS, display_label
 from bench.report.markdown import list_text
 from bench.report.paper import PAPER
-from bench.results import COLUMNS, TABLE, parse_table, runs_missing_rows
+from bench.results import COLUMNS, TABLE, DamageLog, finished_runs, parse_bytes, parse_table, reconcile, warn
+from bench.rundir import read_config
 
 REAL = "real"  # model name of the real-data runs (Table 1's first row)
 REAL_LABEL = "True"  # the paper's name for that row
@@ -70,27 +70,53 @@ def label(model: str) -> str:
 # ----------------------------------------------------------------------------- loading
 
 
-def load_table(results: Path) -> pd.DataFrame:
-    """The tidy table of a results directory, or UserError with one line."""
+def load_table(results: Path, damage: DamageLog | None = None) -> pd.DataFrame:
+    """The tidy table of a results directory, or UserError with one line.
+
+    Damage is contained, never fatal: malformed lines are left out; where a finished run's own
+    ``metrics.csv`` and the table disagree, the intact copy is used (:func:`bench.results.reconcile`);
+    a table that is missing or no table at all is replaced by the finished runs' own rows. Each
+    is named in one warning line; what is damage (not a table that merely lacks whole runs) goes
+    into ``damage``. Only a folder with neither a table nor finished runs is an error.
+    """
+    damage = damage if damage is not None else DamageLog()
     if not results.exists():
         raise UserError(f"results directory '{results}' does not exist")
     if not results.is_dir():
         raise UserError(f"'{results}' is not a directory")
     path = results / TABLE
-    if not path.is_file():
-        raise UserError(f"'{results}' holds no {TABLE} (run python -m bench.run --out {results} first)")
-    read = parse_table(path)  # malformed lines are left out, never read as data
-    if read.broken:
-        raise UserError(f"'{path}' is not a pie-bench results table ({read.broken}); "
-                        f"python -m bench.run --out {results} ... rebuilds it from {results / 'runs'}")
-    table = read.frame
-    if read.dropped:
-        print(f"warning: left out {len(read.dropped)} malformed line(s) of {path} ({read.dropped[0]})",
-              file=sys.stderr)
-    lagging = runs_missing_rows(results, table)
-    if lagging:
-        print(f"warning: {path} lacks rows of {len(lagging)} finished run(s) in {results / 'runs'} (e.g. "
-              f"{lagging[0]}); re-run the same python -m bench.run command to rebuild it", file=sys.stderr)
+    read = parse_table(path) if path.is_file() else None  # malformed lines are left out, never read as data
+    rebuild = f"python -m bench.run --out {results} ... rebuilds it from {results / 'runs'}"
+    if read is None or read.broken:
+        n_finished = len(finished_runs(results))
+        if not n_finished:
+            if read is None:
+                raise UserError(f"'{results}' holds no {TABLE} (run python -m bench.run --out {results} first)")
+            raise UserError(f"'{path}' is not a pie-bench results table ({read.broken}); {rebuild}")
+        instead = f"the report reads the rows of the {n_finished} finished run(s) in runs/ instead; {rebuild}"
+        if read is None:  # runs copied in without their table: an index to rebuild, not damage
+            warn(f"warning: {path} is missing; {instead}")
+        else:
+            damage.add(path, f"is not a results table ({read.broken})", instead)
+        table = parse_bytes(b"").frame
+    else:
+        table = read.frame
+        if read.dropped:
+            damage.add(path, f"has {len(read.dropped)} malformed line(s) ({read.dropped[0]})",
+                       "they are left out, never read as data")
+    table, checks = reconcile(results, table)
+    absent = [c.run_dir.name for c in checks if c.source == "run" and not c.in_table]
+    differ = [c.run_dir.name for c in checks if c.source == "run" and c.in_table]
+    if absent and read is not None and not read.broken:  # runs copied in, or a table not yet rebuilt: no damage
+        warn(f"warning: {path} lacks rows of {len(absent)} finished run(s) in {results / 'runs'} (e.g. {absent[0]}); "
+             "the report uses the runs' own copies; re-run the same python -m bench.run command to rewrite the table")
+    if differ:
+        damage.add(path, f"holds rows of {len(differ)} finished run(s) that differ from their intact copies (e.g. "
+                   f"{differ[0]})", "the report uses the runs' own copies; re-run the same python -m bench.run command "
+                   "to rewrite the table")
+    for check in checks:
+        for file, what, action in check.damage:
+            damage.add(file, what, READ_ONLY_ACTION[action])
     for col in COLUMNS:
         if col not in table.columns:
             table[col] = pd.NA
@@ -101,6 +127,14 @@ def load_table(results: Path) -> pd.DataFrame:
     table["latent_dim"] = pd.to_numeric(table["latent_dim"], errors="coerce")
     table["note"] = table["note"].fillna("").astype(str)
     return table
+
+
+# What the report does about a damaged copy of a finished run's rows (it writes nothing there).
+READ_ONLY_ACTION = {
+    "done": "its rows are checked without a checksum",
+    "table": "the report uses the table's intact rows; python -m bench.run rewrites the run's copy from them",
+    "lost": "its rows are left out of the report; python -m bench.run runs it again",
+}
 
 
 def sweep_columns(table: pd.DataFrame) -> list[str]:
@@ -117,11 +151,8 @@ def run_frame(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    try:
-        out = json.loads(path.read_text())
-        return out if isinstance(out, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    """A run's ``config.json`` (:func:`bench.rundir.read_config`: ``{}`` when absent or damaged)."""
+    return read_config(path.parent)
 
 
 def real_eval_hash(config: dict[str, Any]) -> str | None:

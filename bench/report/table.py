@@ -21,6 +21,8 @@ from bench.registry import MODELS
 from bench.report.markdown import and_list, eps_label, fmt_mean_std, fmt_num, list_text, md_table
 from bench.report.paper import PAPER
 from bench.report.selection import FIG7_MODEL, REAL, TABLE1_LATENT, Selection, label, run_frame
+from bench.results import DamageLog
+from bench.rundir import read_train_log
 
 TABLE1_METRICS = ("sharpness", "fd_lenet", "precision", "recall", "recon_mse", "bits_per_dim", "probe_accuracy",
                   "artefact_corner")
@@ -84,14 +86,13 @@ class Table1:
     others: list[list[str]] = field(default_factory=list)  # markdown rows of other_configurations
 
 
-def run_logs(results: Path, runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """run_id -> its train_log.csv (unreadable or absent logs are left out)."""
+def run_logs(results: Path, runs: pd.DataFrame, damage: DamageLog | None = None) -> dict[str, pd.DataFrame]:
+    """run_id -> its train_log.csv (absent logs are left out; damaged ones too, named in ``damage``)."""
     out = {}
     for rid in runs["run_id"]:
-        try:
-            out[rid] = pd.read_csv(results / "runs" / rid / "train_log.csv")
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError):
-            continue
+        log = read_train_log(results / "runs" / rid, damage)
+        if log is not None:
+            out[rid] = log
     return out
 
 
