@@ -11,8 +11,11 @@ import pytest
 from bench import plots, report
 from bench.report import figures
 from bench.report.compare import build_comparison, compare_sides, spread_mark, table1_side
+from bench.report.selection import table1_models  # noqa: E402
 from bench.results import local_dir, reference_dir
 from tests.test_report import make_synthetic
+
+SAMPLES_PNG = f"samples_{'_'.join(table1_models())}.png"  # every registered model's samples
 
 REF = [1.0, 1.2, 0.8, 1.1, 0.9]  # mean 1.0, sample sd 0.158: within is [0.684, 1.316]
 
@@ -125,7 +128,7 @@ def test_figure_titles_name_preset_epochs_and_seeds(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "_save", record)
     monkeypatch.setattr(plots, "umap_embedding", lambda z, y, n, seed: (z[:n, :2], y[:n]))  # no UMAP: fast
     assert report.main(["--results", str(out)]) == 0
-    for name in ("table1_sharpness.png", "samples_vae_wae_pie.png", "training_curves.png", "convergence.png"):
+    for name in ("table1_sharpness.png", SAMPLES_PNG, "training_curves.png", "convergence.png"):
         assert "preset synthetic, 12 epochs, seeds 0–2" in titles[name], name
     assert "preset synthetic, 12 epochs, seeds 0, 1" in titles["fig7_overview.png"]
     assert "preset synthetic, 12 epochs, seed 0" in titles["fig7_eps2-0.1_b_samples_t1.png"]
