@@ -85,7 +85,7 @@ class PIEConfig:
     # Coupling scales are s = exp(c tanh(a / c)) with c = scale_clamp, so s in (e^-c, e^c).
     scale_clamp: float = setting(2.0, gt=0)
     # "affine": Eq. 18 (the paper). "additive": s ≡ 1, volume-preserving (ablation): the flow
-    # cannot shrink the residuals for free before a split (README, "Does eps² matter?").
+    # cannot shrink the residuals for free before a split (docs/results.md, "Does eps² matter?").
     coupling: Literal["affine", "additive"] = setting("affine")
     # Adam's beta1 for this model; None uses train.beta1 (the shared WAE recipe, 0.5).
     # Read by the training harness, not by the model; flows usually train with 0.9.
@@ -415,7 +415,7 @@ class PIE(GenerativeEncoder):
         - ``recon_mse_rg``: per-pixel squared error of decoding with r_l = g_l(z_l) at every
           level, i.e. of :meth:`reconstruct` — what the residual constraint buys in pixels.
 
-        Reference: Eq. 17 and 20 of the PIE paper; README "Does eps² matter?".
+        Reference: Eq. 17 and 20 of the PIE paper; docs/results.md "Does eps² matter?".
         """
         self._check_images(x)
         h, _ = self.input_transform(x)

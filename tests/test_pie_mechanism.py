@@ -1,4 +1,4 @@
-"""Why eps² barely matters to an affine PIE, checked numerically (README "Does eps² matter?").
+"""Why eps² barely matters to an affine PIE, checked numerically (docs/results.md "Does eps² matter?").
 
 For a residual r of spread σ that a coupling scales by s before the split, the split term
 plus the log-det of that scaling is -s²σ²/(2 eps²) - ½ log(2π eps²) + log s; at its best

@@ -216,7 +216,7 @@ def _fig7_selection(out: Path):
 
 
 def test_figure7_ignores_ablations_of_the_mechanism_sweep_in_the_same_directory(tmp_path):
-    """README "Does eps² matter?" runs PIE at latent 10 swept over eps² *and* other settings into one
+    """docs/results.md "Does eps² matter?" runs PIE at latent 10 swept over eps² *and* other settings into one
     directory. Fig. 7 varies eps² alone: the runs at the preset's other settings are drawn, not the
     newer additive-coupling or full-Householder ones; without a plain run at an eps², the ablation
     run whose settings are the preset's (coupling=affine) is drawn."""
