@@ -37,8 +37,7 @@ from torch import nn
 
 from baselines.nets import ConvDecoder, ConvEncoder
 from models.contract import GenerativeEncoder
-from models.flows import Bijector, Shape
-from models.pie import LogitTransform
+from models.flows import Bijector, LogitTransform, Shape
 from models.settings import setting
 
 IMAGE_SHAPE: Shape = (1, 28, 28)  # the DCGAN nets' fixed input/output (MNIST, Fashion-MNIST)
