@@ -67,6 +67,11 @@ class VAE(GenerativeEncoder):
         return (f"importance-weighted lower bound (IWAE) with K = iw_samples samples from q(z|x) "
                 f"(iw_samples={self.cfg.iw_samples}{per_pixel})")
 
+    @classmethod
+    def log_prob_passes(cls, cfg: VAEConfig) -> int:
+        """K = iw_samples decoder passes per image (the IWAE estimate); none with a Bernoulli decoder."""
+        return cfg.iw_samples if cfg.likelihood == "gaussian" else 0
+
     def _posterior(self, x):
         mu, logvar = self.encoder(x).chunk(2, dim=1)
         return mu, logvar.clamp(-20, 10)

@@ -77,6 +77,12 @@ class GenerativeEncoder(nn.Module):
         """
         return {}
 
+    @classmethod
+    def log_prob_passes(cls, cfg) -> int:
+        """Model passes per image of one :meth:`log_prob` call under config ``cfg`` (the harness's cost
+        estimates): 1 for a density model, 0 without one; more for a sampled estimate."""
+        return 1 if cls.has_density else 0
+
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Log-density of dequantised images in nats per image, ``[B]``.
 

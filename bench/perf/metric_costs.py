@@ -102,10 +102,10 @@ def _model_metric_costs(model: nn.Module, name: str, cfg: Config, data: ImageDat
             lp_batch = min(cfg.eval.log_prob_batch_size, eb)
             t, lp = timed(lambda: batched(model.log_prob, x_test[:k], lp_batch), device)
             M.bits_per_dim(lp, x_test[0].numel())
-            iw = getattr(cfg.models[name], "iw_samples", None)
+            passes = type(model).log_prob_passes(cfg.models[name])
             rows.append(Row(**base, metric="bits_per_dim_seconds", value=t * target / k, unit="s", batch=lp_batch,
                             note=f"log_prob + bits_per_dim on {k} test images, scaled x{target / k:g} to {target}"
-                            + (f"; iw_samples={iw}" if iw else "")))
+                            + (f"; {passes} model passes per image" if passes > 1 else "")))
             subset_n = cfg.eval.bpd_subset or data.test_images.shape[0]
             rows.append(Row(**base, metric="bits_per_dim_eval_seconds", value=t * subset_n / k, unit="s",
                             batch=lp_batch, note=f"the same for the {subset_n} images the evaluation scores "
