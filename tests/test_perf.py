@@ -233,7 +233,7 @@ def test_step_probe_counts_only_the_time_between_a_phase_start_and_end(monkeypat
 def test_torchvision_mnist_root_is_readable_offline(tmp_path):
     import torchvision
 
-    root = perf.torchvision_mnist_root(None, tmp_path)
+    root = perf.torchvision_root(None, tmp_path)
     ds = torchvision.datasets.MNIST(str(root), train=True, download=False)
     assert len(ds) == 60000
 
@@ -377,3 +377,20 @@ def test_a_fourth_registered_model_joins_the_run_all_projection(linear_ae, tmp_p
     names = [m for m in MODELS if m != linear_ae]
     assert "run_all_seconds_estimate" not in {r.metric for r in target_rows(without, cfg, names, n_train,
                                                                            tmp_path / "none.csv")}
+
+
+@pytest.mark.fashion_mnist
+def test_the_data_section_runs_on_fashion_mnist(tmp_path):
+    """bench.perf reads the dataset the presets name (``--dataset``): its loader and the torchvision
+    baseline (``FashionMNIST``) both read the Fashion-MNIST files."""
+    frame = perf.run(["--quick", "--device", "cpu", "--sections", "data", "--dataset", "fashion-mnist",
+                      "--out", str(tmp_path / "perf.csv")], log=lambda *a: None)
+    rows = frame.set_index("metric")
+    assert rows.loc["data_path_ratio", "value"] > 0
+    assert "torchvision FashionMNIST" in rows.loc["dataloader_batches_per_s", "note"]
+
+
+def test_an_unknown_dataset_is_one_line_and_exit_2(capsys, tmp_path):
+    assert perf.main(["--quick", "--sections", "data", "--dataset", "cifar", "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "fashion-mnist" in err[0]
