@@ -120,7 +120,7 @@ def _read_idx(path: Path, header: int, shape: tuple[int, ...]) -> np.ndarray:
 
 @dataclass
 class ImageData:
-    """A dataset held in memory as uint8 tensors on one device. Images ``[N, 1, 28, 28]``."""
+    """A dataset held in memory as uint8 tensors on one device. Images ``[N, C, H, W]`` (``spec.image_shape``)."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor

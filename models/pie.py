@@ -33,7 +33,7 @@ from models.flows import (
     conv_net,
     mlp,
 )
-from models.settings import setting
+from models.settings import image_shape_setting, setting
 
 
 @dataclass
@@ -59,8 +59,8 @@ class PIEConfig:
     learned_g: bool = setting(True)
     # How the harness maps 8-bit pixels to inputs; dequantised for a proper density.
     preprocessing: Literal["unit", "dequantize"] = setting("dequantize")
-    # Per-sample image shape [C, H, W] (MNIST: [1, 28, 28]).
-    image_shape: list[int] = setting(default_factory=lambda: [1, 28, 28], ge=1, le=4096, length=(3, 3))
+    # Per-sample image shape [C, H, W]: the harness sets the dataset's (bench.datasets).
+    image_shape: list[int] = image_shape_setting()
     # Map from [0, 1] pixels to the flow's input, see the class docstring.
     input_transform: Literal["logit", "center"] = setting("logit")
     # alpha of the logit transform logit(alpha + (1 - 2 alpha) x), in (0, 0.5).

@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from models.contract import GenerativeEncoder
-from models.settings import setting
+from models.settings import image_shape_setting, setting
 
 
 @dataclass
 class LinearAutoencoderConfig:
     latent_dim: int = setting(4, ge=1, le=784)
+    image_shape: list[int] = image_shape_setting()  # the harness sets the dataset's
 
 
 class LinearAutoencoder(GenerativeEncoder):
@@ -23,7 +24,7 @@ class LinearAutoencoder(GenerativeEncoder):
     def __init__(self, cfg: LinearAutoencoderConfig):
         super().__init__()
         self.latent_dim = cfg.latent_dim
-        self.image_shape = (1, 28, 28)
+        self.image_shape = tuple(cfg.image_shape)
         self.enc = nn.Linear(math.prod(self.image_shape), cfg.latent_dim)
         self.dec = nn.Linear(cfg.latent_dim, math.prod(self.image_shape))
 

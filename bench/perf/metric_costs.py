@@ -29,7 +29,7 @@ def feature_extractor(device: torch.device, batch: int) -> tuple[Callable[[torch
     through ``FeatureExtractor.features`` (the evaluation's code path) without training it.
     """
     mnist = DATASETS["mnist"]  # the cost does not depend on the dataset
-    net = LeNet(mnist.mean, mnist.std, mnist.n_classes).to(device).eval()
+    net = LeNet(mnist.mean, mnist.std, mnist.n_classes, mnist.image_shape).to(device).eval()
     extractor = FeatureExtractor(net=net, weights_hash="untrained", cache_key="perf", test_accuracy=math.nan,
                                  n_test=0, train_seconds=0.0)
     return (lambda x: extractor.features(x, batch)), "bench.classifier FeatureExtractor.features, untrained LeNet"
