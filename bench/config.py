@@ -324,10 +324,25 @@ def config_from_dict(raw: dict[str, Any], preset: str = "custom") -> Config:
         valid = ", ".join([*SECTION_TYPES, *MODELS])
         raise UserError(f"unknown config section '{sorted(map(str, unknown))[0]}' (valid sections: {valid})")
     sections = {k: _build_section(k, cls, raw.get(k)) for k, cls in SECTION_TYPES.items()}
-    models = {name: _build_section(name, entry.config_cls, raw.get(name)) for name, entry in MODELS.items()}
+    models = {name: _with_image_shape(name, _build_section(name, entry.config_cls, raw.get(name)), raw.get(name),
+                                      sections["data"]) for name, entry in MODELS.items()}
     cfg = Config(**sections, models=models, preset=preset)
     check_ranges(cfg)
     return cfg
+
+
+def _with_image_shape(name: str, section: Any, raw: Any, data: DataConfig) -> Any:
+    """Model section ``name`` with its ``image_shape`` field (if it has one) set to the dataset's
+    (``bench.datasets``): the data decide the images' shape; ``raw`` (the section as written) may
+    repeat it, as a ``config.json`` does, but not say another."""
+    spec = DATASETS.get(data.dataset)  # an unknown dataset is refused by check_ranges
+    if spec is None or not any(f.name == "image_shape" for f in dataclasses.fields(section)):
+        return section
+    shape = list(spec.image_shape)
+    if isinstance(raw, dict) and "image_shape" in raw and section.image_shape != shape:
+        raise UserError(f"config key '{name}.image_shape' is set by data.dataset ({data.dataset}: {shape}), "
+                        f"got {section.image_shape}; leave it out")
+    return dataclasses.replace(section, image_shape=shape)
 
 
 def check_ranges(cfg: Config) -> None:

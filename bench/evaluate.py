@@ -23,7 +23,7 @@ import torch
 from bench import metrics as M
 from bench.classifier import FeatureExtractor, get_classifier, torch_threads
 from bench.config import EvalConfig
-from bench.data import MNISTData, preprocess
+from bench.data import ImageData, preprocess
 from models.contract import GenerativeEncoder
 
 KID_SEED = 0  # subsets of KID are drawn with this fixed seed, whatever the run seed
@@ -93,12 +93,12 @@ def _unit(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 255.0
 
 
-def _n_test(data: MNISTData, cfg: EvalConfig) -> int:
+def _n_test(data: ImageData, cfg: EvalConfig) -> int:
     n = data.test_images.shape[0]
     return min(cfg.test_subset, n) if cfg.test_subset > 0 else n
 
 
-def test_inputs(model, data: MNISTData, cfg: EvalConfig, seed: int, dtype=torch.float32):
+def test_inputs(model, data: ImageData, cfg: EvalConfig, seed: int, dtype=torch.float32):
     """Test images as the model sees them (fixed dequantisation noise), and their labels."""
     n = _n_test(data, cfg)
     images, labels = data.test_images[:n], data.test_labels[:n]
@@ -133,7 +133,7 @@ def one_cpu_thread(device: torch.device):
         yield
 
 
-def real_stats(data: MNISTData, cfg: EvalConfig, extractor: FeatureExtractor) -> RealStats:
+def real_stats(data: ImageData, cfg: EvalConfig, extractor: FeatureExtractor) -> RealStats:
     """Real test-image statistics, computed once per process for each (data, extractor, subset)."""
     n = _n_test(data, cfg)
     key = (data.checksum, extractor.cache_key, extractor.weights_hash, n, str(data.test_images.device))
@@ -209,7 +209,7 @@ def log_prob_note(model: GenerativeEncoder) -> str:
     return f"{model.log_prob_estimator} [log_prob of {type(model).__name__}]"
 
 
-def bits_per_dim_row(model, data: MNISTData, cfg: EvalConfig, seed: int, x: torch.Tensor) -> MetricRow:
+def bits_per_dim_row(model, data: ImageData, cfg: EvalConfig, seed: int, x: torch.Tensor) -> MetricRow:
     """bits/dim on the first ``bpd_subset`` dequantised test images, or NaN without a density."""
     if not model.has_density:
         return MetricRow("test", M.BITS_PER_DIM, float("nan"), "not applicable: model defines no density")
@@ -261,7 +261,7 @@ def _check(cfg: EvalConfig) -> None:
 
 @blas_threads_like_torch
 @torch.inference_mode()
-def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int, timings: dict[str, float] | None = None):
+def evaluate_model(model, data: ImageData, cfg: EvalConfig, seed: int, timings: dict[str, float] | None = None):
     """All metrics of one trained model. Returns (rows, artefacts dict of numpy arrays).
 
     ``timings``, if given, receives the seconds of each phase (:func:`phase`): the model's calls,

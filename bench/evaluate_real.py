@@ -11,13 +11,13 @@ import torch
 from bench import metrics as M
 from bench.classifier import get_classifier
 from bench.config import EvalConfig
-from bench.data import MNISTData
+from bench.data import ImageData
 from bench.evaluate import MetricRow, _check, _n_test, _unit, blas_threads_like_torch, feature_rows, real_stats
 
 
 @blas_threads_like_torch
 @torch.inference_mode()
-def evaluate_real(data: MNISTData, cfg: EvalConfig) -> list[MetricRow]:
+def evaluate_real(data: ImageData, cfg: EvalConfig) -> list[MetricRow]:
     """The same sample metrics on real test images (the "True" row of Table 1).
 
     For the feature metrics the held-out validation images stand in for generated
@@ -50,7 +50,7 @@ def evaluate_real(data: MNISTData, cfg: EvalConfig) -> list[MetricRow]:
     return rows
 
 
-def reference_reconstruction_rows(data: MNISTData, cfg: EvalConfig) -> list[MetricRow]:
+def reference_reconstruction_rows(data: ImageData, cfg: EvalConfig) -> list[MetricRow]:
     """recon_mse of two code-free "reconstructions" of the test images, the floor a model
     with a code must beat: the mean training image, and the mean training image of the
     test image's class (what a code holding only the digit label could give)."""

@@ -13,7 +13,7 @@ import torch
 from bench import evaluate as E
 from bench.classifier import get_classifier
 from bench.config import Config, load_config
-from bench.data import ImageData, load_mnist
+from bench.data import ImageData, load_data
 from bench.perf.common import SMOKE_CONFIG, TARGET_EVAL_FRACTION, Row, subset, temp_env, width_label
 from bench.perf.timing import timed
 from bench.results import TABLE
@@ -42,7 +42,7 @@ def bench_eval_share(names: list[str], cfg: Config, data: ImageData, device: tor
                                       eval=dataclasses.replace(cfg.eval, classifier_epochs=1))
             stack.enter_context(temp_env("PIE_BENCH_CACHE", tmp))
         elif cfg.data.val_size != data.val_images.shape[0]:
-            data = load_mnist(data_root, cfg.data.val_size, cfg.data.val_seed, device)
+            data = load_data(data_root, cfg.data.val_size, cfg.data.val_seed, device, data.dataset)
         base = {"section": "evalshare", "model": "-", "preset": cfg.preset, "width": "-"}
         rows: list[Row] = []
         t_clf, extractor = timed(lambda: get_classifier(data, cfg.eval.classifier_epochs,
