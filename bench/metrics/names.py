@@ -29,6 +29,7 @@ CONFIDENCE_METRICS_T05 = tuple(f"{m}_t05" for m in CONFIDENCE_METRICS)
 N_SAMPLES = "n_samples"  # bookkeeping rows: how many images each metric saw
 N_TEST = "n_test"
 N_BPD = "n_bpd"
+DIAG_PREFIX = "diag_"  # a model's own diagnostics (models/contract.py), one row per name
 
 SAMPLE_METRICS = (SHARPNESS, SHARPNESS_STD, SHARPNESS_T05, SHARPNESS_GAP, ARTEFACT_CORNER, FD_LENET, KID_LENET,
                   PRECISION, RECALL, *CONFIDENCE_METRICS, *FEATURE_METRICS_T05, *CONFIDENCE_METRICS_T05)
