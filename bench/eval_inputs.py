@@ -121,6 +121,10 @@ def one_cpu_thread(device: torch.device):
         yield
 
 
+# Computed at one CPU thread (one_cpu_thread): the LeNet features and what is derived from them.
+ONE_THREAD = {"features", "feature_stats", "precision_recall", "confidence"}
+
+
 class Evaluation:
     """One evaluation's inputs, each computed once on first use (:data:`INPUTS`), and its facts;
     ``evaluator`` (a :class:`bench.evaluate.Evaluator`) gives the classifier and the real statistics.
@@ -134,6 +138,7 @@ class Evaluation:
             evaluator, data, cfg, model, seed, timings)
         self.device = device if device is not None else next(model.parameters()).device
         self.values: dict[Any, Any] = {}
+        self.one_thread = True  # the feature metrics at one CPU thread (one_cpu_thread)
         self.set_names = {"t1": "generated", "t2": f"generated at T = {cfg.second_temperature_std():.4g}",
                           "val": "validation"}
 
@@ -144,6 +149,11 @@ class Evaluation:
                 raise KeyError(f"no evaluation input {name!r} (bench.evaluate.INPUTS)")
             self.values[key] = INPUTS[name](self, at)
         return self.values[key]
+
+    def threads(self, names=("features",)):
+        """one_cpu_thread when any of ``names`` is computed from the LeNet features (ONE_THREAD)."""
+        one = self.one_thread and ONE_THREAD.intersection(names)
+        return one_cpu_thread(self.device) if one else contextlib.nullcontext()
 
     def timed(self, name: str):
         return phase(self.timings, name, self.device)
@@ -162,15 +172,18 @@ class Evaluation:
                 "recipe": T.RECIPE, "raw": T.RAW, "set_name": self.set_names.get(at, at),
                 "n_set": len(samples) if samples is not None else 0, "n_real": len(real.feats)}
 
+    def value(self, metric: T.Metric, at: str | None = None) -> tuple[Any, dict[str, Any]]:
+        """The value of one table entry and its extra note fields (``at`` overrides the entry's set)."""
+        at = at or metric.at
+        with self.threads(metric.needs):
+            args = {k: self.get(k, at) for k in metric.needs}
+            with self.timed(metric.phase or f"metric: {metric.name}"):
+                return T.split_value(metric.fn(**args))
+
     def row(self, metric: T.Metric, at: str | None = None) -> list[MetricRow]:
         """The rows of one table entry (``at`` overrides the entry's set of samples)."""
         at = at or metric.at
-        with contextlib.ExitStack() as stack:
-            if ONE_THREAD.intersection(metric.needs):
-                stack.enter_context(one_cpu_thread(self.device))
-            args = {k: self.get(k, at) for k in metric.needs}
-            with self.timed(metric.phase or f"metric: {metric.name}"):
-                value, fields = T.split_value(metric.fn(**args))
+        value, fields = self.value(metric, at)
         note = T.note(metric, self.facts(at), fields)
         if metric.expands:
             return [MetricRow("test", metric.name + str(k), v, note) for k, v in value.items()]
@@ -226,14 +239,14 @@ def _samples(ev: Evaluation, at: str):
 
 def _features(ev: Evaluation, at: str):
     samples = ev.get("samples", at)
-    with one_cpu_thread(ev.device), ev.timed("metric: LeNet features"):
+    with ev.threads(), ev.timed("metric: LeNet features"):
         return ev.get("extractor").features(samples, ev.cfg.batch_size)
 
 
 def _per_set(fn, phase_name: str, *needs: str):
     def produce(ev: Evaluation, at: str):
         args = [ev.get(k, at) for k in needs]
-        with one_cpu_thread(ev.device), ev.timed(phase_name):
+        with ev.threads(), ev.timed(phase_name):
             return fn(ev, *args)
     return produce
 
@@ -295,8 +308,6 @@ INPUTS: dict[str, Callable[[Evaluation, str], Any]] = {
     "n_bpd": lambda ev, at: _n_bpd(ev.cfg, len(ev.get("x"))),
 }
 PER_SET = {"samples", "features", "sharpness_stats", "feature_stats", "precision_recall", "confidence"}
-# Computed at one CPU thread (one_cpu_thread): the LeNet features and what is derived from them.
-ONE_THREAD = {"features", "feature_stats", "precision_recall", "confidence"}
 # Inputs that call the model, in the order of the calls: the model may draw from the global RNG.
 MODEL_CALLS = ("test", "extractor", "real", "codes", "recon", "train_codes", ("samples", "t1"), ("samples", "t2"),
                "log_prob", "diagnostics")

@@ -61,10 +61,13 @@ class Metric:
     table1: int | None = None
     real: bool = False  # also measured on the validation images (the real-data row's noise floor)
     expands: bool = False
+    tracked: int | None = None  # rank among the learning curves (bench.tracking); None: not tracked
+    judged: bool = False  # judged by the convergence rule (bench.convergence); needs ``tracked``
 
     def at_t2(self) -> Metric:
         """The same metric of the samples at the second temperature (Fig. 7c: "more accurate"?)."""
-        return dataclasses.replace(self, name=self.name + T2_SUFFIX, at="t2", table1=None, real=False)
+        return dataclasses.replace(self, name=self.name + T2_SUFFIX, at="t2", table1=None, real=False, tracked=None,
+                                   judged=False)
 
 
 def _kid(features, real, cfg):
@@ -80,13 +83,14 @@ def _bits_per_dim(log_prob):
 
 
 SHARPNESS = Metric(N.SHARPNESS, ("sharpness_stats",), lambda sharpness_stats: sharpness_stats[0],
-                   "{n} samples at T = 1; {recipe}", "metric: Laplacian (sharpness, corner artefact)", table1=0)
+                   "{n} samples at T = 1; {recipe}", "metric: Laplacian (sharpness, corner artefact)", table1=0,
+                   tracked=0, judged=True)
 # The sample metrics in LeNet feature space, at T = 1 and again at the second temperature.
 FEATURE_METRICS = (
     Metric(N.FD_LENET, ("feature_stats", "real"),
            lambda feature_stats, real: frechet_distance_from_stats(*feature_stats, real.mu, real.sigma),
            COUNTS + "; Fréchet distance of LeNet penultimate features", "metric: Fréchet distance", table1=2,
-           real=True),
+           real=True, tracked=1, judged=True),
     Metric(N.KID_LENET, ("features", "real", "cfg"), _kid,
            COUNTS + "; unbiased MMD² cubic kernel, mean of {cfg.kid_subsets} subsets of {size} (std {kid_std:.3g})",
            "metric: KID", real=True),
@@ -113,9 +117,10 @@ METRICS: list[Metric] = [
            SHARPNESS.phase),
     Metric(N.ARTEFACT_CORNER, ("samples",), lambda samples: corner_artefact(samples),
            "{n} samples at T = 1; mean squared Laplacian in the four {corner}x{corner} corners", SHARPNESS.phase,
-           table1=8),
+           table1=8, tracked=3),  # tracked, not judged: near 0 for a clean model, a relative change means nothing
     Metric(N.RECON_MSE, ("recon_errors",), lambda recon_errors: recon_errors[0],
-           "per pixel, {n_test} test images ({preprocessing} inputs)", "metric: reconstruction error", table1=5),
+           "per pixel, {n_test} test images ({preprocessing} inputs)", "metric: reconstruction error", table1=5,
+           tracked=2, judged=True),
     Metric(N.RECON_SSE, ("recon_errors",), lambda recon_errors: recon_errors[1],
            "per image, {n_test} test images ({preprocessing} inputs)", "metric: reconstruction error"),
     Metric(N.BITS_PER_DIM, ("log_prob",), _bits_per_dim,
@@ -158,6 +163,16 @@ def table1_metrics() -> tuple[str, ...]:
     """Table 1's metric columns in order (sharpness first: the paper's column)."""
     ranked = sorted((m for m in METRICS if m.table1 is not None), key=lambda m: m.table1)
     return tuple(m.name for m in ranked)
+
+
+def tracked_metrics() -> tuple[Metric, ...]:
+    """The learning curves (bench.tracking) in order."""
+    return tuple(sorted((m for m in METRICS if m.tracked is not None), key=lambda m: m.tracked))
+
+
+def judged_metrics() -> tuple[str, ...]:
+    """The metrics the convergence rule judges (bench.convergence), in the curves' order."""
+    return tuple(m.name for m in tracked_metrics() if m.judged)
 
 
 def find(name: str) -> Metric:
