@@ -133,12 +133,13 @@ class Evaluation:
     """
 
     def __init__(self, evaluator, data: ImageData, cfg: EvalConfig, model=None, seed: int = 0,
-                 timings: dict[str, float] | None = None, device: torch.device | None = None):
+                 timings: dict[str, float] | None = None, device: torch.device | None = None,
+                 one_thread: bool = True):
         self.evaluator, self.data, self.cfg, self.model, self.seed, self.timings = (
             evaluator, data, cfg, model, seed, timings)
         self.device = device if device is not None else next(model.parameters()).device
         self.values: dict[Any, Any] = {}
-        self.one_thread = True  # the feature metrics at one CPU thread (one_cpu_thread)
+        self.one_thread = one_thread  # the feature metrics at one CPU thread (one_cpu_thread)
         self.set_names = {"t1": "generated", "t2": f"generated at T = {cfg.second_temperature_std():.4g}",
                           "val": "validation"}
 
@@ -146,7 +147,7 @@ class Evaluation:
         key = (name, at) if name in PER_SET else name
         if key not in self.values:
             if name not in INPUTS:
-                raise KeyError(f"no evaluation input {name!r} (bench.evaluate.INPUTS)")
+                raise KeyError(f"no evaluation input {name!r} (bench.eval_inputs.INPUTS)")
             self.values[key] = INPUTS[name](self, at)
         return self.values[key]
 

@@ -26,7 +26,7 @@ import torch
 
 from bench.config import Config
 from bench.data import ImageData, preprocess
-from bench.evaluate import DEFAULT, Evaluation, batched, generate
+from bench.evaluate import DEFAULT, Evaluation, Evaluator, batched, generate
 from bench.metrics import names as N
 from bench.metrics.table import Metric, tracked_metrics
 
@@ -48,8 +48,9 @@ def column(metric: str) -> str:
 class Tracker:
     """``on_epoch_end`` callback for :func:`bench.train.train_model`; see the module docstring."""
 
-    def __init__(self, data: ImageData, config: Config, seed: int):
+    def __init__(self, data: ImageData, config: Config, seed: int, evaluator: Evaluator | None = None):
         self.data, self.cfg, self.seed = data, config.eval, seed
+        self.evaluator = evaluator or DEFAULT  # the classifier and the real statistics
         self.every = config.eval.track_every
         # The last epoch of a fixed-length run, and the cap of one trained until converged.
         self.last_epochs = {config.train.epochs, config.train.max_epochs if config.train.until_converged else 0}
@@ -63,9 +64,7 @@ class Tracker:
 
     def _evaluation(self, model, device: torch.device) -> Evaluation:
         # The curves keep the process's threads (no one_cpu_thread): those of earlier runs did.
-        ev = Evaluation(DEFAULT, self.data, self.cfg, model, self.seed, device=device)
-        ev.one_thread = False
-        return ev
+        return Evaluation(self.evaluator, self.data, self.cfg, model, self.seed, device=device, one_thread=False)
 
     def _real_values(self, ev: Evaluation, metrics: list[Metric]) -> dict[str, float]:
         """The real data's values at the tracked sample size (once per tracker)."""
@@ -120,6 +119,6 @@ class Tracker:
         return out
 
 
-def make_tracker(data: ImageData, config: Config, seed: int) -> Tracker | None:
+def make_tracker(data: ImageData, config: Config, seed: int, evaluator: Evaluator | None = None) -> Tracker | None:
     """The callback for a run, or None when tracking is off (``eval.track_every`` = 0)."""
-    return Tracker(data, config, seed) if config.eval.track_every > 0 else None
+    return Tracker(data, config, seed, evaluator) if config.eval.track_every > 0 else None
