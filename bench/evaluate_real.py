@@ -9,24 +9,24 @@ from __future__ import annotations
 import torch
 
 from bench import metrics as M
-from bench.classifier import get_classifier
 from bench.config import EvalConfig
 from bench.data import ImageData
-from bench.evaluate import MetricRow, _check, _n_test, _unit, blas_threads_like_torch, feature_rows, real_stats
+from bench.evaluate import DEFAULT, Evaluator, MetricRow, _check, _n_test, _unit, blas_threads_like_torch
 
 
 @blas_threads_like_torch
 @torch.inference_mode()
-def evaluate_real(data: ImageData, cfg: EvalConfig) -> list[MetricRow]:
+def evaluate_real(data: ImageData, cfg: EvalConfig, evaluator: Evaluator | None = None) -> list[MetricRow]:
     """The same sample metrics on real test images (the "True" row of Table 1).
 
     For the feature metrics the held-out validation images stand in for generated
     samples, so these rows are the noise floor of fd_lenet, kid_lenet, precision and
-    recall (two independent sets of real digits).
+    recall (two independent sets of real digits): the metric table's ``real`` entries.
     """
     _check(cfg)
-    extractor = get_classifier(data, cfg.classifier_epochs, batch_size=cfg.batch_size)
-    real = real_stats(data, cfg, extractor)
+    evaluator = evaluator or DEFAULT
+    extractor = evaluator.classifier(data, cfg)
+    real = evaluator.real_stats(data, cfg, extractor)
     n_test = len(real.feats)
     val = _unit(data.val_images[:cfg.n_samples])
     recipe = "4-neighbour Laplacian, valid, variance per image, pixels k/255"
@@ -40,7 +40,7 @@ def evaluate_real(data: ImageData, cfg: EvalConfig) -> list[MetricRow]:
     ]
     if len(val) > cfg.pr_k:
         floor = [MetricRow(r.split, r.metric, r.value, f"noise floor: held-out validation images as samples; {r.note}")
-                 for r in feature_rows(val, "validation", real, extractor, cfg)]
+                 for r in evaluator.sample_rows(val, data, cfg)]
         rows += floor
     rows += reference_reconstruction_rows(data, cfg)
     rows += [

@@ -55,6 +55,7 @@ from bench.data import load_data
 from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.executors import EXECUTORS
+from bench.metrics import names as N
 from bench.registry import MODELS, build_model, check_model_names
 from bench.results import DONE, RUNS, TABLE, DamageLog, local_dir, read_table, remove_stale_temps, sync_table
 from bench.rundir import check_run_dirs
@@ -201,7 +202,7 @@ def check_writable(out: Path) -> None:
 def summarize(out: Path, run_ids: list[str]) -> str:
     table = read_table(out / TABLE)
     table = table[table["run_id"].isin(run_ids) & (table["status"] == "ok")]
-    keep = ["recon_mse", "sharpness", "fd_lenet", "bits_per_dim", "probe_accuracy", "final_loss"]
+    keep = [N.RECON_MSE, N.SHARPNESS, N.FD_LENET, N.BITS_PER_DIM, N.PROBE_ACCURACY, N.FINAL_LOSS]
     table = table[table["metric"].isin(keep)]
     if table.empty:
         return "(no finished runs)"

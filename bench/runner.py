@@ -39,6 +39,7 @@ from bench.evaluate import MetricRow, evaluate_model, model_seconds
 from bench.evaluate_real import evaluate_real
 from bench.figure_data import save_figure_data
 from bench.metrics import RECON_MSE_MEAN_IMAGE
+from bench.metrics import names as N
 from bench.registry import build_model
 from bench.results import (
     DONE,
@@ -205,10 +206,11 @@ def _train_and_record(spec: RunSpec, data, run_dir: Path, log, eval_timings: dic
     result = train_model(model, train_data, train_cfg, seed=spec.seed, run_dir=run_dir,
                          config_dict=cfg_dict, progress=spec.progress, log=log,
                          on_epoch_end=make_tracker(data, spec.config, spec.seed))
-    rows = [MetricRow("train", f"final_{k}", v, "mean over the last epoch") for k, v in result.final_parts.items()]
-    rows.append(MetricRow("val", "loss", result.val_loss, "held-out validation images"))
+    rows = [MetricRow("train", N.FINAL_PREFIX + k, v, "mean over the last epoch")
+            for k, v in result.final_parts.items()]
+    rows.append(MetricRow("val", N.VAL_LOSS, result.val_loss, "held-out validation images"))
     train_seconds, how = result.total_seconds()
-    rows.append(MetricRow("train", "train_seconds", train_seconds, how))
+    rows.append(MetricRow("train", N.TRAIN_SECONDS, train_seconds, how))
     rows += length_rows(result, train_cfg)
     save_weights(run_dir, model, spec.run_id)
     eval_rows, artefacts = evaluate_and_time(model, data, spec.config.eval, spec.seed, eval_timings)
@@ -237,7 +239,7 @@ def length_rows(result: TrainResult, cfg: TrainConfig) -> list[MetricRow]:
         note = f"not converged: {STOPPED_CAP} at epoch {n}"
     else:
         note = f"not converged: {verdict.status} at epoch {n}"
-    return [MetricRow("train", "epochs_trained", float(n), how),
+    return [MetricRow("train", N.EPOCHS_TRAINED, float(n), how),
             MetricRow("train", "converged_epoch", float("nan") if first is None else float(first), note)]
 
 
@@ -248,8 +250,8 @@ def evaluate_and_time(model, data, cfg: EvalConfig, seed: int,
     t0 = time.perf_counter()
     timings = {} if eval_timings is None else eval_timings
     rows, artefacts = evaluate_model(model, data, cfg, seed, timings=timings)
-    rows.append(MetricRow("test", "eval_seconds", time.perf_counter() - t0, "wall time of evaluation"))
-    rows.append(MetricRow("test", "eval_model_seconds", model_seconds(timings),
+    rows.append(MetricRow("test", N.EVAL_SECONDS, time.perf_counter() - t0, "wall time of evaluation"))
+    rows.append(MetricRow("test", N.EVAL_MODEL_SECONDS, model_seconds(timings),
                           "part of eval_seconds spent in the model's own calls (encode, decode, sample, log_prob), "
                           "whose counts the protocol fixes"))
     return rows, artefacts
