@@ -6,6 +6,7 @@ import pytest
 
 from bench.config import config_from_dict, load_config
 from bench.errors import UserError
+from bench.record import RunRecord
 from bench.registry import MODELS, build_model
 from tests.helpers import ROOT, SMOKE
 
@@ -30,8 +31,8 @@ def test_override_changes_field_and_hash():
     cfg = load_config(SMOKE, ["wae.mmd_weight=5", "train.epochs=2"])
     assert cfg.models["wae"].mmd_weight == 5.0 and isinstance(cfg.models["wae"].mmd_weight, float)
     assert cfg.train.epochs == 2
-    assert cfg.run_hash("wae") != base.run_hash("wae")
-    assert cfg.run_hash("vae") != base.run_hash("vae")  # train section is shared
+    for model in ("wae", "vae"):  # the train section is shared
+        assert RunRecord.of(cfg, model, 0).run_id != RunRecord.of(base, model, 0).run_id
 
 
 @pytest.mark.parametrize(
@@ -129,7 +130,10 @@ def test_every_field_of_every_section_declares_a_range(section):
     ("train.lr_factors=[0.5, 0]", r"'train.lr_factors\[1\]' must be > 0"),
     ("wae.kernel_scales=[]", "'wae.kernel_scales' must hold at least 1 item"),
     ("pie.image_shape=[1, 28]", "'pie.image_shape' must hold exactly 3 item"),
-    ("pie.beta1=1.0", "'pie.beta1' must be >= 0 and < 1"),
+    ("train.per_model.pie.beta1=1.0", "'train.per_model.pie.beta1' must be >= 0 and < 1"),
+    ("train.per_model.pie.epochs=3", "unknown config key 'train.per_model.pie.epochs' .valid keys: lr, beta1, beta2"),
+    ("train.per_model.nosuch.lr=0.1", "'train.per_model' names unknown model 'nosuch'"),
+    ("train.per_model.pie=0.9", "'train.per_model.pie' must be a mapping"),
     ("eval.test_subset=3", "'eval.test_subset' .* must be 0 .* or exceed eval.pr_k"),
     # Settings added beside the ranges (until converged, k-NN, confidence) declare theirs too.
     ("train.max_epochs=-1", "'train.max_epochs' must be >= 0 and <= 10000, got -1"),
@@ -142,8 +146,11 @@ def test_out_of_range_settings_are_one_line_naming_the_key(override, fragment):
     assert "\n" not in str(info.value)
 
 
-def test_none_stays_allowed_where_the_type_allows_it():
-    assert load_config(SMOKE, ["pie.beta1=null"]).models["pie"].beta1 is None
+def test_per_model_optimiser_settings_reach_only_their_model():
+    cfg = load_config(SMOKE, ["train.per_model.pie.beta1=0.9", "train.per_model.pie.lr=2e-4"])
+    assert (cfg.train_for("pie").beta1, cfg.train_for("pie").lr) == (0.9, 2e-4)
+    assert (cfg.train_for("vae").beta1, cfg.train_for("vae").lr) == (cfg.train.beta1, cfg.train.lr)
+    assert cfg.run_dict("vae")["train"]["per_model"] == {}  # another model's setting is not this run's
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n# a document of comments\n"])

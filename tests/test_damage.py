@@ -176,9 +176,12 @@ def test_every_reader_of_a_malformed_config_json_reads_it_as_absent(text, pristi
     damage = DamageLog(echo=lines.append)
     assert read_config(run, damage) == {} and read_config(run, damage) == {}
     assert len(lines) == 1 and lines[0].startswith(f"warning: {run / 'config.json'} ")
+    from bench.record import RunRecord
     from bench.train import shorter_run  # the runner's reader: no candidate, no exception
 
-    assert shorter_run(tmp_path / "runs" / "vae-y-s0", {"model": "vae", "train": {"epochs": 5}}) is None
+    longer = RunRecord.from_dict({"model": "vae", "seed": 0, "train": {"epochs": 5}})
+    assert shorter_run(tmp_path / "runs" / "vae-y-s0", longer) is None
+    assert RunRecord.read(run, damage) is None and len(lines) == 1  # named once, whoever reads it
 
 
 def test_the_report_warns_whenever_the_true_row_is_missing(pristine, tmp_path, capsys):

@@ -109,13 +109,13 @@ def test_affine_flow_absorbs_eps2_and_additive_does_not():
 
 
 def test_switches_work_from_the_command_line(tmp_path):
-    """One smoke sweep over pie.coupling with pie.beta1 and full Householder maps set: the
+    """One smoke sweep over pie.coupling with PIE's beta1 and full Householder maps set: the
     runs finish, the sweep column and the diagnostics rows are written, beta1 reaches Adam."""
     out = tmp_path / "res"
     fast = ["--set", "data.train_subset=100", "--set", "eval.test_subset=100", "--set", "eval.n_samples=100",
             "--set", "eval.probe_train_size=100", "--no-progress"]
     code = run_main(["--config", SMOKE, "--models", "pie", "--seeds", "1", "--out", str(out),
-                     "--set", "pie.beta1=0.9", "--set", "pie.n_reflections=0",
+                     "--set", "train.per_model.pie.beta1=0.9", "--set", "pie.n_reflections=0",
                      "--sweep", "pie.coupling=affine,additive", *fast])
     assert code == 0
     table = pd.read_csv(out / "metrics.csv")

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.config import eval_hash
 from bench.datasets import DATASETS, DatasetSpec
 from bench.errors import UserError
+from bench.record import is_real_run_of
 from bench.registry import MODELS, display_label
 from bench.report.markdown import list_text
 from bench.report.paper import PAPER
@@ -155,15 +155,6 @@ def read_json(path: Path) -> dict[str, Any]:
     return read_config(path.parent)
 
 
-def real_eval_hash(config: dict[str, Any]) -> str | None:
-    """The hash the runner puts in the real-data run id (``real-<data>-<eval hash>``)."""
-    if not isinstance(config.get("eval"), dict):
-        return None
-    return eval_hash(config["eval"])
-
-
-
-
 # ----------------------------------------------------------------------------- selection
 
 
@@ -262,9 +253,9 @@ def select_runs(table: pd.DataFrame, configs: dict[str, dict]) -> Selection:
     real = runs[(runs["model"] == REAL) & (runs["status"] == "ok")]
     real_run = None
     if len(real):
-        wanted = [real_eval_hash(configs.get(r, {})) for m in table1.values() for r in m["run_id"]]
-        wanted = [h for h in wanted if h]
-        match = real[real["run_id"].str.split("-").str[-1].isin(wanted)] if wanted else real.iloc[0:0]
+        wanted = [configs.get(r, {}).get("eval") for m in table1.values() for r in m["run_id"]]
+        wanted = [e for e in wanted if isinstance(e, dict)]
+        match = real[real["run_id"].map(lambda r: any(is_real_run_of(r, e) for e in wanted))]
         if len(match):
             real_run = match.sort_values("started_at")["run_id"].iloc[-1]
         else:
