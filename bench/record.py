@@ -40,7 +40,9 @@ class RecordError(UserError):
 def _moved_keys(model: str) -> list[str]:
     """The per-model optimiser keys that ``model``'s own section does not declare (PIE's and
     AEF's beta1 were fields there before they moved to ``train.per_model``)."""
-    declared = {f.name for f in dataclasses.fields(MODELS[model].config_cls)} if model in MODELS else set()
+    if model not in MODELS:
+        return []
+    declared = {f.name for f in dataclasses.fields(MODELS[model].config_cls)}
     return [k for k in PER_MODEL_KEYS if k not in declared]
 
 

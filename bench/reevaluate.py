@@ -43,8 +43,10 @@ from bench.evaluate_real import evaluate_real
 from bench.figure_data import FIGURES, figure_arrays
 from bench.record import RunRecord, is_real_run_of
 from bench.registry import MODELS, build_model
-from bench.results import DONE, RUNS, TABLE, atomic_write_bytes, claim, parse_table, replace_run_rows, sync_table
+from bench.results import DONE, RUNS, TABLE, atomic_write_bytes, claim
 from bench.runner import evaluate_and_time, git_commit, save_artefacts
+from bench.sync import replace_run_rows, sync_table
+from bench.tidy import parse_table
 from bench.weights import WEIGHTS, load_weights
 
 _THREADS = re.compile(r"\((\d+) threads?\)")

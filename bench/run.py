@@ -44,10 +44,12 @@ from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.executors import EXECUTORS
 from bench.registry import MODELS, build_model, check_model_names
-from bench.results import DONE, RUNS, TABLE, DamageLog, local_dir, read_table, remove_stale_temps, sync_table
+from bench.results import DONE, RUNS, TABLE, DamageLog, local_dir, remove_stale_temps
 from bench.rundir import check_run_dirs
 from bench.runner import RunOutcome, RunSpec, mark_unfinished, record_real, recover_lost_rows
 from bench.sweep import apply_overrides, count, parse_sweeps, points, resolve, with_values
+from bench.sync import sync_table
+from bench.tidy import read_table
 from bench.train import check_checkpoints
 from bench.yamlfile import read_yaml
 

@@ -40,19 +40,9 @@ from bench.figure_data import save_figure_data
 from bench.metrics import RECON_MSE_MEAN_IMAGE
 from bench.record import RunRecord, real_run_id
 from bench.registry import build_model
-from bench.results import (
-    DONE,
-    RUNS,
-    TABLE,
-    atomic_write_bytes,
-    claim,
-    done_bytes,
-    move_aside,
-    read_table,
-    replace_run_rows,
-    warn,
-    write_csv_atomic,
-)
+from bench.results import DONE, RUNS, TABLE, atomic_write_bytes, claim, move_aside, warn, write_csv_atomic
+from bench.sync import replace_run_rows
+from bench.tidy import done_bytes, read_table
 from bench.tracking import make_tracker
 from bench.train import STOPPED_CAP, STOPPED_CONVERGED, Diverged, TrainResult, train_model
 from bench.weights import save_weights

@@ -16,7 +16,9 @@ import pandas as pd
 from bench.config import load_config
 from bench.figure_data import save_figure_data
 from bench.record import RunRecord, real_run_id
-from bench.results import RUNS, TABLE, atomic_write_bytes, done_bytes, replace_run_rows, write_csv_atomic
+from bench.results import RUNS, TABLE, atomic_write_bytes, write_csv_atomic
+from bench.sync import replace_run_rows
+from bench.tidy import done_bytes
 from tests.helpers import SMOKE
 
 METRICS = ("sharpness", "fd_lenet", "precision", "recall", "recon_mse", "bits_per_dim", "probe_accuracy",

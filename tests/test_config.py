@@ -169,3 +169,20 @@ def test_a_run_config_json_is_checked_against_the_same_ranges():
     assert "eval.pr_k" in settings_problem({**cfg, "eval": {**cfg["eval"], "pr_k": 0}})
     assert settings_problem({**cfg, "eval": [1]}) == "section 'eval' is not a mapping"
     assert settings_problem({"eval": {"a key of another version": 1}}) == ""  # not judged
+
+
+def test_a_sweep_grid_multiplies_only_the_runs_it_can_change():
+    """A key inside another model's settings (a section, or its train.per_model entry) leaves a model's runs alone."""
+    from bench.sweep import count, parse_sweeps, points, resolve, with_values
+    from bench.yamlfile import read_yaml
+
+    sweeps = parse_sweeps(["train.per_model.vae.lr=1e-3,2e-3", "pie.eps2=0.1,1", "train.lr=1e-3,1e-4,1e-3"])
+    assert [count(sweeps, m) for m in ("pie", "vae", "wae")] == [4, 4, 2]  # 1e-3 listed twice is run once
+    assert points(sweeps, "wae") == [{"train.lr": 1e-3}, {"train.lr": 1e-4}]
+    point = points(sweeps, "vae")[-1]
+    assert point == {"train.per_model.vae.lr": 2e-3, "train.lr": 1e-4}
+    cfg = config_from_dict(with_values(read_yaml(SMOKE), {**point, "pie.eps2": 1}))
+    assert resolve(cfg, "train.per_model.vae.lr") == 2e-3 and resolve(cfg, "pie.eps2") == 1.0
+    assert isinstance(resolve(cfg, "pie.eps2"), float)  # the typed value, as the sweep column shows it
+    with pytest.raises(UserError, match="--sweep key 'pie' must look like section.key"):
+        parse_sweeps(["pie=1,2"])

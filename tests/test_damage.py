@@ -25,20 +25,11 @@ from bench import report
 from bench.cli import EXIT_DAMAGED
 from bench.report import load_table
 from bench.report.selection import table1_models
-from bench.results import (
-    DamageLog,
-    atomic_write_bytes,
-    check_run,
-    done_bytes,
-    open_temp,
-    parse_table,
-    read_done,
-    remove_stale_temps,
-    rows_digest,
-    sync_table,
-)
+from bench.results import DamageLog, atomic_write_bytes, open_temp, remove_stale_temps
 from bench.run import main as run_main
 from bench.rundir import read_config, read_train_log
+from bench.sync import check_run, sync_table
+from bench.tidy import done_bytes, parse_table, read_done, rows_digest
 from tests.helpers import ROOT
 from tests.results_helpers import make_results
 

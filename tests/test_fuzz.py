@@ -33,9 +33,11 @@ from bench.figure_data import IMAGE_KEYS, arrays_problem, load_figure_data
 from bench.record import RunRecord, is_real_run_of
 from bench.report.figures import FIG7_ARRAYS, _grid_size, _second_temperature_text
 from bench.report.selection import settings_changed
-from bench.results import STATUSES, DamageLog, parse_bytes, read_done, rows_digest, sync_table
+from bench.results import STATUSES, DamageLog
 from bench.run import main as run_main
 from bench.rundir import read_config, read_train_log
+from bench.sync import sync_table
+from bench.tidy import parse_bytes, read_done, rows_digest
 from tests.helpers import ROOT, SMOKE
 from tests.results_helpers import make_results
 

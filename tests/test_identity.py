@@ -77,6 +77,9 @@ def test_another_models_per_model_setting_leaves_a_run_alone():
     cfg = C.load_config(SMOKE)
     tuned = C.load_config(SMOKE, ["train.per_model.pie.beta1=0.9"])
     assert RunRecord.of(tuned, "vae", 0).run_id == RunRecord.of(cfg, "vae", 0).run_id
+    vae = RunRecord.of(cfg, "vae", 0).to_dict()  # even where a config.json holds another model's entry
+    vae["train"] = {**vae["train"], "per_model": {"pie": {"beta1": 0.9}}}
+    assert RunRecord.from_dict(vae).run_id == RunRecord.of(cfg, "vae", 0).run_id
     assert RunRecord.of(tuned, "pie", 0).run_id != RunRecord.of(cfg, "pie", 0).run_id
 
 

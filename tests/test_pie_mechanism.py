@@ -21,8 +21,8 @@ from flow_helpers import DTYPE
 from torch import nn
 
 from bench import report
-from bench.results import replace_run_rows
 from bench.run import main as run_main
+from bench.sync import replace_run_rows
 from models.flows import AffineCoupling, PseudoSplit
 from models.pie import PIE
 from tests.helpers import SMOKE
@@ -186,8 +186,8 @@ def test_mechanism_page_lists_each_pie_run_with_diagnostics_and_the_references(t
 
 def test_a_real_data_record_without_the_references_is_redone(tmp_path, mnist):
     from bench.config import load_config
-    from bench.results import read_table
     from bench.runner import record_real
+    from bench.tidy import read_table
 
     config = load_config(SMOKE, overrides=["eval.test_subset=100", "eval.n_samples=100"])
     record_real(tmp_path, config, mnist)
