@@ -6,7 +6,10 @@ Public API::
     cfg = load_config("configs/smoke.yaml", overrides=["wae.mmd_weight=5"])
 
 Unknown keys, wrong types and malformed YAML raise :class:`bench.errors.UserError`
-naming the key. Model sections are typed by the dataclasses in the registry.
+naming the key. Model sections are typed by the dataclasses in the registry. The ``--set`` /
+``--sweep`` grammar is :mod:`bench.sweep`'s; a run's identity and ``config.json`` are
+:mod:`bench.record`'s. Optimiser settings are the train section's; a model's own ones
+(PIE's beta1) are ``train.per_model`` entries, applied by :meth:`Config.train_for`.
 """
 
 from __future__ import annotations

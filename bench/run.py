@@ -47,7 +47,7 @@ from bench.registry import MODELS, build_model, check_model_names
 from bench.results import DONE, RUNS, TABLE, DamageLog, local_dir, remove_stale_temps
 from bench.rundir import check_run_dirs
 from bench.runner import RunOutcome, RunSpec, mark_unfinished, record_real, recover_lost_rows
-from bench.sweep import apply_overrides, count, parse_sweeps, points, resolve, with_values
+from bench.sweep import apply_overrides, count, expand, first_points, parse_sweeps, resolve
 from bench.sync import sync_table
 from bench.tidy import read_table
 from bench.train import check_checkpoints
@@ -126,8 +126,8 @@ def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
     if args.out is None:  # the user's own folder, never the committed reference
         args.out = str(local_dir(preset, base.data.dataset))
     sweeps = parse_sweeps(args.sweep)
-    for s in sweeps:  # a swept key must exist: build once with its first value, before counting
-        config_from_dict(with_values(raw, {s.key: s.values[0]}), preset)
+    for first in first_points(raw, sweeps):  # every swept key exists
+        config_from_dict(first, preset)
     planned = len(seeds) * sum(count(sweeps, m) for m in models)
     if planned > MAX_RUNS:
         raise UserError(f"this plans {planned} runs (--models, --seeds, --sweep); at most {MAX_RUNS} can be planned "
@@ -137,8 +137,8 @@ def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
                         "need --yes")
     specs: dict[str, RunSpec] = {}
     for model in models:
-        for point in points(sweeps, model):
-            cfg = config_from_dict(with_values(raw, point), preset) if point else copy.deepcopy(base)
+        for point, point_raw in expand(raw, sweeps, model):
+            cfg = config_from_dict(point_raw, preset) if point else copy.deepcopy(base)
             build_model(model, cfg)  # size checks now, before anything is written
             sweep = {key: resolve(cfg, key) for key in point}
             for seed in seeds:

@@ -11,9 +11,9 @@ Public API::
 
     raw = apply_overrides(read_yaml(path), ["train.epochs=2"])
     sweeps = parse_sweeps(["pie.eps2=0.01,0.1"])
-    for point in points(sweeps, "pie"):          # {"pie.eps2": 0.01}, {"pie.eps2": 0.1}
-        cfg = config_from_dict(with_values(raw, point))
-        column = resolve(cfg, "pie.eps2")         # the typed value, for the sweep column
+    for point, raw_at in expand(raw, sweeps, "pie"):   # ({"pie.eps2": 0.01}, raw with it set), ...
+        cfg = config_from_dict(raw_at)
+        column = resolve(cfg, "pie.eps2")               # the typed value, for the sweep column
 """
 
 from __future__ import annotations
@@ -125,6 +125,17 @@ def points(sweeps: list[Sweep], model: str) -> list[dict[str, Any]]:
     own = [s for s in sweeps if affects(s.key, model)]
     return [dict(zip([s.key for s in own], combo, strict=True))
             for combo in itertools.product(*[s.values for s in own])]
+
+
+def expand(raw: dict[str, Any], sweeps: list[Sweep], model: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """``model``'s grid over the raw config: (point, ``raw`` with the point's values set) per point."""
+    return [(point, with_values(raw, point)) for point in points(sweeps, model)]
+
+
+def first_points(raw: dict[str, Any], sweeps: list[Sweep]) -> list[dict[str, Any]]:
+    """``raw`` with each sweep's first value set, one per sweep: typing them checks every swept key
+    before the grid is counted (a typo fails as an unknown key, not as a plan too big)."""
+    return [with_values(raw, {s.key: s.values[0]}) for s in sweeps]
 
 
 def count(sweeps: list[Sweep], model: str) -> int:
