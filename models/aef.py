@@ -57,8 +57,8 @@ class AEFConfig:
       adds a 1e-5 floor to a positive scale);
     - ``init_log_scale``: the decoder's initial log sigma (in ActNorm units);
     - the mask's tie-break: pixels by distance to the image centre, ties in raster order;
-    - ``beta1``: None keeps the harness's Adam beta1 (train.beta1), the VAE's, so that the
-      comparison with the VAE changes the objective alone.
+    - Adam's beta1 is the harness's (train.beta1), the VAE's, so that the comparison with the
+      VAE changes the objective alone.
 
     Not built: the authors' optional MAF flows on the core and on the prior (the issue's model
     is the plain N(0, I) one). docs/aef.md lists every difference.
@@ -84,8 +84,6 @@ class AEFConfig:
     decoder_scale: Literal["per_pixel", "shared"] = setting("per_pixel")
     # Initial log sigma_dec, in the (ActNorm-normalised) logit space of the shell.
     init_log_scale: float = setting(0.0, unbounded=True)
-    # Adam's beta1 for this model; None uses train.beta1 (the VAE's). Read by the harness.
-    beta1: float | None = setting(None, ge=0, lt=1)
     # Per-sample image shape [C, H, W]: the harness sets the dataset's (bench.datasets). With C > 1
     # the core is the first channel's centre pixels.
     image_shape: list[int] = image_shape_setting()
@@ -212,8 +210,6 @@ class AEF(GenerativeEncoder):
                               ("encoder_scale", ("softplus", "exp")), ("decoder_scale", ("per_pixel", "shared"))):
             if getattr(cfg, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
-        if cfg.beta1 is not None and not 0 <= cfg.beta1 < 1:
-            raise ValueError(f"beta1 must lie in [0, 1) or be null, got {cfg.beta1}")
 
     # ------------------------------------------------------------------ pixel <-> flow space
     def _check_images(self, x: torch.Tensor) -> None:

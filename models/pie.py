@@ -90,9 +90,6 @@ class PIEConfig:
     # "affine": Eq. 18 (the paper). "additive": s ≡ 1, volume-preserving (ablation): the flow
     # cannot shrink the residuals for free before a split (docs/results.md, "Does eps² matter?").
     coupling: Literal["affine", "additive"] = setting("affine")
-    # Adam's beta1 for this model; None uses train.beta1 (the shared WAE recipe, 0.5).
-    # Read by the training harness, not by the model; flows usually train with 0.9.
-    beta1: float | None = setting(None, ge=0, lt=1)
 
 
 class PIEBlock(nn.Module):
@@ -159,8 +156,6 @@ class PIE(GenerativeEncoder):
             raise ValueError(f"scale_clamp must be > 0, got {cfg.scale_clamp}")
         if cfg.coupling not in ("affine", "additive"):
             raise ValueError(f"coupling must be 'affine' or 'additive', got {cfg.coupling!r}")
-        if cfg.beta1 is not None and not 0 <= cfg.beta1 < 1:
-            raise ValueError(f"beta1 must lie in [0, 1) or be null, got {cfg.beta1}")
         if cfg.n_reflections < 0:
             raise ValueError(
                 f"n_reflections must be >= 1, or 0 for the map's full width, got {cfg.n_reflections}"

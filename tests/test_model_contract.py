@@ -22,6 +22,7 @@ from torch import nn
 
 from bench import metrics as M
 from bench.config import load_config
+from bench.record import RunRecord
 from bench.registry import MODELS, build_model, register
 from bench.run import main, parse_args
 from bench.train import CHECKPOINT, load_checkpoint, train_model
@@ -92,8 +93,8 @@ def trained(request, mnist, tmp_path_factory) -> Trained:
         probe = mnist.test_images[:64]
         before = fixed_batch_loss(model, probe)
         run_dir = tmp_path_factory.mktemp(f"train-{name}")
-        result = train_model(model, data, CFG.train, seed=0, run_dir=run_dir,
-                             config_dict={"model": name}, log=lambda _m: None, extend_shorter=False)
+        result = train_model(model, data, CFG.train, seed=0, run_dir=run_dir, record=RunRecord.of(CFG, name, 0),
+                             log=lambda _m: None, extend_shorter=False)
         return Trained(model, run_dir, result.history, before, fixed_batch_loss(model, probe))
     finally:
         torch.set_num_threads(threads)

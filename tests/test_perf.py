@@ -215,7 +215,7 @@ def test_step_probe_times_every_step_and_each_per_epoch_phase(tmp_path, one_thre
     data = ImageData(images, labels, images[:10], labels[:10], images[:10], labels[:10], checksum="tiny")
     probe = perf.StepProbe(torch.device("cpu"))
     bench.train.train_model(build_model("vae", cfg), data, dataclasses.replace(cfg.train, epochs=1, batch_size=10),
-                            seed=0, run_dir=tmp_path, config_dict={}, log=lambda _m: None, hook=probe)
+                            seed=0, run_dir=tmp_path, log=lambda _m: None, hook=probe)
     assert len(probe.marks) == 1 + 3 and probe.marks == sorted(probe.marks)
     assert set(probe.fixed) == {"validation", "log", "checkpoint"} and all(v > 0 for v in probe.fixed.values())
 

@@ -21,7 +21,8 @@ from bench.report.figures import PANELS, fig7_name
 from bench.report.markdown import and_list, fmt_mean_std
 from bench.report.selection import label, pick_config, table1_models
 from bench.report.table import per_run_values, table1_metrics
-from bench.results import COLUMNS, replace_run_rows
+from bench.results import COLUMNS
+from bench.sync import replace_run_rows
 from bench.tracking import TRACKED, column
 from tests.helpers import ROOT, SMOKE
 
@@ -250,6 +251,10 @@ def test_fig7_settings_are_compared_with_the_runs_preset():
                                         "latent_dim": 10, "coupling": "affine", "retired_key": 1}}
     assert settings_changed(run, "pie") == 0  # eps² and latent_dim are Fig. 7's own; unknown keys are not counted
     assert settings_changed({**run, "pie": {**run["pie"], "n_reflections": 0}}, "pie") == 1
+    # PIE's own Adam beta1 is one of its settings, recorded by this version or (pie.beta1) by older code.
+    assert settings_changed({**run, "train": {"per_model": {"pie": {"beta1": 0.9}}}}, "pie") == 1
+    assert settings_changed({**run, "pie": {**run["pie"], "beta1": 0.9}}, "pie") == 1
+    assert settings_changed({**run, "pie": {**run["pie"], "beta1": None}}, "pie") == 0
     # A preset that is not in configs/ compares with the model's config defaults.
     custom = {**run, "preset": "no-such-preset", "pie": {**run["pie"], "coupling_conv_hidden": 1}}
     assert settings_changed(custom, "pie") == 1

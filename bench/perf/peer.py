@@ -121,7 +121,7 @@ def bench_peer(names: list[str], cfg: Config, data: ImageData, device: torch.dev
         run_dir = tmp / name
         run_dir.mkdir()
         model = new_model(name, pcfg, device)
-        return train_model(model, sliced, tcfg, seed=0, run_dir=run_dir, config_dict={}, progress=False,
+        return train_model(model, sliced, tcfg, seed=0, run_dir=run_dir, progress=False,
                            log=lambda *a, **k: None).seconds
 
     for name in todo:
