@@ -78,3 +78,14 @@ def test_no_focus_runs_says_so(tmp_path):
     table = load_table(tmp_path)
     configs, sel, logs = report_inputs(tmp_path, table, "mnist")
     assert "No finished AEF run" in models_markdown(Runs(table, sel, configs, logs), "MNIST")
+
+
+def test_fewer_seeds_than_the_verdict_rule_judge_nothing(tmp_path):
+    for seed in range(2):
+        _write(tmp_path, "aef", seed, 8, {"bits_per_dim": AEF_BPD[seed]})
+        _write(tmp_path, "pie", seed, 8, {"bits_per_dim": PIE_BPD[seed]})
+    _real(tmp_path)
+    table = load_table(tmp_path)
+    configs, sel, logs = report_inputs(tmp_path, table, "mnist")
+    d = _diff(compare(Runs(table, sel, configs, logs), against=("pie",)), "pie", "bits_per_dim")
+    assert d.interval.n == 2 and d.reading == "too few seeds (n = 2 < 3)"

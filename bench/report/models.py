@@ -54,6 +54,8 @@ class Difference:
         iv = self.interval
         if iv is None or not (pd.notna(iv.low) and pd.notna(iv.high)):
             return self.why or "no interval"
+        if iv.n < stats.MIN_N:  # the verdicts' rule: fewer seeds than that judge nothing
+            return f"too few seeds (n = {iv.n} < {stats.MIN_N})"
         if iv.low <= 0 <= iv.high:
             return "no difference resolved"
         better = METRICS[self.metric]
