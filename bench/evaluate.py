@@ -261,7 +261,8 @@ def _check(cfg: EvalConfig) -> None:
 
 @blas_threads_like_torch
 @torch.inference_mode()
-def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int, timings: dict[str, float] | None = None):
+def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int, timings: dict[str, float] | None = None,
+                   ctx=None):
     """All metrics of one trained model. Returns (rows, artefacts dict of numpy arrays).
 
     ``timings``, if given, receives the seconds of each phase (:func:`phase`): the model's calls,
@@ -284,7 +285,7 @@ def evaluate_model(model, data: MNISTData, cfg: EvalConfig, seed: int, timings: 
     x, labels = test_inputs(model, data, cfg, seed, dtype)
     n_test = len(x)
     with phase(timings, "metric: classifier and real statistics (cached per process)", device):
-        extractor = get_classifier(data, cfg.classifier_epochs, batch_size=cfg.batch_size)
+        extractor = get_classifier(data, cfg.classifier_epochs, batch_size=cfg.batch_size, ctx=ctx)
         real = real_stats(data, cfg, extractor)
 
     if cfg.channels_last:  # faster convolutions (oneDNN / cuDNN); values move at the 1e-7 level

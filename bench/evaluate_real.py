@@ -11,21 +11,23 @@ import torch
 from bench import metrics as M
 from bench.classifier import get_classifier
 from bench.config import EvalConfig
+from bench.context import Context
 from bench.data import MNISTData
 from bench.evaluate import MetricRow, _check, _n_test, _unit, blas_threads_like_torch, feature_rows, real_stats
 
 
 @blas_threads_like_torch
 @torch.inference_mode()
-def evaluate_real(data: MNISTData, cfg: EvalConfig) -> list[MetricRow]:
+def evaluate_real(data: MNISTData, cfg: EvalConfig, ctx: Context | None = None) -> list[MetricRow]:
     """The same sample metrics on real test images (the "True" row of Table 1).
 
     For the feature metrics the held-out validation images stand in for generated
     samples, so these rows are the noise floor of fd_lenet, kid_lenet, precision and
-    recall (two independent sets of real digits).
+    recall (two independent sets of real digits). ``ctx`` (:mod:`bench.context`) gives the
+    extractor's cache folder and memo.
     """
     _check(cfg)
-    extractor = get_classifier(data, cfg.classifier_epochs, batch_size=cfg.batch_size)
+    extractor = get_classifier(data, cfg.classifier_epochs, batch_size=cfg.batch_size, ctx=ctx)
     real = real_stats(data, cfg, extractor)
     n_test = len(real.feats)
     val = _unit(data.val_images[:cfg.n_samples])

@@ -26,6 +26,7 @@ import torch
 from bench import metrics as M
 from bench.classifier import get_classifier
 from bench.config import Config
+from bench.context import Context
 from bench.data import ImageData, preprocess
 from bench.evaluate import batched, generate, real_stats
 
@@ -45,8 +46,9 @@ def column(metric: str) -> str:
 class Tracker:
     """``on_epoch_end`` callback for :func:`bench.train.train_model`; see the module docstring."""
 
-    def __init__(self, data: ImageData, config: Config, seed: int):
+    def __init__(self, data: ImageData, config: Config, seed: int, ctx: Context | None = None):
         self.data, self.cfg, self.seed = data, config.eval, seed
+        self.ctx = ctx or Context()  # the extractor's cache folder, and its memo: loaded once per tracker at most
         self.every = config.eval.track_every
         # The last epoch of a fixed-length run, and the cap of one trained until converged.
         self.last_epochs = {config.train.epochs, config.train.max_epochs if config.train.until_converged else 0}
@@ -81,7 +83,7 @@ class Tracker:
         devices = [param.device] if param.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed + TRACK_SAMPLE_OFFSET)  # stray global-RNG use is seeded too
-            extractor = get_classifier(self.data, cfg.classifier_epochs, batch_size=cfg.batch_size)
+            extractor = get_classifier(self.data, cfg.classifier_epochs, batch_size=cfg.batch_size, ctx=self.ctx)
             real = real_stats(self.data, cfg, extractor)
             samples = generate(model, cfg.track_samples, 1.0, cfg, self.seed + TRACK_SAMPLE_OFFSET)
             mu, sigma = M.feature_stats(extractor.features(samples, cfg.batch_size))
@@ -111,6 +113,6 @@ class Tracker:
         return out
 
 
-def make_tracker(data: ImageData, config: Config, seed: int) -> Tracker | None:
+def make_tracker(data: ImageData, config: Config, seed: int, ctx: Context | None = None) -> Tracker | None:
     """The callback for a run, or None when tracking is off (``eval.track_every`` = 0)."""
-    return Tracker(data, config, seed) if config.eval.track_every > 0 else None
+    return Tracker(data, config, seed, ctx) if config.eval.track_every > 0 else None

@@ -9,26 +9,28 @@ from pathlib import Path
 import torch
 
 from bench.config import Config
-from bench.data import FILES, ImageData, iterate_batches, locate_files, resolve_root
+from bench.context import Context
+from bench.data import FILES, ImageData, iterate_batches, locate_files
 from bench.perf.common import Budget, Row
 from bench.perf.timing import timed
 
 
-def torchvision_mnist_root(data_root: str | None, tmp: Path) -> Path:
+def torchvision_mnist_root(ctx: Context, tmp: Path) -> Path:
     """A folder laid out as torchvision 0.29's MNIST wants it (``ROOT/MNIST/raw/<name>`` uncompressed).
 
     ``MNIST._check_exists`` looks for the files without ``.gz`` and ``read_image_file`` opens
-    them as they are, so the local ``.gz`` files are decompressed into ``tmp``; nothing is downloaded.
+    them as they are, so the local ``.gz`` files (in ``ctx.root("mnist")``) are decompressed into
+    ``tmp``; nothing is downloaded.
     """
     raw = tmp / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for name, path in locate_files(resolve_root(data_root)).items():
+    for name, path in locate_files(ctx.root("mnist"), "mnist", ctx).items():
         assert name in FILES
         (raw / name[:-len(".gz")]).write_bytes(gzip.decompress(path.read_bytes()))
     return tmp
 
 
-def bench_data(cfg: Config, data: ImageData, device: torch.device, budget: Budget, data_root: str | None,
+def bench_data(cfg: Config, data: ImageData, device: torch.device, budget: Budget, ctx: Context,
                log=print) -> list[Row]:
     """Batches/s of the harness's resident loader vs a plain torchvision DataLoader."""
     import torchvision
@@ -55,7 +57,7 @@ def bench_data(cfg: Config, data: ImageData, device: torch.device, budget: Budge
                         batch=batch, note=f"bench.data.iterate_batches, {n_batches} batches, {kind} preprocessing, "
                         f"resident {images.device.type} uint8 tensor"))
     with tempfile.TemporaryDirectory(prefix="pie-perf-mnist-") as tmp:
-        root = torchvision_mnist_root(data_root, Path(tmp))
+        root = torchvision_mnist_root(ctx, Path(tmp))
         t_build, dataset = timed(lambda: torchvision.datasets.MNIST(str(root), train=True, download=False,
                                                                     transform=ToTensor()), torch.device("cpu"))
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True)
