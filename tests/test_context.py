@@ -3,6 +3,8 @@ reader of os.environ, handed down and shipped to workers; flag > variable > defa
 
 import io
 import pickle
+import subprocess
+import sys
 import tokenize
 from pathlib import Path
 
@@ -100,3 +102,30 @@ def test_workers_get_the_context_thread_count_shared_out():
         assert pool.submit(torch.get_num_threads).result(timeout=120) == 2  # what the spawned worker runs with
     finally:
         pool.shutdown()
+
+
+def test_importing_the_report_reads_no_file():
+    """The paper's numbers are read on the first call of paper_numbers(), not at import."""
+    code = ("import pathlib, sys; read = []; real = pathlib.Path.read_text\n"
+            "pathlib.Path.read_text = lambda self, *a, **k: (self.suffix == '.yaml' and read.append(self.name)) or "
+            "real(self, *a, **k)\n"
+            "import bench.report, bench.gpu\n"
+            "before = list(read)\n"
+            "from bench.report.paper import paper_numbers\n"
+            "assert paper_numbers().fig7_latent == 10\n"
+            "print(before, read)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[] ['paper_mnist.yaml']"
+
+
+def test_preset_settings_are_read_once_per_build_not_once_per_process(tmp_path):
+    from bench.report.selection import PresetSettings, changed_settings
+
+    (tmp_path / "p.yaml").write_text("vae: {latent_dim: 8}\n")
+    first = PresetSettings(tmp_path)
+    run = {"preset": "p", "vae": {"latent_dim": 8}}
+    assert changed_settings(run, "vae", (), first) == {}
+    (tmp_path / "p.yaml").write_text("vae: {latent_dim: 4}\n")  # the preset edited between two builds
+    assert changed_settings(run, "vae", (), first) == {}  # one build reads it once
+    assert changed_settings(run, "vae", (), PresetSettings(tmp_path)) == {"latent_dim": 8}  # the next sees the edit
