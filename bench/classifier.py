@@ -172,7 +172,7 @@ def trained_extractor(
     ctx: Context | None = None,
 ) -> FeatureExtractor:
     """A LeNet trained on ``data.train_images`` at one thread: from ``ctx``'s memo, else from disk
-    (``cache_dir``, else ``ctx.cache_dir``), else trained and saved. Training happens under a file
+    (``cache_dir``, else ``ctx.cache_folder``), else trained and saved. Training happens under a file
     lock, so parallel runners train it once.
     """
     ctx = ctx or Context()
@@ -182,7 +182,7 @@ def trained_extractor(
     device = data.train_images.device
     if (key, str(device)) in loaded:
         return loaded[(key, str(device))]
-    path = cache_path(data, recipe, cache_dir if cache_dir is not None else ctx.cache_dir)
+    path = cache_path(data, recipe, cache_dir if cache_dir is not None else ctx.cache_folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Parameters built (or trained) in an inference-mode caller would be inference tensors.
     with torch.inference_mode(False), torch.enable_grad(), locked(path):

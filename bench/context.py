@@ -34,7 +34,7 @@ THREADS_ENV = "PIE_BENCH_THREADS"
 RAY_CPUS_ENV = "PIE_BENCH_RAY_CPUS"
 RAY_ADDRESS_ENV = "RAY_ADDRESS"
 OMP_WAIT_POLICY_ENV = "OMP_WAIT_POLICY"  # not ours: recorded by bench.perf next to its timings
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "pie-bench"
+DEFAULT_CACHE_DIR = Path("~/.cache/pie-bench")  # in the home of the machine that uses it (Ray: each node)
 
 
 class Memo:
@@ -59,7 +59,7 @@ class Context:
 
     data_root: str | None = None  # --data-root: wins for every dataset
     env_roots: tuple[tuple[str, str], ...] = ()  # (dataset, its $<ROOT_ENV>) as the command found them
-    cache_dir: Path = DEFAULT_CACHE_DIR
+    cache_dir: Path | None = None  # None: DEFAULT_CACHE_DIR
     offline: bool = False
     threads: int | None = None  # None: torch's own default
     progress: bool = True
@@ -67,6 +67,11 @@ class Context:
     ray_address: str | None = None
     omp_wait_policy: str = "unset"
     memo: Memo = field(default_factory=Memo, init=False, repr=False, compare=False)
+
+    @property
+    def cache_folder(self) -> Path:
+        """Where trained feature extractors are kept: ``$PIE_BENCH_CACHE``, else ``~/.cache/pie-bench`` here."""
+        return (self.cache_dir or DEFAULT_CACHE_DIR).expanduser()
 
     def root(self, dataset: str = "mnist") -> Path:
         """The folder of ``dataset``'s files: ``--data-root``, else its variable, else its default folder."""
@@ -103,7 +108,7 @@ def resolve(
     return Context(
         data_root=data_root or None,
         env_roots=roots,
-        cache_dir=Path(cache_dir or env.get(CACHE_ENV) or DEFAULT_CACHE_DIR),
+        cache_dir=Path(cache_dir or env.get(CACHE_ENV)) if cache_dir or env.get(CACHE_ENV) else None,
         offline=offline if offline is not None else env.get(OFFLINE_ENV) == "1",
         threads=n_threads,
         progress=progress,

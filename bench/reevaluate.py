@@ -139,7 +139,7 @@ class Reevaluator:
                               ctx=self.ctx).weights_hash
         if recorded and recorded != {here}:
             return (f"its rows were measured with LeNet extractor {', '.join(sorted(recorded))}, this machine's "
-                    f"is {here} (cached under {self.ctx.cache_dir}; set {CACHE_ENV} to a cache holding that one)")
+                    f"is {here} (cached under {self.ctx.cache_folder}; set {CACHE_ENV} to a cache holding that one)")
         return ""
 
     def score(self, run_dir: Path) -> tuple[list[MetricRow], dict | None, Config] | str:

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import context as X
 from bench import executors
 from bench.context import Context, resolve
 from bench.errors import UserError
@@ -57,7 +56,9 @@ def test_cache_offline_threads_and_ray_flag_then_variable_then_default():
         Path("/flag"), False, 5, "4", "ray://x:1")
     ctx = resolve(environ={"PIE_BENCH_OFFLINE": "yes", "PIE_BENCH_THREADS": ""})
     assert (ctx.cache_dir, ctx.offline, ctx.threads, ctx.ray_cpus, ctx.ray_address, ctx.progress) == (
-        X.DEFAULT_CACHE_DIR, False, None, None, None, True)  # only "1" means offline, as before
+        None, False, None, None, None, True)  # only "1" means offline, as before
+    assert ctx.cache_folder == Path.home() / ".cache" / "pie-bench"  # in the home of where it is used
+    assert resolve(environ=env).cache_folder == Path("/env/cache")
 
 
 @pytest.mark.parametrize("value", ["two", "0", "-1", "1.5"])
