@@ -49,7 +49,7 @@ from bench.lenet import (  # noqa: F401 (FEATURE_DIM, LeNet, torch_threads: the 
     ClassifierRecipe,
     FeatureExtractor,
     LeNet,
-    _digest,
+    digest,
     new_lenet,
     safetensors_metadata,
     test_accuracy,
@@ -98,7 +98,7 @@ def cache_key(data: ImageData, recipe: ClassifierRecipe) -> str:
     """Data checksum + exact training images/labels + the source of this file and bench.lenet + the recipe."""
     images = data.train_images.cpu().numpy()
     labels = data.train_labels.cpu().numpy()
-    return _digest(
+    return digest(
         data.checksum.encode(), images.tobytes(), labels.tobytes(), Path(__file__).read_bytes(),
         Path(lenet.__file__).read_bytes(), repr(sorted(asdict(recipe).items())).encode(),
     )[:16]

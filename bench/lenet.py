@@ -21,6 +21,7 @@ from bench.data import ImageData
 
 FEATURE_DIM = 128
 
+
 @dataclass(frozen=True)
 class ClassifierRecipe:
     """Training settings (hashed into the cache key)."""
@@ -85,7 +86,7 @@ class FeatureExtractor:
         return self._batched(self.net, images, batch_size)
 
 
-def _digest(*parts: bytes) -> str:
+def digest(*parts: bytes) -> str:
     h = hashlib.sha256()
     for p in parts:
         h.update(hashlib.sha256(p).digest())
@@ -99,7 +100,7 @@ def weights_hash(net: nn.Module) -> str:
     stored (the ids in the committed metric notes predate the shipped files).
     """
     parts = [t.detach().cpu().contiguous().numpy().tobytes() for t in net.state_dict().values()]
-    return _digest(*parts)[:12]
+    return digest(*parts)[:12]
 
 
 def to_unit(images: torch.Tensor) -> torch.Tensor:
@@ -122,7 +123,7 @@ def train_classifier(data: ImageData, recipe: ClassifierRecipe, threads: int | N
     """Adam + cosine decay on ``data.train_images``; seeded, does not touch the global RNG.
 
     On CPU the bits of the result depend on the thread count (how reductions are split) and on
-    the CPU's kernels; ``threads`` fixes the first (None: the process's setting).
+    the CPU's kernels; ``threads`` fixes the first (None: the process's setting; the shipped weights: 1).
     """
     device = data.train_images.device
     with torch_threads(threads if device.type == "cpu" else None):
