@@ -98,12 +98,25 @@ def _portable(spec: RunSpec, ctx: Context, progress: bool | None = None) -> RunS
                                progress=spec.progress if progress is None else progress)
 
 
+# The context of this worker process: the first one it was handed. Its memo (files verified,
+# extractors loaded) then serves every later run the process carries out, as the driver's serves
+# its local runs; a shipped context arrives with an empty memo.
+_WORKER_CONTEXT: list[Context] = []
+
+
+def worker_context(ctx: Context) -> Context:
+    """``ctx``, or the equal one this worker process already holds (with its memo)."""
+    if not (_WORKER_CONTEXT and _WORKER_CONTEXT[0] == ctx):
+        _WORKER_CONTEXT[:] = [ctx]
+    return _WORKER_CONTEXT[0]
+
+
 def _run_one(spec, ctx: Context, threads: int | None = None):
     """Worker side of every parallel executor: one run under the driver's context, never raising."""
     if threads:
         torch.set_num_threads(threads)
     try:
-        return execute_run(spec, None, log=_log, ctx=ctx)
+        return execute_run(spec, None, log=_log, ctx=worker_context(ctx))
     except Exception as e:  # a failed outcome, never a dead sweep
         traceback.print_exc()
         return _failed(spec, f"{type(e).__name__}: {e}")

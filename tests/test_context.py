@@ -130,3 +130,12 @@ def test_preset_settings_are_read_once_per_build_not_once_per_process(tmp_path):
     (tmp_path / "p.yaml").write_text("vae: {latent_dim: 4}\n")  # the preset edited between two builds
     assert changed_settings(run, "vae", (), first) == {}  # one build reads it once
     assert changed_settings(run, "vae", (), PresetSettings(tmp_path)) == {"latent_dim": 8}  # the next sees the edit
+
+
+def test_a_worker_process_keeps_the_memo_of_the_context_it_was_handed():
+    """Each run arrives with a fresh copy of the driver's context; the worker keeps its first, so
+    files are verified and extractors loaded once per worker process, not once per run."""
+    first = executors.worker_context(pickle.loads(pickle.dumps(Context(threads=1))))
+    assert executors.worker_context(pickle.loads(pickle.dumps(Context(threads=1)))) is first
+    other = executors.worker_context(Context(threads=2))  # another driver's settings: not the old memo
+    assert other is not first and other.threads == 2
