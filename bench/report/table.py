@@ -195,8 +195,7 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
             if nan_notes:
                 footnotes.append(f"{label(row)} {metric}: " + "; ".join(nan_notes))
             if metric == "sharpness":
-                published = paper_numbers().sharpness.get(row, float("nan"))
-                rec["paper_sharpness"] = published if sel.has_paper else float("nan")
+                rec["paper_sharpness"] = paper_numbers().sharpness.get(row, np.nan) if sel.has_paper else np.nan
         rec["run_ids"] = " ".join(row_runs[row])
         # the convergence rule on each finished run's learning curves (bench.convergence)
         verdicts = [] if row == REAL else [convergence.judge((logs or {}).get(r)) for r in row_runs[row]]
@@ -295,8 +294,7 @@ def protocol_lines(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
     commits = sorted(rows["git_commit"].dropna().astype(str).unique())
     seeds = {label(m): " ".join(str(int(s)) for s in f.query("status == 'ok'")["seed"].dropna())
              for m, f in sel.table1.items()}
-    paper_n = f"{paper_numbers().table1_n_samples:,}".replace(",", " ")  # "10 000"
-    latent = paper_numbers().table1_latent
+    paper_n, latent = f"{paper_numbers().table1_n_samples:,}".replace(",", " "), paper_numbers().table1_latent
     lines = [
         f"Latent dimension {latent} for {and_list([label(m) for m in sel.table1])} (the paper: \"a sample "
         f"of {latent} dimensions\"); "
