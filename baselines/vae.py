@@ -12,7 +12,7 @@ from torch import nn
 
 from baselines.nets import ConvDecoder, ConvEncoder
 from models.contract import GenerativeEncoder
-from models.settings import setting
+from models.settings import image_shape_setting, setting
 
 
 @dataclass
@@ -29,6 +29,7 @@ class VAEConfig:
     decoder_scale: Literal["shared", "per_pixel"] = setting("shared")
     iw_samples: int = setting(100, ge=1, le=100_000)  # K of the importance-weighted log p(x) estimate (bits/dim)
     preprocessing: Literal["unit", "dequantize"] = setting("dequantize")
+    image_shape: list[int] = image_shape_setting()  # [C, H, W]: the harness sets the dataset's
 
 
 class VAE(GenerativeEncoder):
@@ -56,9 +57,9 @@ class VAE(GenerativeEncoder):
         self.latent_dim = cfg.latent_dim
         self.preprocessing = cfg.preprocessing
         self.has_density = cfg.likelihood == "gaussian"
-        self.encoder = ConvEncoder(2 * cfg.latent_dim, cfg.width)
-        self.decoder = ConvDecoder(cfg.latent_dim, cfg.width)
-        scale_shape = (1, 1, 28, 28) if cfg.decoder_scale == "per_pixel" else ()
+        self.encoder = ConvEncoder(2 * cfg.latent_dim, cfg.width, image_shape=cfg.image_shape)
+        self.decoder = ConvDecoder(cfg.latent_dim, cfg.width, image_shape=cfg.image_shape)
+        scale_shape = (1, *cfg.image_shape) if cfg.decoder_scale == "per_pixel" else ()
         self.log_scale = nn.Parameter(torch.full(scale_shape, float(cfg.init_log_scale)))
 
     @property
@@ -66,6 +67,11 @@ class VAE(GenerativeEncoder):
         per_pixel = ", per-pixel decoder scale" if self.cfg.decoder_scale == "per_pixel" else ""
         return (f"importance-weighted lower bound (IWAE) with K = iw_samples samples from q(z|x) "
                 f"(iw_samples={self.cfg.iw_samples}{per_pixel})")
+
+    @classmethod
+    def log_prob_passes(cls, cfg: VAEConfig) -> int:
+        """K = iw_samples decoder passes per image (the IWAE estimate); none with a Bernoulli decoder."""
+        return cfg.iw_samples if cfg.likelihood == "gaussian" else 0
 
     def _posterior(self, x):
         mu, logvar = self.encoder(x).chunk(2, dim=1)

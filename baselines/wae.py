@@ -9,7 +9,7 @@ import torch
 
 from baselines.nets import ConvDecoder, ConvEncoder
 from models.contract import GenerativeEncoder
-from models.settings import setting
+from models.settings import image_shape_setting, setting
 
 
 def imq_mmd(z: torch.Tensor, z_prior: torch.Tensor, scales: list[float]) -> torch.Tensor:
@@ -45,6 +45,7 @@ class WAEConfig:
     kernel_scales: list[float] = setting(default_factory=lambda: [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0], gt=0,
                                          length=(1, None))
     preprocessing: Literal["unit", "dequantize"] = setting("unit")
+    image_shape: list[int] = image_shape_setting()  # [C, H, W]: the harness sets the dataset's
 
 
 class WAE(GenerativeEncoder):
@@ -65,8 +66,8 @@ class WAE(GenerativeEncoder):
         self.cfg = cfg
         self.latent_dim = cfg.latent_dim
         self.preprocessing = cfg.preprocessing
-        self.encoder = ConvEncoder(cfg.latent_dim, cfg.width)
-        self.decoder = ConvDecoder(cfg.latent_dim, cfg.width)
+        self.encoder = ConvEncoder(cfg.latent_dim, cfg.width, image_shape=cfg.image_shape)
+        self.decoder = ConvDecoder(cfg.latent_dim, cfg.width, image_shape=cfg.image_shape)
 
     def loss(self, x):
         """Eq. of WAE-MMD: E[c(x, G(Q(x)))] + λ · MMD(q(z), p(z)), per image."""

@@ -6,25 +6,26 @@ Public API::
     cfg = load_config("configs/smoke.yaml", overrides=["wae.mmd_weight=5"])
 
 Unknown keys, wrong types and malformed YAML raise :class:`bench.errors.UserError`
-naming the key. Model sections are typed by the dataclasses in the registry.
+naming the key. Model sections are typed by the dataclasses in the registry. The ``--set`` /
+``--sweep`` grammar is :mod:`bench.sweep`'s; a run's identity and ``config.json`` are
+:mod:`bench.record`'s. Optimiser settings are the train section's; a model's own ones
+(PIE's beta1) are ``train.per_model`` entries, applied by :meth:`Config.train_for`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from bench.datasets import DATASETS
 from bench.errors import UserError
-from bench.identity import digest, section_identity
+from bench.sweep import apply_overrides
+from bench.yamlfile import read_yaml
 from models.settings import check_declared, field_range, setting
 
 
@@ -65,6 +66,17 @@ class TrainConfig:
     # Models whose training loss is torch.compiled (as `compile` does for all): PIE's many small
     # kernels fuse (bench.perf "pie_speed"); the baselines gain nothing. Numbers move by rounding only.
     compile_models: list[str] = setting(default_factory=list)  # registered names (checked in check_ranges)
+    # Optimiser settings of one model, over the ones above: {pie: {beta1: 0.9}} (flows usually train
+    # with 0.9). Keys: PER_MODEL_KEYS; models: registered names (checked in check_ranges).
+    per_model: dict[str, dict[str, float]] = setting(default_factory=dict)
+
+    def planned_epochs(self) -> int:
+        """The most epochs a run trains: ``max_epochs`` with ``until_converged``, else ``epochs``."""
+        return self.max_epochs if self.until_converged else self.epochs
+
+
+# The train settings a model may set for itself (TrainConfig.per_model): Adam's.
+PER_MODEL_KEYS = ("lr", "beta1", "beta2")
 
 
 @dataclass
@@ -131,26 +143,19 @@ class Config:
         return out
 
     def run_dict(self, model: str) -> dict[str, Any]:
-        """Every setting of one model's run: the shared sections and the model's (``config.json``)."""
+        """Every setting of one model's run: the shared sections and the model's (``config.json``);
+        of ``train.per_model`` only the model's own entry."""
         d = {k: dataclasses.asdict(getattr(self, k)) for k in SECTION_TYPES}
+        own = d["train"]["per_model"].get(model)
+        d["train"]["per_model"] = {model: own} if own else {}
         d[model] = dataclasses.asdict(self.models[model])
         return d
 
-    def run_hash(self, model: str) -> str:
-        """The hash in the model's run ids (:mod:`bench.identity`)."""
-        return digest(run_identity(self.run_dict(model), model), 10)
-
-
-def run_identity(settings: dict[str, Any], model: str) -> dict[str, Any]:
-    """The settings that define a run (:mod:`bench.identity`), from a ``config.json``-style dict."""
-    from bench.registry import MODELS  # the registry owns the model config types
-
-    out = {}
-    for name, cls in [*SECTION_TYPES.items(), (model, MODELS[model].config_cls if model in MODELS else None)]:
-        values = settings.get(name)
-        if isinstance(values, dict):
-            out[name] = section_identity(name, cls, values) if cls is not None else values
-    return out
+    def train_for(self, model: str) -> TrainConfig:
+        """The train section as ``model`` trains with it: its ``train.per_model`` settings applied,
+        and ``compile`` on where ``train.compile_models`` names it."""
+        train = dataclasses.replace(self.train, **self.train.per_model.get(model, {}))
+        return dataclasses.replace(train, compile=True) if model in train.compile_models else train
 
 
 def settings_problem(settings: dict[str, Any]) -> str:
@@ -176,11 +181,6 @@ def settings_problem(settings: dict[str, Any]) -> str:
     return ""
 
 
-def eval_hash(eval_settings: dict[str, Any]) -> str:
-    """The hash in the real-image run id (``real-<data>-<eval hash>``)."""
-    return digest(section_identity("eval", EvalConfig, eval_settings), 8)
-
-
 def _check_value(key: str, value: Any, tp: Any) -> Any:
     """Return ``value`` converted to ``tp`` or raise UserError naming ``key``."""
     origin = typing.get_origin(tp)
@@ -194,6 +194,11 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _check_value(key, value, inner[0])
+    if origin is dict:
+        key_tp, item_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise UserError(f"config key '{key}' must be a mapping, got {value!r}")
+        return {_check_value(f"{key} key", k, key_tp): _check_value(f"{key}.{k}", v, item_tp) for k, v in value.items()}
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -253,66 +258,6 @@ def check_sections_declared(classes: list[type]) -> None:
         check_declared(cls)
 
 
-class DuplicateKeyError(yaml.YAMLError):
-    def __init__(self, key: Any, first: yaml.Mark, again: yaml.Mark):
-        super().__init__(f"the key '{key}' twice (lines {first.line + 1} and {again.line + 1})")
-        self.key = key
-
-
-class ConfigLoader(yaml.SafeLoader):
-    """``yaml.safe_load`` semantics, except: scientific notation without a dot (``1e-4``)
-    is a float, not a string (YAML 1.1 requires ``1.0e-4``), and a mapping that names a key
-    twice is an error (PyYAML keeps the last one silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[Any, yaml.Mark] = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base" may be overridden on purpose
-                continue
-            key = self.construct_object(key_node, deep=True)
-            try:
-                if key in seen:
-                    raise DuplicateKeyError(key, seen[key], key_node.start_mark)
-                seen[key] = key_node.start_mark
-            except TypeError:  # unhashable key: the base class reports it
-                pass
-        return super().construct_mapping(node, deep)
-
-
-ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
-    list("-+0123456789."),
-)
-
-
-def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=ConfigLoader)
-
-
-def parse_value(text: str, what: str) -> Any:
-    """One value as typed on the command line, read as a YAML scalar (``1e-4`` is a float)."""
-    if not text.strip():
-        return ""
-    try:
-        return load_yaml(text)
-    except yaml.YAMLError as e:
-        raise UserError(f"{what} has an unreadable value ({str(e).splitlines()[0]})") from None
-    except RecursionError:
-        raise UserError(f"{what} has a value that nests too deeply") from None
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"wae.mmd_weight=5"`` -> (["wae", "mmd_weight"], 5); values parsed as YAML scalars."""
-    if "=" not in text:
-        raise UserError(f"override '{text}' must look like section.key=value")
-    key, _, raw_value = text.partition("=")
-    path = key.strip().split(".")
-    if len(path) != 2 or not all(path):
-        raise UserError(f"override key '{key}' must look like section.key")
-    return path, parse_value(raw_value, f"override '{text}'")
-
-
 def config_from_dict(raw: dict[str, Any], preset: str = "custom") -> Config:
     """Build a typed Config from a plain dict (as read from YAML)."""
     from bench.registry import MODELS  # the registry owns the model config types
@@ -324,10 +269,25 @@ def config_from_dict(raw: dict[str, Any], preset: str = "custom") -> Config:
         valid = ", ".join([*SECTION_TYPES, *MODELS])
         raise UserError(f"unknown config section '{sorted(map(str, unknown))[0]}' (valid sections: {valid})")
     sections = {k: _build_section(k, cls, raw.get(k)) for k, cls in SECTION_TYPES.items()}
-    models = {name: _build_section(name, entry.config_cls, raw.get(name)) for name, entry in MODELS.items()}
+    models = {name: _with_image_shape(name, _build_section(name, entry.config_cls, raw.get(name)), raw.get(name),
+                                      sections["data"]) for name, entry in MODELS.items()}
     cfg = Config(**sections, models=models, preset=preset)
     check_ranges(cfg)
     return cfg
+
+
+def _with_image_shape(name: str, section: Any, raw: Any, data: DataConfig) -> Any:
+    """Model section ``name`` with its ``image_shape`` field (if it has one) set to the dataset's
+    (``bench.datasets``): the data decide the images' shape; ``raw`` (the section as written) may
+    repeat it, as a ``config.json`` does, but not say another."""
+    spec = DATASETS.get(data.dataset)  # an unknown dataset is refused by check_ranges
+    if spec is None or not any(f.name == "image_shape" for f in dataclasses.fields(section)):
+        return section
+    shape = list(spec.image_shape)
+    if isinstance(raw, dict) and "image_shape" in raw and section.image_shape != shape:
+        raise UserError(f"config key '{name}.image_shape' is set by data.dataset ({data.dataset}: {shape}), "
+                        f"got {section.image_shape}; leave it out")
+    return dataclasses.replace(section, image_shape=shape)
 
 
 def check_ranges(cfg: Config) -> None:
@@ -353,6 +313,7 @@ def check_ranges(cfg: Config) -> None:
     if unknown:
         raise UserError(f"config key 'train.compile_models' names unknown model(s) {unknown} "
                         f"(valid models: {', '.join(MODELS)})")
+    check_per_model(t, list(MODELS))
     if len(t.lr_milestones) != len(t.lr_factors):
         raise UserError("config keys 'train.lr_milestones' and 'train.lr_factors' must have the same length")
     if e.n_samples <= e.pr_k:  # the k-NN radii of precision/recall need more than k samples
@@ -373,54 +334,18 @@ def check_ranges(cfg: Config) -> None:
                         "(data.train_subset, data.val_size); lower it")
 
 
-def set_value(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set ``section.key`` in a raw (YAML-shaped) dict in place, typed value as it is."""
-    section, key = dotted.split(".", 1)
-    if raw.get(section) is None:
-        raw[section] = {}
-    if not isinstance(raw[section], dict):
-        raise UserError(f"config section '{section}' must be a mapping")
-    raw[section][key] = value
-
-
-def copy_raw(raw: dict[str, Any]) -> dict[str, Any]:
-    return {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of the raw dict with ``section.key=value`` overrides applied."""
-    out = copy_raw(raw)
-    for text in overrides:
-        (section, key), value = parse_override(text)
-        set_value(out, f"{section}.{key}", value)
-    return out
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file '{path}' does not exist")
-    try:
-        raw = load_yaml(path.read_text())
-    except DuplicateKeyError as e:
-        raise UserError(f"config file '{path}' has {e}; keep one") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"config file '{path}' is not valid YAML{where}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"config file '{path}' is not UTF-8 text") from None
-    except RecursionError:
-        raise UserError(f"config file '{path}' nests too deeply to be a config") from None
-    except OSError as e:
-        raise UserError(f"config file '{path}' cannot be read ({e.strerror})") from None
-    if raw is None:  # no document at all: an empty file, or comments only
-        raise UserError(f"config file '{path}' holds no settings (it is empty or only comments); name a preset "
-                        "such as configs/default.yaml, or write the sections (data:, train:, ...) it should set")
-    if not isinstance(raw, dict):
-        kind = "a list" if isinstance(raw, list) else f"the single value {str(raw)[:40]!r}"
-        raise UserError(f"config file '{path}' must hold a mapping of sections (data:, train:, ...), not {kind}")
-    return raw
+def check_per_model(t: TrainConfig, models: list[str]) -> None:
+    """``train.per_model``: registered models, keys of PER_MODEL_KEYS, each value in its train key's range."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    for model, values in t.per_model.items():
+        if model not in models:
+            raise UserError(f"config key 'train.per_model' names unknown model '{model}' (valid models: "
+                            f"{', '.join(models)})")
+        for key, value in values.items():
+            if key not in PER_MODEL_KEYS:
+                raise UserError(f"unknown config key 'train.per_model.{model}.{key}' (valid keys: "
+                                f"{', '.join(PER_MODEL_KEYS)})")
+            _check_range(f"train.per_model.{model}.{key}", value, fields[key])
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

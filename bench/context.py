@@ -39,7 +39,7 @@ DEFAULT_CACHE_DIR = Path("~/.cache/pie-bench")  # in the home of the machine tha
 
 class Memo:
     """What one process has already done and need not do again: data files verified (by path,
-    size, mtime and dataset) and feature extractors loaded (by cache key and device).
+    size, mtime and dataset), feature extractors loaded (by cache key and device) and its evaluator.
 
     Owned by a :class:`Context`; it never travels: a pickled context arrives with an empty one,
     so a worker verifies and loads for itself.
@@ -48,6 +48,7 @@ class Memo:
     def __init__(self) -> None:
         self.verified: set[tuple[str, int, int, str]] = set()
         self.extractors: dict[tuple[str, str], Any] = {}
+        self.evaluator: Any = None  # bench.evaluate.Evaluator.of: the real-image statistics computed
 
     def __reduce__(self):
         return (Memo, ())

@@ -3,9 +3,9 @@
 Rule: a run has converged when, for each judged metric, the mean over the last fifth
 of its tracked epochs differs from the mean over the fifth before by at most 5 %
 (relative to the earlier mean). Fewer than 10 tracked epochs cannot be judged ("too
-short"). The judged metrics are Table 1's: sharpness, FD-LeNet and reconstruction MSE.
-The corner artefact score is tracked but not judged: for a clean model it sits near 0,
-where a relative change means nothing.
+short"). The judged metrics are the metric table's ``judged`` entries (bench.metrics.table):
+Table 1's sharpness, FD-LeNet and reconstruction MSE. The corner artefact score is tracked
+but not judged: for a clean model it sits near 0, where a relative change means nothing.
 
 Pure functions of data frames; no I/O.
 """
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench import metrics as M
+from bench.metrics.table import judged_metrics
 from bench.tracking import column
 
-RULE_METRICS = (M.SHARPNESS, M.FD_LENET, M.RECON_MSE)
+RULE_METRICS = judged_metrics()  # from the metric table, at import
 TOLERANCE = 0.05  # largest relative change between the last two fifths
 MIN_EPOCHS = 10  # tracked epochs needed to judge (two fifths of at least 2 epochs each)
 CONVERGED, NOT_CONVERGED, TOO_SHORT, NOT_TRACKED = "converged", "not converged", "too short", "not tracked"

@@ -34,8 +34,6 @@ from bench.context import Context, resolve
 from bench.datasets import DATASETS, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, DatasetSpec, get_dataset
 from bench.errors import UserError
 
-FILES = DATASETS["mnist"].gz_md5  # MNIST's file names -> md5 (kept for bench.perf's torchvision baseline)
-
 
 def _find(root: Path, name: str, spec: DatasetSpec) -> Path | None:
     for candidate in (root / name, root / spec.torchvision_class / "raw" / name):
@@ -118,7 +116,7 @@ def _read_idx(path: Path, header: int, shape: tuple[int, ...]) -> np.ndarray:
 
 @dataclass
 class ImageData:
-    """A dataset held in memory as uint8 tensors on one device. Images ``[N, 1, 28, 28]``."""
+    """A dataset held in memory as uint8 tensors on one device. Images ``[N, C, H, W]`` (``spec.image_shape``)."""
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
@@ -136,9 +134,6 @@ class ImageData:
     def to(self, device: torch.device | str) -> ImageData:
         fields = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()}
         return ImageData(**fields)
-
-
-MNISTData = ImageData  # the name before datasets were configurable (type hints elsewhere)
 
 
 def load_data(
@@ -174,12 +169,6 @@ def load_data(
         test_images=torch.from_numpy(test_x.copy()), test_labels=torch.from_numpy(test_y.copy()).long(),
         checksum=checksum, dataset=dataset,
     ).to(device)
-
-
-def load_mnist(data_root: str | None = None, val_size: int = 5000, val_seed: int = 1234,
-               device: torch.device | str = "cpu", ctx: Context | None = None) -> ImageData:
-    """MNIST through :func:`load_data`."""
-    return load_data(data_root, val_size, val_seed, device, "mnist", ctx)
 
 
 def preprocess(

@@ -9,26 +9,25 @@ from __future__ import annotations
 import torch
 
 from bench import metrics as M
-from bench.classifier import get_classifier
 from bench.config import EvalConfig
-from bench.context import Context
-from bench.data import MNISTData
-from bench.evaluate import MetricRow, _check, _n_test, _unit, blas_threads_like_torch, feature_rows, real_stats
+from bench.data import ImageData
+from bench.evaluate import Evaluator, MetricRow, _check, _n_test, _unit, blas_threads_like_torch
 
 
 @blas_threads_like_torch
 @torch.inference_mode()
-def evaluate_real(data: MNISTData, cfg: EvalConfig, ctx: Context | None = None) -> list[MetricRow]:
+def evaluate_real(data: ImageData, cfg: EvalConfig, evaluator: Evaluator | None = None) -> list[MetricRow]:
     """The same sample metrics on real test images (the "True" row of Table 1).
 
     For the feature metrics the held-out validation images stand in for generated
     samples, so these rows are the noise floor of fd_lenet, kid_lenet, precision and
-    recall (two independent sets of real digits). ``ctx`` (:mod:`bench.context`) gives the
-    extractor's cache folder and memo.
+    recall (two independent sets of real digits): the metric table's ``real`` entries.
+    ``evaluator``: a command's is ``Evaluator.of(ctx)`` (its cache folder and memo); None, a fresh one.
     """
     _check(cfg)
-    extractor = get_classifier(data, cfg.classifier_epochs, batch_size=cfg.batch_size, ctx=ctx)
-    real = real_stats(data, cfg, extractor)
+    evaluator = evaluator or Evaluator()
+    extractor = evaluator.classifier(data, cfg)
+    real = evaluator.real_stats(data, cfg, extractor)
     n_test = len(real.feats)
     val = _unit(data.val_images[:cfg.n_samples])
     recipe = "4-neighbour Laplacian, valid, variance per image, pixels k/255"
@@ -42,7 +41,7 @@ def evaluate_real(data: MNISTData, cfg: EvalConfig, ctx: Context | None = None) 
     ]
     if len(val) > cfg.pr_k:
         floor = [MetricRow(r.split, r.metric, r.value, f"noise floor: held-out validation images as samples; {r.note}")
-                 for r in feature_rows(val, "validation", real, extractor, cfg)]
+                 for r in evaluator.sample_rows(val, data, cfg)]
         rows += floor
     rows += reference_reconstruction_rows(data, cfg)
     rows += [
@@ -52,7 +51,7 @@ def evaluate_real(data: MNISTData, cfg: EvalConfig, ctx: Context | None = None) 
     return rows
 
 
-def reference_reconstruction_rows(data: MNISTData, cfg: EvalConfig) -> list[MetricRow]:
+def reference_reconstruction_rows(data: ImageData, cfg: EvalConfig) -> list[MetricRow]:
     """recon_mse of two code-free "reconstructions" of the test images, the floor a model
     with a code must beat: the mean training image, and the mean training image of the
     test image's class (what a code holding only the digit label could give)."""

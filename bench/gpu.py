@@ -11,13 +11,15 @@ For a session lent a GPU for a few minutes (one device call, no network, no inst
    class allows it (``allows_bf16``, ``train.bf16``); every runner is stopped at the hard
    deadline, keeping the rows of the runs that finished → ``OUT/metrics.csv``, ``OUT/runs/``;
 3. Table 1 for that budget (``OUT/table1.md``), the plan (``OUT/plan.json``) and the projected
-   wall time of the full paper protocol (5 seeds of every model x 100 epochs + the Fig. 7 sweep
-   of 3 PIE runs) on this device (``OUT/summary.md``);
+   wall time of the full paper protocol (``bench.report.selection.protocol_runs`` of every registered
+   model x the paper's epochs) on this device (``OUT/summary.md``);
 4. a short summary on stdout.
 
 ``--device cpu --dry-run`` runs the same code path on the smoke preset in seconds (tests).
-MNIST is read from ``--data-root`` (default: ``$MNIST_ROOT``, else ``./data``, which the device
-call carries). Nothing here imports umap.
+The models are the registry's (``bench.registry.MODELS``, read at each call) and the dataset the
+preset's (``data.dataset``, sizes from ``bench.datasets``), read from ``--data-root`` (default: the
+dataset's variable, e.g. ``$MNIST_ROOT``, else its folder, which the device call carries).
+Nothing here imports umap.
 """
 
 from __future__ import annotations
@@ -36,17 +38,22 @@ import pandas as pd
 
 from bench.cli import Parser, user_errors_exit_2
 from bench.context import child_environ
+from bench.datasets import get_dataset
 from bench.errors import UserError
 from bench.registry import MODELS as REGISTRY
 from bench.report.selection import TABLE1_SEEDS, protocol_runs
 
-MODELS = tuple(REGISTRY)  # every registered model, in registry order
 SEED_CHOICES = (5, 3, 2, 1)  # most seeds first; take the first whose epochs reach MIN_EPOCHS[seeds]
 MIN_EPOCHS = {5: 30, 3: 10, 2: 5, 1: 1}
 PLAN_SAFETY = 0.75  # share of the remaining budget the plan may fill (the rest absorbs misestimates)
 RESERVE_S = 25.0  # kept for the report after the runners are stopped
 EPOCH_OVERHEAD = 1.15  # harness loop + validation on top of the bare steps of bench.perf
 EVAL_FIXED_S = 15.0  # LeNet features, precision/recall, probe of one evaluation, beyond the model passes
+
+
+def protocol_models() -> tuple[str, ...]:
+    """Every registered model, in registry order (read at call time: a model registered later joins)."""
+    return tuple(REGISTRY)
 
 
 @dataclass
@@ -65,7 +72,7 @@ class Plan:
 def speeds_from_perf(perf: pd.DataFrame, preset: str) -> dict[str, tuple[float, float]]:
     """(train images/s, sample images/s) of each model at ``preset`` from a bench.perf table."""
     out = {}
-    for m in MODELS:
+    for m in protocol_models():
         sel = perf[(perf["section"] == "model") & (perf["preset"] == preset) & (perf["model"] == m)]
         vals = dict(zip(sel["metric"], sel["value"], strict=True))
         if "train_images_per_s" in vals and "sample_images_per_s" in vals:
@@ -75,12 +82,12 @@ def speeds_from_perf(perf: pd.DataFrame, preset: str) -> dict[str, tuple[float, 
 
 def eval_passes(cfg, model: str) -> int:
     """Model forward passes (images) of one evaluation: samples at two temperatures, the test set
-    encoded and decoded, the probe's training codes, and an importance-weighted likelihood's K
-    passes per scored image (a model section with ``iw_samples``, the VAE's)."""
+    encoded and decoded, the probe's training codes, and the likelihood's passes per scored image
+    (the model class's ``log_prob_passes``: K for an importance-weighted estimate)."""
     e = cfg.eval
-    n_test = e.test_subset or 10000
+    n_test = e.test_subset or get_dataset(cfg.data.dataset).n_test
     passes = 2 * e.n_samples + 2 * n_test + e.probe_train_size
-    passes += getattr(cfg.models[model], "iw_samples", 0) * (e.bpd_subset or n_test)
+    passes += REGISTRY[model].model_cls.log_prob_passes(cfg.models[model]) * (e.bpd_subset or n_test)
     return passes
 
 
@@ -200,10 +207,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --dry-run)")
     p.add_argument("--budget-s", type=float, default=480.0, help="hard wall-clock budget (default: %(default)s)")
     p.add_argument("--out", default="results/local/gpu", help="output folder (default: %(default)s)")
-    p.add_argument("--data-root", default=None, help="MNIST folder (else $MNIST_ROOT, else ./data)")
+    p.add_argument("--data-root", default=None,
+                   help="dataset folder (else the dataset's variable, e.g. $MNIST_ROOT, else its default folder)")
     p.add_argument("--config", default=None, help="protocol preset (default: configs/paper.yaml; smoke with --dry-run)")
     p.add_argument("--dry-run", action="store_true", help="smoke preset and quick perf: the same code path in seconds")
-    p.add_argument("--no-bf16", action="store_true", help="fp32 for the VAE/WAE too")
+    p.add_argument("--no-bf16", action="store_true", help="fp32 for every model (else bf16 where the model allows it)")
     p.add_argument("--compile", action="store_true", help="torch.compile the models' loss (warm-up costs minutes)")
     args = p.parse_args(argv)
     if args.budget_s <= 0:
@@ -240,7 +248,8 @@ def run(argv: list[str] | None = None, log=print) -> dict:
         perf_args += ["--data-root", args.data_root]
     perf_frame = perf.run(perf_args, log=lambda *a: None)
     speeds = speeds_from_perf(perf_frame, cfg.preset)
-    n_train = cfg.data.train_subset or 60000 - cfg.data.val_size
+    models = protocol_models()
+    n_train = cfg.data.train_subset or get_dataset(cfg.data.dataset).n_train - cfg.data.val_size
     log(f"bench.gpu: perf done in {time.monotonic() - start:.0f} s: " + ", ".join(
         f"{m} {speeds[m][0]:.0f} train img/s" for m in speeds))
 
@@ -249,8 +258,8 @@ def run(argv: list[str] | None = None, log=print) -> dict:
     plan = plan_protocol(speeds, cfg, n_train, left)
     (out / "plan.json").write_text(json.dumps(plan.__dict__, indent=1))
     log(f"bench.gpu: plan {plan.note}")
-    cmds = {m: runner_command(m, plan, args, config) for m in MODELS}
-    threads = max(1, (os.cpu_count() or 1) // len(MODELS))
+    cmds = {m: runner_command(m, plan, args, config) for m in models}
+    threads = max(1, (os.cpu_count() or 1) // len(models))
     t_runs = time.monotonic()
     outcome = run_concurrently(cmds, deadline - RESERVE_S, out, threads)
     runs_wall = time.monotonic() - t_runs
@@ -260,8 +269,8 @@ def run(argv: list[str] | None = None, log=print) -> dict:
     table1 = write_table1(out)
     paper_epochs = load_config("configs/paper.yaml").train.epochs
     serial = projected_paper_seconds(plan, paper_epochs)
-    table1_runs = TABLE1_SEEDS * len(MODELS)
-    sweep_runs = sum(protocol_runs(m) for m in MODELS) - table1_runs
+    table1_runs = TABLE1_SEEDS * len(models)
+    sweep_runs = sum(protocol_runs(m) for m in models) - table1_runs
     lines = [f"# GPU protocol on {perf_frame['device_name'].iloc[0]} ({'dry run, ' if args.dry_run else ''}"
              f"preset {cfg.preset}, budget {args.budget_s:.0f} s)", "",
              f"- plan: {plan.note}", "- runners: " + ", ".join(f"{m} {o}" for m, o in outcome.items()),
@@ -270,9 +279,9 @@ def run(argv: list[str] | None = None, log=print) -> dict:
     seen = observed_throughput(out)
     if seen is not None:
         images, _ = seen
-        total = sum(protocol_runs(m) for m in MODELS) * paper_epochs * n_train
+        total = sum(protocol_runs(m) for m in models) * paper_epochs * n_train
         rate = images / runs_wall
-        lines.append(f"- projected at the throughput measured here with {len(MODELS)} runs at once "
+        lines.append(f"- projected at the throughput measured here with {len(models)} runs at once "
                      f"({rate:.0f} training images/s summed, evaluations included): "
                      f"{total / rate / 3600:.1f} h")
     lines += ["", table1]

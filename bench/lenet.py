@@ -33,21 +33,24 @@ class ClassifierRecipe:
 
 
 class LeNet(nn.Module):
-    """conv5(16)-BN-ReLU-pool, conv5(32)-BN-ReLU-pool, fc(128), ReLU-fc(classes). Input ``[B, 1, 28, 28]`` in [0, 1],
-    normalised inside the net by the dataset's pixel mean and std (``bench.datasets``).
+    """conv5(16)-BN-ReLU-pool, conv5(32)-BN-ReLU-pool, fc(128), ReLU-fc(classes). Input ``[B, C, H, W]`` (the
+    dataset's ``image_shape``) in [0, 1], normalised inside the net by the dataset's pixel mean and std
+    (``bench.datasets``).
 
     Features are the 128 penultimate activations *before* their ReLU: after it, units
     that never fire on digits are constant 0 and make the feature covariance singular.
     """
 
-    def __init__(self, mean: float, std: float, n_classes: int):
+    def __init__(self, mean: float, std: float, n_classes: int, image_shape: tuple[int, int, int]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean))
         self.register_buffer("std", torch.tensor(std))
+        c, h, w = image_shape
+        side = [((s - 4) // 2 - 4) // 2 for s in (h, w)]  # each conv5 takes 4, each pool halves: 28 -> 4
         self.body = nn.Sequential(
-            nn.Conv2d(1, 16, 5, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),  # 28 -> 24 -> 12
-            nn.Conv2d(16, 32, 5, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),  # 12 -> 8 -> 4
-            nn.Flatten(), nn.Linear(32 * 4 * 4, FEATURE_DIM),
+            nn.Conv2d(c, 16, 5, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * side[0] * side[1], FEATURE_DIM),
         )
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(FEATURE_DIM, n_classes))
 
@@ -78,7 +81,7 @@ class FeatureExtractor:
 
     @torch.inference_mode()
     def features(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """``[N, 1, 28, 28]`` in [0, 1] -> penultimate features ``[N, 128]`` float32."""
+        """``[N, C, H, W]`` in [0, 1] -> penultimate features ``[N, 128]`` float32."""
         return self._batched(self.net.features, images, batch_size)
 
     @torch.inference_mode()
@@ -157,7 +160,7 @@ def _train(data: ImageData, recipe: ClassifierRecipe) -> LeNet:
 
 def new_lenet(data: ImageData) -> LeNet:
     spec = data.spec
-    return LeNet(spec.mean, spec.std, spec.n_classes)
+    return LeNet(spec.mean, spec.std, spec.n_classes, spec.image_shape)
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from bench.datasets import DATASETS, DatasetSpec  # noqa: E402
+from bench.metrics import names as N
 
 GRID_PAD = 2
 PAD_VALUE = 1.0  # white separators: visible between black MNIST backgrounds and grey samples
@@ -312,7 +313,7 @@ def convergence_curves(curves: pd.DataFrame, real: dict[str, float], path: Path,
         sns.lineplot(data=data, x="epoch", y="value", hue="model", errorbar="sd", marker="o", markersize=3, ax=ax)
         if np.isfinite(real.get(metric, np.nan)):
             ax.axhline(real[metric], ls="--", lw=1, color="grey", label=f"real digits ({real[metric]:.3g})")
-        if metric == "fd_lenet" or (data["value"] > 0).all() and data["value"].max() > 50 * data["value"].min():
+        if metric == N.FD_LENET or (data["value"] > 0).all() and data["value"].max() > 50 * data["value"].min():
             ax.set_yscale("log")  # FD falls by orders of magnitude; so do artefact scores between models
         ax.set_ylabel("")
         _epoch_axes(ax, metric)

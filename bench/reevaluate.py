@@ -35,17 +35,19 @@ import torch
 
 from bench.classifier import get_classifier
 from bench.cli import Parser, user_errors_exit_2
-from bench.config import SECTION_TYPES, Config, config_from_dict, eval_hash
+from bench.config import Config
 from bench.context import CACHE_ENV, Context, resolve
 from bench.data import load_data
 from bench.errors import UserError
-from bench.evaluate import MetricRow
+from bench.evaluate import Evaluator, MetricRow
 from bench.evaluate_real import evaluate_real
 from bench.figure_data import FIGURES, figure_arrays
+from bench.record import RunRecord, is_real_run_of
 from bench.registry import MODELS, build_model
-from bench.results import DONE, RUNS, TABLE, atomic_write_bytes, claim, parse_table, replace_run_rows, sync_table
-from bench.rundir import read_config
+from bench.results import DONE, RUNS, TABLE, atomic_write_bytes, claim
 from bench.runner import evaluate_and_time, git_commit, save_artefacts
+from bench.sync import replace_run_rows, sync_table
+from bench.tidy import parse_table
 from bench.weights import WEIGHTS, load_weights
 
 _THREADS = re.compile(r"\((\d+) threads?\)")
@@ -90,16 +92,11 @@ def merge_rows(path: Path, rows: list[MetricRow], commit: str) -> tuple[str, dic
     return buf.getvalue(), counts
 
 
-def _config(settings: dict, model: str, preset: str) -> Config:
-    raw = {k: settings[k] for k in (*SECTION_TYPES, model) if isinstance(settings.get(k), dict)}
-    return config_from_dict(raw, preset)
-
-
-def _threads(settings: dict, override: int | None) -> int:
+def _threads(record: RunRecord, override: int | None) -> int:
     """The thread count to evaluate with: ``override``, else the run's recorded one, else torch's."""
     if override:
         return override
-    found = _THREADS.search(str(settings.get("device", "")))
+    found = _THREADS.search(record.device)
     return int(found.group(1)) if found else torch.get_num_threads()
 
 
@@ -119,13 +116,12 @@ class Reevaluator:
                                         cfg.data.dataset, self.ctx)
         return self._data[key]
 
-    def _real_settings(self, run_id: str) -> dict | None:
+    def _real_settings(self, run_id: str) -> RunRecord | None:
         """A model run's config.json whose evaluation settings give the real-data run's id."""
         for cfg_path in sorted((self.out / RUNS).glob("*/config.json")):
-            settings = read_config(cfg_path.parent)  # a damaged one reads as {}: not a candidate
-            if isinstance(settings, dict) and isinstance(settings.get("eval"), dict) \
-                    and eval_hash(settings["eval"]) == run_id.rsplit("-", 1)[-1]:
-                return settings
+            record = RunRecord.read(cfg_path.parent)  # a damaged one reads as None: not a candidate
+            if record is not None and is_real_run_of(run_id, record.sections.get("eval")):
+                return record
         return None
 
     def other_extractor(self, run_dir: Path, cfg: Config, data) -> str:
@@ -145,34 +141,32 @@ class Reevaluator:
     def score(self, run_dir: Path) -> tuple[list[MetricRow], dict | None, Config] | str:
         """(rows, artefacts, config) of a run, or why it is left untouched."""
         if run_dir.name.startswith("real-"):
-            settings = self._real_settings(run_dir.name)
-            if settings is None:
+            record = self._real_settings(run_dir.name)
+            if record is None:
                 return "no run's config.json has the evaluation settings of this real-data run"
-            cfg = _config(settings, str(settings.get("model")), str(settings.get("preset", "custom")))
+            cfg = record.config()
             data = self.data(cfg)
             if not run_dir.name.startswith(f"real-{data.checksum[:8]}-"):
                 return "its data checksum is not that of the data found"
             if why := self.other_extractor(run_dir, cfg, data):
                 return why
-            torch.set_num_threads(_threads(settings, self.threads))
-            return evaluate_real(data, cfg.eval, self.ctx), None, cfg
+            torch.set_num_threads(_threads(record, self.threads))
+            return evaluate_real(data, cfg.eval, Evaluator.of(self.ctx)), None, cfg
         if not (run_dir / WEIGHTS).is_file():
             return f"no {WEIGHTS} (trained before weights were kept)"
+        record = RunRecord.read(run_dir)  # validated (bench.rundir); a damaged one reads as None
+        if record is None:
+            return "config.json missing or damaged"
+        model_name, seed = record.model, record.seed
+        if model_name not in MODELS:
+            return f"model '{model_name}' is not registered"
         try:
-            settings = read_config(run_dir)  # validated (bench.rundir); a damaged one reads as {}
-            if not settings:
-                return "config.json missing or damaged"
-            model_name, seed = str(settings["model"]), int(settings["seed"])
-            if model_name not in MODELS:
-                return f"model '{model_name}' is not registered"
-            cfg = _config(settings, model_name, str(settings.get("preset", "custom")))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            return f"config.json unreadable ({type(e).__name__})"
+            cfg = record.config()
         except UserError as e:
             return f"config.json no longer loads: {e}"
-        if f"{model_name}-{cfg.run_hash(model_name)}-s{seed}" != run_dir.name:
+        if RunRecord.of(cfg, model_name, seed).run_id != run_dir.name:
             return "its config.json does not give its run id"
-        torch.set_num_threads(_threads(settings, self.threads))
+        torch.set_num_threads(_threads(record, self.threads))
         data = self.data(cfg)
         if why := self.other_extractor(run_dir, cfg, data):
             return why

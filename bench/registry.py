@@ -46,11 +46,12 @@ def register(name: str, model_cls: type[GenerativeEncoder], config_cls: type, la
     name in the report's tables and figures (default: ``name``).
 
     ``config_cls`` is a dataclass whose fields all have defaults (a preset may omit the
-    section) and a declared range each (``models.settings.setting``). Raises ValueError for a
-    name that is taken or not lowercase ``[a-z][a-z0-9_]*`` (it becomes a CLI name, a config
-    section and part of run ids), and TypeError for a class
-    outside the contract (:class:`models.contract.GenerativeEncoder`), a config that is no dataclass,
-    or one with a field declared without a range.
+    section) and a declared range each (``models.settings.setting``); a field ``image_shape``
+    (``models.settings.image_shape_setting``) receives the dataset's [C, H, W] from the dataset table.
+    Raises ValueError for a name that is taken or not lowercase ``[a-z][a-z0-9_]*`` (it becomes a
+    CLI name, a config section and part of run ids), and TypeError for a class outside the
+    contract (:class:`models.contract.GenerativeEncoder`), a config that is no dataclass, or one
+    with a field declared without a range.
     """
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise ValueError(f"model name {name!r} must match [a-z][a-z0-9_]*")

@@ -20,12 +20,9 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import itertools
-import math
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -40,26 +37,23 @@ from bench.cli import (
     unique,
     user_errors_exit_2,
 )
-from bench.config import (
-    Config,
-    apply_overrides,
-    config_from_dict,
-    copy_raw,
-    parse_override,
-    parse_value,
-    read_yaml,
-    set_value,
-)
-from bench.context import Context, resolve
+from bench.config import config_from_dict
+from bench.context import Context
+from bench.context import resolve as resolve_context
 from bench.data import load_data
 from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.executors import EXECUTORS
+from bench.metrics import names as N
 from bench.registry import MODELS, build_model, check_model_names
-from bench.results import DONE, RUNS, TABLE, DamageLog, local_dir, read_table, remove_stale_temps, sync_table
+from bench.results import DONE, RUNS, TABLE, DamageLog, local_dir, remove_stale_temps
 from bench.rundir import check_run_dirs
 from bench.runner import RunOutcome, RunSpec, mark_unfinished, record_real, recover_lost_rows
+from bench.sweep import apply_overrides, count, expand, first_points, parse_sweeps, resolve
+from bench.sync import sync_table
+from bench.tidy import read_table
 from bench.train import check_checkpoints
+from bench.yamlfile import read_yaml
 
 DEFAULT_CONFIG = "configs/default.yaml"
 MAX_RUNS_WITHOUT_YES = 100  # a bigger plan is more likely a typo (--seeds 1000000) than a wish
@@ -118,33 +112,6 @@ def parse_seeds(text: str) -> range:
     return range(n)
 
 
-def parse_sweeps(sweeps: list[str]) -> list[tuple[str, list[Any]]]:
-    """``--sweep section.key=v1,v2`` -> [("section.key", [v1, v2])], values typed as YAML scalars."""
-    out = []
-    for text in sweeps:
-        (section, key), _ = parse_override(text.split(",")[0])
-        values_text = text.partition("=")[2]
-        values = unique([parse_value(v, f"--sweep '{text}'") for v in values_text.split(",") if v.strip()])
-        if not values:
-            raise UserError(f"--sweep '{text}' lists no values")
-        out.append((f"{section}.{key}", values))
-    return out
-
-
-def _with_values(raw: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """The raw config with swept values set as they were parsed (no text round trip)."""
-    out = copy_raw(raw)
-    for key, value in values.items():
-        set_value(out, key, value)
-    return out
-
-
-def _resolved(cfg: Config, key: str) -> Any:
-    """A field's value after type checking (e.g. 1 -> 1.0 for a float field): what a sweep column shows."""
-    section, name = key.split(".", 1)
-    return getattr(cfg.models[section] if section in cfg.models else getattr(cfg, section), name)
-
-
 def plan_runs(args: argparse.Namespace, ctx: Context | None = None) -> list[RunSpec]:
     """Expand models × sweep points × seeds into RunSpecs, validating every config first.
 
@@ -163,14 +130,9 @@ def plan_runs(args: argparse.Namespace, ctx: Context | None = None) -> list[RunS
     if args.out is None:  # the user's own folder, never the committed reference
         args.out = str(local_dir(preset, base.data.dataset))
     sweeps = parse_sweeps(args.sweep)
-    if any(key == "data.dataset" for key, _ in sweeps):
-        raise UserError("--sweep over data.dataset is not supported: run one dataset per command "
-                        "(--dataset NAME), each into its own --out directory")
-    for key, values in sweeps:  # a swept key must exist: build once with its first value
-        config_from_dict(_with_values(raw, {key: values[0]}), preset)
-    # A sweep over another model's section does not multiply this model's runs.
-    relevant = {m: [(k, v) for k, v in sweeps if k.split(".")[0] in (m, "data", "train", "eval")] for m in models}
-    planned = len(seeds) * sum(math.prod(len(v) for _, v in relevant[m]) for m in models)
+    for first in first_points(raw, sweeps):  # every swept key exists
+        config_from_dict(first, preset)
+    planned = len(seeds) * sum(count(sweeps, m) for m in models)
     if planned > MAX_RUNS:
         raise UserError(f"this plans {planned} runs (--models, --seeds, --sweep); at most {MAX_RUNS} can be planned "
                         "in one command, even with --yes")
@@ -179,12 +141,10 @@ def plan_runs(args: argparse.Namespace, ctx: Context | None = None) -> list[RunS
                         "need --yes")
     specs: dict[str, RunSpec] = {}
     for model in models:
-        grid = itertools.product(*[v for _, v in relevant[model]]) if relevant[model] else [()]
-        for point in grid:
-            values = {k: v for (k, _), v in zip(relevant[model], point, strict=True)}
-            cfg = config_from_dict(_with_values(raw, values), preset) if values else copy.deepcopy(base)
+        for point, point_raw in expand(raw, sweeps, model):
+            cfg = config_from_dict(point_raw, preset) if point else copy.deepcopy(base)
             build_model(model, cfg)  # size checks now, before anything is written
-            sweep = {k: _resolved(cfg, k) for k in values}
+            sweep = {key: resolve(cfg, key) for key in point}
             for seed in seeds:
                 spec = RunSpec(model, seed, cfg, sweep, args.out, args.data_root, args.device, progress)
                 specs.setdefault(spec.run_id, spec)
@@ -203,7 +163,7 @@ def check_writable(out: Path) -> None:
 def summarize(out: Path, run_ids: list[str]) -> str:
     table = read_table(out / TABLE)
     table = table[table["run_id"].isin(run_ids) & (table["status"] == "ok")]
-    keep = ["recon_mse", "sharpness", "fd_lenet", "bits_per_dim", "probe_accuracy", "final_loss"]
+    keep = [N.RECON_MSE, N.SHARPNESS, N.FD_LENET, N.BITS_PER_DIM, N.PROBE_ACCURACY, N.FINAL_LOSS]
     table = table[table["metric"].isin(keep)]
     if table.empty:
         return "(no finished runs)"
@@ -230,7 +190,7 @@ def run_all(executor: str, specs: list[RunSpec], data, args: argparse.Namespace,
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    ctx = resolve(data_root=args.data_root, progress=not args.no_progress)
+    ctx = resolve_context(data_root=args.data_root, progress=not args.no_progress)
     args.device = resolve_device(args.device)
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {args.jobs}")

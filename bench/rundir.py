@@ -2,8 +2,8 @@
 
 ``runs/<run_id>/`` holds ``config.json``, ``train_log.csv``, ``metrics.csv``, ``done.json`` and
 the figure arrays. Every reader of ``config.json`` and ``train_log.csv`` (the runner, the report,
-the selection of runs) goes through here; ``metrics.csv`` and ``done.json`` are read by
-:mod:`bench.results`, the figure arrays by :mod:`bench.figure_data`. A file that cannot be read,
+the selection of runs, :class:`bench.record.RunRecord`) goes through here; ``metrics.csv`` and ``done.json`` are read by
+:mod:`bench.tidy`, the figure arrays by :mod:`bench.figure_data`. A file that cannot be read,
 or holds what no writer of this package writes, is named in one warning line
 (:class:`bench.results.DamageLog`) and read as absent: the run keeps its rows, loses what the
 file would have given (its figure, its curve, its settings) and the reader goes on.

@@ -18,7 +18,6 @@ converged that hit ``train.max_epochs``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import time
 import traceback
@@ -32,28 +31,20 @@ import pandas as pd
 import torch
 
 from bench import convergence
-from bench.config import Config, EvalConfig, TrainConfig, eval_hash
+from bench.config import Config, EvalConfig, TrainConfig
 from bench.context import Context
 from bench.data import load_data
 from bench.errors import UserError
-from bench.evaluate import MetricRow, evaluate_model, model_seconds
+from bench.evaluate import Evaluator, MetricRow, evaluate_model, model_seconds
 from bench.evaluate_real import evaluate_real
 from bench.figure_data import save_figure_data
 from bench.metrics import RECON_MSE_MEAN_IMAGE
+from bench.metrics import names as N
+from bench.record import RunRecord, real_run_id
 from bench.registry import build_model
-from bench.results import (
-    DONE,
-    RUNS,
-    TABLE,
-    atomic_write_bytes,
-    claim,
-    done_bytes,
-    move_aside,
-    read_table,
-    replace_run_rows,
-    warn,
-    write_csv_atomic,
-)
+from bench.results import DONE, RUNS, TABLE, atomic_write_bytes, claim, move_aside, warn, write_csv_atomic
+from bench.sync import replace_run_rows
+from bench.tidy import done_bytes, read_table
 from bench.tracking import make_tracker
 from bench.train import STOPPED_CAP, STOPPED_CONVERGED, Diverged, TrainResult, train_model
 from bench.weights import save_weights
@@ -73,9 +64,14 @@ class RunSpec:
     progress: bool = False
     wait: bool = False  # if another runner has claimed the run: wait for it (True) or move on (False)
 
+    def record(self) -> RunRecord:
+        """The run's ``config.json`` (:mod:`bench.record`): its identity and settings."""
+        return RunRecord.of(self.config, self.model, self.seed, self.sweep, describe_device(self.device),
+                            torch.__version__)
+
     @property
     def run_id(self) -> str:
-        return f"{self.model}-{self.config.run_hash(self.model)}-s{self.seed}"
+        return RunRecord.of(self.config, self.model, self.seed).run_id
 
 
 @dataclass
@@ -104,10 +100,11 @@ def describe_device(device: str) -> str:
 def _rows_frame(spec: RunSpec, rows: list[MetricRow], status: str, started: str, elapsed: float) -> pd.DataFrame:
     cfg = spec.config
     model_cfg = cfg.models[spec.model]
+    record = RunRecord.of(cfg, spec.model, spec.seed)
     base = {
-        "run_id": spec.run_id, "dataset": cfg.data.dataset, "model": spec.model, "seed": spec.seed,
+        "run_id": record.run_id, "dataset": cfg.data.dataset, "model": spec.model, "seed": spec.seed,
         "status": status, "latent_dim": getattr(model_cfg, "latent_dim", pd.NA), "preset": cfg.preset,
-        "config_hash": cfg.run_hash(spec.model), "git_commit": git_commit(), "started_at": started,
+        "config_hash": record.config_hash, "git_commit": git_commit(), "started_at": started,
         "elapsed_s": round(elapsed, 3),
     }
     base.update(spec.sweep)
@@ -177,25 +174,11 @@ def execute_run(spec: RunSpec, data=None, log=print, eval_timings: dict[str, flo
         return RunOutcome(spec.run_id, "failed", reason)
 
 
-def model_train_config(config: Config, model: str) -> TrainConfig:
-    """The train section as ``model`` trains with it: its own Adam beta1 where its config sets one
-    (e.g. ``pie.beta1``), and torch.compile where ``train.compile_models`` names it."""
-    train_cfg = config.train
-    model_beta1 = getattr(config.models[model], "beta1", None)  # None: train.beta1
-    if model_beta1 is not None:
-        train_cfg = dataclasses.replace(train_cfg, beta1=model_beta1)
-    if model in train_cfg.compile_models:
-        train_cfg = dataclasses.replace(train_cfg, compile=True)
-    return train_cfg
-
-
 def _train_and_record(spec: RunSpec, data, run_dir: Path, log, eval_timings: dict[str, float] | None,
                       ctx: Context) -> None:
     out = Path(spec.out_dir)
-    cfg_dict = {"model": spec.model, "seed": spec.seed, "sweep": spec.sweep, "preset": spec.config.preset,
-                "run_id": spec.run_id, "device": describe_device(spec.device), "torch_version": torch.__version__,
-                **spec.config.run_dict(spec.model)}
-    atomic_write_bytes(run_dir / "config.json", json.dumps(cfg_dict, indent=2, sort_keys=True).encode())
+    record = spec.record()
+    record.write(run_dir)
     dc = spec.config.data
     if data is None or data.dataset != dc.dataset or data.val_images.shape[0] != dc.val_size:
         data = load_data(spec.data_root, dc.val_size, dc.val_seed, spec.device, dc.dataset, ctx)
@@ -207,14 +190,15 @@ def _train_and_record(spec: RunSpec, data, run_dir: Path, log, eval_timings: dic
     t0 = time.perf_counter()
     torch.manual_seed(spec.seed)
     model = build_model(spec.model, spec.config)
-    train_cfg = model_train_config(spec.config, spec.model)
+    train_cfg = spec.config.train_for(spec.model)
     result = train_model(model, train_data, train_cfg, seed=spec.seed, run_dir=run_dir,
-                         config_dict=cfg_dict, progress=spec.progress, log=log,
-                         on_epoch_end=make_tracker(data, spec.config, spec.seed, ctx))
-    rows = [MetricRow("train", f"final_{k}", v, "mean over the last epoch") for k, v in result.final_parts.items()]
-    rows.append(MetricRow("val", "loss", result.val_loss, "held-out validation images"))
+                         record=record, progress=spec.progress, log=log,
+                         on_epoch_end=make_tracker(data, spec.config, spec.seed, Evaluator.of(ctx)))
+    rows = [MetricRow("train", N.FINAL_PREFIX + k, v, "mean over the last epoch")
+            for k, v in result.final_parts.items()]
+    rows.append(MetricRow("val", N.VAL_LOSS, result.val_loss, "held-out validation images"))
     train_seconds, how = result.total_seconds()
-    rows.append(MetricRow("train", "train_seconds", train_seconds, how))
+    rows.append(MetricRow("train", N.TRAIN_SECONDS, train_seconds, how))
     rows += length_rows(result, train_cfg)
     save_weights(run_dir, model, spec.run_id)
     eval_rows, artefacts = evaluate_and_time(model, data, spec.config.eval, spec.seed, eval_timings, ctx)
@@ -243,7 +227,7 @@ def length_rows(result: TrainResult, cfg: TrainConfig) -> list[MetricRow]:
         note = f"not converged: {STOPPED_CAP} at epoch {n}"
     else:
         note = f"not converged: {verdict.status} at epoch {n}"
-    return [MetricRow("train", "epochs_trained", float(n), how),
+    return [MetricRow("train", N.EPOCHS_TRAINED, float(n), how),
             MetricRow("train", "converged_epoch", float("nan") if first is None else float(first), note)]
 
 
@@ -253,9 +237,10 @@ def evaluate_and_time(model, data, cfg: EvalConfig, seed: int, eval_timings: dic
     ``eval_model_seconds`` (``eval_timings``, if given, receives the seconds per phase)."""
     t0 = time.perf_counter()
     timings = {} if eval_timings is None else eval_timings
-    rows, artefacts = evaluate_model(model, data, cfg, seed, timings=timings, ctx=ctx)
-    rows.append(MetricRow("test", "eval_seconds", time.perf_counter() - t0, "wall time of evaluation"))
-    rows.append(MetricRow("test", "eval_model_seconds", model_seconds(timings),
+    evaluator = Evaluator.of(ctx or Context())  # the context's: a worker's runs share its caches
+    rows, artefacts = evaluate_model(model, data, cfg, seed, timings=timings, evaluator=evaluator)
+    rows.append(MetricRow("test", N.EVAL_SECONDS, time.perf_counter() - t0, "wall time of evaluation"))
+    rows.append(MetricRow("test", N.EVAL_MODEL_SECONDS, model_seconds(timings),
                           "part of eval_seconds spent in the model's own calls (encode, decode, sample, log_prob), "
                           "whose counts the protocol fixes"))
     return rows, artefacts
@@ -266,11 +251,6 @@ def save_artefacts(run_dir: Path, artefacts: dict, grid_size: int) -> None:
     np.savez_compressed(run_dir / "artefacts.npz", **artefacts)
     save_figure_data(run_dir, artefacts)  # the small, committed part: the report rebuilds figures from it
     save_grid(artefacts["samples_t1"], run_dir / "samples.png", grid_size)
-
-
-def real_run_id(config: Config, data) -> str:
-    """The run id of the real test images' rows: ``real-<data checksum>-<eval hash>``."""
-    return f"real-{data.checksum[:8]}-{eval_hash(dataclasses.asdict(config.eval))}"
 
 
 def record_real(out: Path, config: Config, data, wait: bool = False, log=print, ctx: Context | None = None) -> bool:
@@ -285,7 +265,7 @@ def record_real(out: Path, config: Config, data, wait: bool = False, log=print, 
     if it died without finishing (its lock went with it), takes the claim over and writes
     the rows itself.
     """
-    run_id = real_run_id(config, data)
+    run_id = real_run_id(data.checksum, config.eval)
     run_dir = out / RUNS / run_id
     if (run_dir / DONE).is_file():
         return True
@@ -307,7 +287,7 @@ def record_real(out: Path, config: Config, data, wait: bool = False, log=print, 
             frame = frame.iloc[0:0]
         if frame.empty or RECON_MSE_MEAN_IMAGE not in set(frame["metric"]):  # none, or from before the references
             t0 = time.perf_counter()
-            rows = evaluate_real(data, config.eval, ctx)
+            rows = evaluate_real(data, config.eval, Evaluator.of(ctx or Context()))
             if not rows:
                 return True
             started = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -19,7 +19,6 @@ resumed run stops where an uninterrupted one would.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -42,10 +41,11 @@ from bench.checkpoint import (  # noqa: F401  (re-exported: the loop's checkpoin
     load_checkpoint,
     save_checkpoint,
 )
-from bench.config import TrainConfig, run_identity
+from bench.config import TrainConfig
 from bench.data import ImageData, iterate_batches, preprocess
+from bench.record import RunRecord
 from bench.results import write_csv_atomic
-from bench.rundir import read_config
+from bench.rundir import CONFIG
 from bench.train_time import total_train_seconds
 
 # Why a run stopped training (TrainResult.stopped_by).
@@ -103,53 +103,28 @@ def use_bf16_autocast(cfg: TrainConfig, model: torch.nn.Module) -> bool:
     return bool(cfg.bf16 and getattr(model, "allows_bf16", False))
 
 
-# Settings that change how long a run trains, not what it trains: a run that differs from a
-# finished one only in these continues from that run's checkpoint.
-_LENGTH_KEYS = ("epochs", "until_converged", "max_epochs")
-
-
-def planned_epochs(train: TrainConfig | dict) -> int:
-    """The most epochs a run trains: ``train.max_epochs`` with ``train.until_converged``, else ``train.epochs``."""
-    get = train.get if isinstance(train, dict) else lambda k, d=None: getattr(train, k, d)
-    return int(get("max_epochs", 0)) if get("until_converged", False) else int(get("epochs", 0))
-
-
-def _training_identity(config: dict) -> str:
-    """The run's identity (bench.identity) without its length settings, as one canonical string."""
-    d = {"model": config.get("model"), "seed": config.get("seed"), **run_identity(config, str(config.get("model", "")))}
-    d["train"] = {k: v for k, v in (d.get("train") or {}).items() if k not in _LENGTH_KEYS}
-    return json.dumps(d, sort_keys=True, default=str)
-
-
-def shorter_runs(run_dir: Path, config_dict: dict) -> list[Path]:
-    """The sibling run directories of ``run_dir`` that hold a checkpoint and whose ``config.json``
-    equals ``config_dict`` except for the length settings (``train.epochs``, ``until_converged``,
-    ``max_epochs``), with at most as many :func:`planned_epochs`: the longest first.
+def shorter_runs(run_dir: Path, record: RunRecord) -> list[Path]:
+    """The sibling run directories of ``run_dir`` that hold a checkpoint and whose record is a
+    shorter run of ``record``'s configuration (:meth:`bench.record.RunRecord.extends`): the longest first.
 
     Such a checkpoint is where this run would be after that many epochs (same seed, model, data,
     schedule, RNG state), so this run can start there, unless this run would have stopped
     earlier (:func:`_why_not_a_prefix`, checked on the checkpoint).
     """
-    limit = planned_epochs(config_dict.get("train") or {})
-    identity = _training_identity(config_dict)
     found: list[tuple[int, str, Path]] = []
-    for cfg_path in run_dir.parent.glob("*/config.json"):
+    for cfg_path in run_dir.parent.glob(f"*/{CONFIG}"):
         other = cfg_path.parent
         if other == run_dir or not ((other / CHECKPOINT).is_file() or (other / CHECKPOINT_PREV).is_file()):
             continue
-        cfg = read_config(other)  # a damaged one reads as {} (the runner named it once at start)
-        try:
-            reach = planned_epochs(cfg["train"])
-        except (KeyError, TypeError, ValueError, AttributeError):
-            continue  # unreadable or foreign: not a candidate
-        if reach <= limit and _training_identity(cfg) == identity:
-            found.append((reach, other.name, other))
+        shorter = RunRecord.read(other)  # a damaged one reads as None (the runner named it once at start)
+        if shorter is not None and record.extends(shorter):
+            found.append((shorter.train.planned_epochs(), other.name, other))
     return [p for _, _, p in sorted(found, key=lambda t: (-t[0], t[1]))]
 
 
-def shorter_run(run_dir: Path, config_dict: dict) -> Path | None:
+def shorter_run(run_dir: Path, record: RunRecord) -> Path | None:
     """The first of :func:`shorter_runs` (None if there is none)."""
-    runs = shorter_runs(run_dir, config_dict)
+    runs = shorter_runs(run_dir, record)
     return runs[0] if runs else None
 
 
@@ -163,8 +138,8 @@ def _why_not_a_prefix(ckpt: dict, cfg: TrainConfig) -> str:
     """Why another run's checkpoint is not this run's state after as many epochs ("" when it is):
     it lies beyond this run's last epoch, or the rule held at an epoch where this run stops."""
     epoch = int(ckpt["epoch"])
-    if epoch > planned_epochs(cfg):
-        return f"its epoch {epoch} lies beyond this run's {planned_epochs(cfg)}"
+    if epoch > cfg.planned_epochs():
+        return f"its epoch {epoch} lies beyond this run's {cfg.planned_epochs()}"
     if cfg.until_converged:
         frame = pd.DataFrame(ckpt["history"])
         for e in range(cfg.epochs, epoch):
@@ -173,12 +148,14 @@ def _why_not_a_prefix(ckpt: dict, cfg: TrainConfig) -> str:
     return ""
 
 
-def _starting_checkpoint(run_dir: Path, config_dict: dict, cfg: TrainConfig, extend_shorter: bool, log) -> dict | None:
-    """The run's own checkpoint, else (``extend_shorter``) that of the longest shorter run it extends."""
+def _starting_checkpoint(run_dir: Path, record: RunRecord | None, cfg: TrainConfig, extend_shorter: bool,
+                         log) -> dict | None:
+    """The run's own checkpoint, else (``extend_shorter`` and a ``record``) that of the longest
+    shorter run it extends."""
     ckpt = load_checkpoint(run_dir, log)
-    if ckpt is not None or not extend_shorter:
+    if ckpt is not None or not extend_shorter or record is None:
         return ckpt
-    for source in shorter_runs(run_dir, config_dict):
+    for source in shorter_runs(run_dir, record):
         ckpt = load_checkpoint(source, log)
         if ckpt is None:
             continue
@@ -206,7 +183,7 @@ def train_model(
     *,
     seed: int,
     run_dir: Path,
-    config_dict: dict,
+    record: RunRecord | None = None,
     progress: bool = False,
     log=print,
     on_epoch_end: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
@@ -219,8 +196,9 @@ def train_model(
     validation loss; the values it returns join that epoch's history row, so they are
     written to ``train_log.csv`` and checkpointed (a resumed run keeps them). It must
     leave the training RNG streams untouched and may leave the model in eval mode.
+    ``record``: the run's ``config.json`` (:mod:`bench.record`), kept in its checkpoints.
     ``extend_shorter``: without a checkpoint of its own, start from that of the longest of
-    :func:`shorter_runs` that this run extends. With ``cfg.until_converged`` the rule is judged
+    :func:`shorter_runs` of ``record`` that this run extends. With ``cfg.until_converged`` the rule is judged
     on the history (so ``on_epoch_end`` must add the ``track_*`` columns: :mod:`bench.tracking`).
 
     ``hook(event)`` is called at each of :data:`HOOK_EVENTS` (bench.perf times the loop's
@@ -250,7 +228,7 @@ def train_model(
     images = data.train_images
     history: list[dict] = []
     start_epoch, step, resumed_from = 0, 0, 0
-    ckpt = _starting_checkpoint(run_dir, config_dict, cfg, extend_shorter, log)
+    ckpt = _starting_checkpoint(run_dir, record, cfg, extend_shorter, log)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -263,7 +241,7 @@ def train_model(
     hook = hook or _no_hook
     t0 = time.perf_counter()
     steps_per_epoch = images.shape[0] // cfg.batch_size
-    last = planned_epochs(cfg)
+    last = cfg.planned_epochs()
     for epoch in range(start_epoch, last):
         if cfg.until_converged and epoch >= cfg.epochs and converged(history):
             break  # judged before each further epoch: a run resumed here stops here too
@@ -326,7 +304,7 @@ def train_model(
         payload = {
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(), "rng": _rng_state(gen), "epoch": epoch + 1,
-            "step": step, "history": _plain(history), "config": _plain(config_dict),
+            "step": step, "history": _plain(history), "config": _plain(record.to_dict() if record else {}),
         }
         hook("checkpoint_start")
         save_checkpoint(run_dir, payload)

@@ -27,7 +27,8 @@ import pandas as pd
 
 from bench.cli import Parser, user_errors_exit_2
 from bench.errors import UserError
-from bench.results import RUNS, TABLE, atomic_write_bytes, locked, sync_table
+from bench.results import RUNS, TABLE, atomic_write_bytes, locked
+from bench.sync import sync_table
 
 TRAIN_SECONDS = "train_seconds"
 # Notes of train_seconds rows that counted the last process only (bench.runner before this module).
@@ -124,7 +125,7 @@ def rewrite_row(path: Path, metric: str, value: float, note: str, run_id: str | 
 def fix_results(out: Path, log=print) -> list[str]:
     """Correct every finished run of ``out`` whose train_seconds counts its last process only;
     returns their run ids. The table's rows are corrected in place (its row order kept), then
-    checked against the run directories as the runner does (:func:`bench.results.sync_table`)."""
+    checked against the run directories as the runner does (:func:`bench.sync.sync_table`)."""
     fixed = []
     with locked(out / TABLE):
         for run_dir in sorted((out / RUNS).glob("*")):

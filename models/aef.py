@@ -37,11 +37,9 @@ from torch import nn
 
 from baselines.nets import ConvDecoder, ConvEncoder
 from models.contract import GenerativeEncoder
-from models.flows import Bijector, Shape
-from models.pie import LogitTransform
-from models.settings import setting
+from models.flows import Bijector, LogitTransform, Shape
+from models.settings import image_shape_setting, setting
 
-IMAGE_SHAPE: Shape = (1, 28, 28)  # the DCGAN nets' fixed input/output (MNIST, Fashion-MNIST)
 LOG_2PI = math.log(2 * math.pi)
 
 
@@ -59,8 +57,8 @@ class AEFConfig:
       adds a 1e-5 floor to a positive scale);
     - ``init_log_scale``: the decoder's initial log sigma (in ActNorm units);
     - the mask's tie-break: pixels by distance to the image centre, ties in raster order;
-    - ``beta1``: None keeps the harness's Adam beta1 (train.beta1), the VAE's, so that the
-      comparison with the VAE changes the objective alone.
+    - Adam's beta1 is the harness's (train.beta1), the VAE's, so that the comparison with the
+      VAE changes the objective alone.
 
     Not built: the authors' optional MAF flows on the core and on the prior (the issue's model
     is the plain N(0, I) one). docs/aef.md lists every difference.
@@ -86,8 +84,9 @@ class AEFConfig:
     decoder_scale: Literal["per_pixel", "shared"] = setting("per_pixel")
     # Initial log sigma_dec, in the (ActNorm-normalised) logit space of the shell.
     init_log_scale: float = setting(0.0, unbounded=True)
-    # Adam's beta1 for this model; None uses train.beta1 (the VAE's). Read by the harness.
-    beta1: float | None = setting(None, ge=0, lt=1)
+    # Per-sample image shape [C, H, W]: the harness sets the dataset's (bench.datasets). With C > 1
+    # the core is the first channel's centre pixels.
+    image_shape: list[int] = image_shape_setting()
 
 
 def center_mask_indices(d: int, height: int, width: int) -> torch.Tensor:
@@ -174,19 +173,21 @@ class AEF(GenerativeEncoder):
         self.cfg = cfg
         self.latent_dim = int(cfg.latent_dim)
         self.preprocessing = cfg.preprocessing
-        c, h, w = IMAGE_SHAPE
+        self.image_shape: Shape = tuple(int(s) for s in cfg.image_shape)
+        c, h, w = self.image_shape
         self.n_dims = c * h * w
         core = center_mask_indices(self.latent_dim, h, w)
         shell_mask = torch.ones(self.n_dims)
         shell_mask[core] = 0.0
         self.register_buffer("core_index", core, persistent=False)
         self.register_buffer("shell_index", torch.nonzero(shell_mask).flatten(), persistent=False)
-        self.register_buffer("shell_mask", shell_mask.view(1, *IMAGE_SHAPE), persistent=False)
+        self.register_buffer("shell_mask", shell_mask.view(1, *self.image_shape), persistent=False)
         self.logit = LogitTransform(cfg.logit_alpha)
         self.norm: Bijector = ActNorm(c) if cfg.input_norm == "actnorm" else IdentityNorm()
-        self.encoder = ConvEncoder(2 * self.latent_dim, cfg.width)  # -> (mu_enc, a), a -> sigma_enc
-        self.decoder = ConvDecoder(self.latent_dim, cfg.width)  # -> mu_dec, in the flow space y
-        scale_shape = (1, *IMAGE_SHAPE) if cfg.decoder_scale == "per_pixel" else ()
+        # -> (mu_enc, a), a -> sigma_enc; and mu_dec, in the flow space y
+        self.encoder = ConvEncoder(2 * self.latent_dim, cfg.width, image_shape=self.image_shape)
+        self.decoder = ConvDecoder(self.latent_dim, cfg.width, image_shape=self.image_shape)
+        scale_shape = (1, *self.image_shape) if cfg.decoder_scale == "per_pixel" else ()
         self.dec_log_scale = nn.Parameter(torch.full(scale_shape, float(cfg.init_log_scale)))
 
     @property
@@ -196,8 +197,9 @@ class AEF(GenerativeEncoder):
 
     @staticmethod
     def _validate(cfg: AEFConfig) -> None:
-        if cfg.latent_dim < 1 or cfg.latent_dim >= math.prod(IMAGE_SHAPE):
-            raise ValueError(f"latent_dim must lie in [1, {math.prod(IMAGE_SHAPE) - 1}], got {cfg.latent_dim}")
+        pixels = math.prod(cfg.image_shape[1:])  # the core lies in one channel
+        if cfg.latent_dim < 1 or cfg.latent_dim >= pixels:
+            raise ValueError(f"latent_dim must lie in [1, {pixels - 1}], got {cfg.latent_dim}")
         if not cfg.width > 0:
             raise ValueError(f"width must be > 0, got {cfg.width}")
         if not cfg.min_scale > 0:
@@ -208,13 +210,11 @@ class AEF(GenerativeEncoder):
                               ("encoder_scale", ("softplus", "exp")), ("decoder_scale", ("per_pixel", "shared"))):
             if getattr(cfg, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {getattr(cfg, name)!r}")
-        if cfg.beta1 is not None and not 0 <= cfg.beta1 < 1:
-            raise ValueError(f"beta1 must lie in [0, 1) or be null, got {cfg.beta1}")
 
     # ------------------------------------------------------------------ pixel <-> flow space
     def _check_images(self, x: torch.Tensor) -> None:
-        if x.dim() != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
-            raise ValueError(f"AEF expects images [B, 1, 28, 28], got {list(x.shape)}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"AEF expects images [B, {', '.join(map(str, self.image_shape))}], got {list(x.shape)}")
 
     def to_flow_space(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels in [0, 1] -> ``y`` (logit, then ActNorm), and the log-det of that map, ``[B]``."""
@@ -235,11 +235,11 @@ class AEF(GenerativeEncoder):
         return mu, torch.log(scale + self.cfg.min_scale)
 
     def _dec_log_scale(self, like: torch.Tensor) -> torch.Tensor:
-        """log sigma_dec broadcast to ``[1, 1, 28, 28]`` (shared: one value everywhere)."""
-        return self.dec_log_scale.to(like.dtype).expand(1, *IMAGE_SHAPE)
+        """log sigma_dec broadcast to ``[1, C, H, W]`` (shared: one value everywhere)."""
+        return self.dec_log_scale.to(like.dtype).expand(1, *self.image_shape)
 
     def embed(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The AEF bijection in flow space: ``y [B, 1, 28, 28] -> (z [B, d], eps [B, D - d], logdet [B])``.
+        """The AEF bijection in flow space: ``y [B, C, H, W] -> (z [B, d], eps [B, D - d], logdet [B])``.
 
         ``z = mu_enc(y_s) + sigma_enc(y_s) * y_c``; ``eps = (y_s - mu_dec(z)) / sigma_dec``;
         ``logdet = sum log sigma_enc - sum_shell log sigma_dec`` (AEF paper, partitioned AEF).
@@ -266,10 +266,10 @@ class AEF(GenerativeEncoder):
             log_s_d = self._dec_log_scale(z).reshape(1, self.n_dims)[:, self.shell_index]
             shell_vals = mu_d[:, self.shell_index] + log_s_d.exp() * eps
             mu_d = mu_d.index_copy(1, self.shell_index, shell_vals)
-        shell = mu_d.view(b, *IMAGE_SHAPE) * self.shell_mask
+        shell = mu_d.view(b, *self.image_shape) * self.shell_mask
         mu_e, log_s_e = self._enc(shell)
         core = (z - mu_e) * (-log_s_e).exp()
-        return shell.reshape(b, self.n_dims).index_copy(1, self.core_index, core).view(b, *IMAGE_SHAPE)
+        return shell.reshape(b, self.n_dims).index_copy(1, self.core_index, core).view(b, *self.image_shape)
 
     # ------------------------------------------------------------------ density
     @staticmethod
@@ -294,7 +294,7 @@ class AEF(GenerativeEncoder):
         return p["log_pz"] + p["log_peps"] + p["logdet"]
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Negative exact log-likelihood per dimension (nats/dim, D = 784), mean over the batch.
+        """Negative exact log-likelihood per dimension (nats/dim, D = C·H·W), mean over the batch.
 
         Parts, per dimension: ``log_pz`` (prior on z), ``log_pshell`` (the shell's Gaussian,
         ``log N(eps; 0, I) - sum_shell log sigma_dec``), ``logdet`` (input transform plus
@@ -309,12 +309,12 @@ class AEF(GenerativeEncoder):
 
     # ------------------------------------------------------------------ codes and images
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """``z = mu_enc(y_s) + sigma_enc(y_s) * y_c``: ``[B, 1, 28, 28]`` in [0, 1] -> ``[B, d]``."""
+        """``z = mu_enc(y_s) + sigma_enc(y_s) * y_c``: ``[B, C, H, W]`` in [0, 1] -> ``[B, d]``."""
         y, _ = self.to_flow_space(x)
         return self.embed(y)[0]
 
     def decode_unclipped(self, z: torch.Tensor) -> torch.Tensor:
-        """The image of ``z`` with the shell at the decoder's mean, not clipped, ``[B, 1, 28, 28]``.
+        """The image of ``z`` with the shell at the decoder's mean, not clipped, ``[B, C, H, W]``.
 
         The exact right inverse of :meth:`encode`; values may leave [0, 1] by up to
         ``alpha / (1 - 2 alpha)`` (the logit transform's margin) where mu_dec does.

@@ -1,7 +1,9 @@
 """The one model contract every registered model satisfies (PIE, VAE, WAE).
 
 The harness (``bench``) only ever talks to a model through these methods; it never
-branches on a model's name. Images are ``[B, 1, 28, 28]`` floats; latents ``[B, d]``.
+branches on a model's name. Images are ``[B, C, H, W]`` floats; latents ``[B, d]``. The image shape
+is the dataset's: a model config with a field ``image_shape`` (``models.settings.image_shape_setting``)
+gets it from the harness's dataset table when the config is resolved.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class GenerativeEncoder(nn.Module):
     preprocessing: Preprocessing = "unit"
 
     def loss(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Training objective on a batch ``[B, 1, 28, 28]``.
+        """Training objective on a batch ``[B, C, H, W]``.
 
         Returns a dict with key ``"loss"`` (a scalar to minimise) plus named parts
         (scalars, detached or not) that the harness logs.
@@ -47,11 +49,11 @@ class GenerativeEncoder(nn.Module):
         raise NotImplementedError
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Deterministic code of ``x``: ``[B, 1, 28, 28] -> [B, latent_dim]``."""
+        """Deterministic code of ``x``: ``[B, C, H, W] -> [B, latent_dim]``."""
         raise NotImplementedError
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Image of a code: ``[B, latent_dim] -> [B, 1, 28, 28]`` in ``[0, 1]``."""
+        """Image of a code: ``[B, latent_dim] -> [B, C, H, W]`` in ``[0, 1]``."""
         raise NotImplementedError
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,6 +78,12 @@ class GenerativeEncoder(nn.Module):
         report returns ``{}`` (the default).
         """
         return {}
+
+    @classmethod
+    def log_prob_passes(cls, cfg) -> int:
+        """Model passes per image of one :meth:`log_prob` call under config ``cfg`` (the harness's cost
+        estimates): 1 for a density model, 0 without one; more for a sampled estimate."""
+        return 1 if cls.has_density else 0
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """Log-density of dequantised images in nats per image, ``[B]``.

@@ -15,22 +15,25 @@ from functools import partial
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from models.contract import GenerativeEncoder
 from models.flows import (
     AffineCoupling,
     Bijector,
+    CenterTransform,
     CheckerboardDownsample,
     HouseholderConv1x1,
     HouseholderLinear,
+    LogitTransform,
     PseudoSplit,
     Sequential,
     Shape,
     SubnetFactory,
+    conv_net,
+    mlp,
 )
-from models.settings import setting
+from models.settings import image_shape_setting, setting
 
 
 @dataclass
@@ -56,8 +59,8 @@ class PIEConfig:
     learned_g: bool = setting(True)
     # How the harness maps 8-bit pixels to inputs; dequantised for a proper density.
     preprocessing: Literal["unit", "dequantize"] = setting("dequantize")
-    # Per-sample image shape [C, H, W] (MNIST: [1, 28, 28]).
-    image_shape: list[int] = setting(default_factory=lambda: [1, 28, 28], ge=1, le=4096, length=(3, 3))
+    # Per-sample image shape [C, H, W]: the harness sets the dataset's (bench.datasets).
+    image_shape: list[int] = image_shape_setting()
     # Map from [0, 1] pixels to the flow's input, see the class docstring.
     input_transform: Literal["logit", "center"] = setting("logit")
     # alpha of the logit transform logit(alpha + (1 - 2 alpha) x), in (0, 0.5).
@@ -85,82 +88,8 @@ class PIEConfig:
     # Coupling scales are s = exp(c tanh(a / c)) with c = scale_clamp, so s in (e^-c, e^c).
     scale_clamp: float = setting(2.0, gt=0)
     # "affine": Eq. 18 (the paper). "additive": s ≡ 1, volume-preserving (ablation): the flow
-    # cannot shrink the residuals for free before a split (README, "Does eps² matter?").
+    # cannot shrink the residuals for free before a split (docs/results.md, "Does eps² matter?").
     coupling: Literal["affine", "additive"] = setting("affine")
-    # Adam's beta1 for this model; None uses train.beta1 (the shared WAE recipe, 0.5).
-    # Read by the training harness, not by the model; flows usually train with 0.9.
-    beta1: float | None = setting(None, ge=0, lt=1)
-
-
-class LogitTransform(Bijector):
-    """``y = logit(alpha + (1 - 2 alpha) x)``, elementwise, from [0, 1] pixels to R."""
-
-    def __init__(self, alpha: float) -> None:
-        super().__init__()
-        if not 0 < alpha < 0.5:
-            raise ValueError(f"logit_alpha must be in (0, 0.5), got {alpha}")
-        self.alpha = float(alpha)
-
-    def output_shape(self, input_shape: Shape) -> Shape:
-        return tuple(input_shape)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        p = self.alpha + (1 - 2 * self.alpha) * x
-        y = torch.log(p) - torch.log1p(-p)
-        # dy/dx = (1 - 2 alpha) / (p (1 - p))
-        ld = math.log(1 - 2 * self.alpha) - torch.log(p) - torch.log1p(-p)
-        return y, ld.flatten(1).sum(1)
-
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (torch.sigmoid(y) - self.alpha) / (1 - 2 * self.alpha)
-        ld = F.logsigmoid(y) + F.logsigmoid(-y) - math.log(1 - 2 * self.alpha)
-        return x, ld.flatten(1).sum(1)
-
-
-class CenterTransform(Bijector):
-    """``y = x - 0.5``, from [0, 1] pixels to [-0.5, 0.5]; log-det 0."""
-
-    def output_shape(self, input_shape: Shape) -> Shape:
-        return tuple(input_shape)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x - 0.5, x.new_zeros(x.shape[0])
-
-    def inverse(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return y + 0.5, y.new_zeros(y.shape[0])
-
-
-def _zero_last(net: nn.Sequential) -> nn.Sequential:
-    """Zero the last layer so the coupling starts as the identity (and g as g ≡ 0)."""
-    nn.init.zeros_(net[-1].weight)
-    nn.init.zeros_(net[-1].bias)
-    return net
-
-
-def conv_net(c_in: int, c_out: int, hidden: int) -> nn.Sequential:
-    """3×3 conv -> ReLU -> 1×1 conv -> ReLU -> 3×3 conv (zero-initialised), size-preserving."""
-    return _zero_last(
-        nn.Sequential(
-            nn.Conv2d(c_in, hidden, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(hidden, hidden, 1),
-            nn.ReLU(),
-            nn.Conv2d(hidden, c_out, 3, padding=1),
-        )
-    )
-
-
-def mlp(c_in: int, c_out: int, hidden: int) -> nn.Sequential:
-    """Linear -> ReLU -> Linear -> ReLU -> Linear (zero-initialised)."""
-    return _zero_last(
-        nn.Sequential(
-            nn.Linear(c_in, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, c_out),
-        )
-    )
 
 
 class PIEBlock(nn.Module):
@@ -227,8 +156,6 @@ class PIE(GenerativeEncoder):
             raise ValueError(f"scale_clamp must be > 0, got {cfg.scale_clamp}")
         if cfg.coupling not in ("affine", "additive"):
             raise ValueError(f"coupling must be 'affine' or 'additive', got {cfg.coupling!r}")
-        if cfg.beta1 is not None and not 0 <= cfg.beta1 < 1:
-            raise ValueError(f"beta1 must lie in [0, 1) or be null, got {cfg.beta1}")
         if cfg.n_reflections < 0:
             raise ValueError(
                 f"n_reflections must be >= 1, or 0 for the map's full width, got {cfg.n_reflections}"
@@ -415,7 +342,7 @@ class PIE(GenerativeEncoder):
         - ``recon_mse_rg``: per-pixel squared error of decoding with r_l = g_l(z_l) at every
           level, i.e. of :meth:`reconstruct` — what the residual constraint buys in pixels.
 
-        Reference: Eq. 17 and 20 of the PIE paper; README "Does eps² matter?".
+        Reference: Eq. 17 and 20 of the PIE paper; docs/results.md "Does eps² matter?".
         """
         self._check_images(x)
         h, _ = self.input_transform(x)

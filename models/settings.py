@@ -80,6 +80,17 @@ def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = datacl
     return dataclasses.field(default=default, default_factory=default_factory, metadata={RANGE_KEY: rng})
 
 
+# The default [C, H, W] of a model config's ``image_shape`` (MNIST's and Fashion-MNIST's). The harness
+# sets every model's from its dataset's row of the dataset table, so this serves models built by hand.
+DEFAULT_IMAGE_SHAPE = (1, 28, 28)
+
+
+def image_shape_setting() -> Any:
+    """The ``image_shape: list[int]`` field of a model config: the per-sample shape [C, H, W] of its
+    images. The harness fills it from the dataset (``data.dataset``), never from the model section."""
+    return setting(default_factory=lambda: list(DEFAULT_IMAGE_SHAPE), ge=1, le=4096, length=(3, 3))
+
+
 def field_range(f: dataclasses.Field) -> Range | None:
     """The range declared for field ``f`` (None if it has none)."""
     rng = f.metadata.get(RANGE_KEY)

@@ -19,13 +19,27 @@ os.environ.setdefault("PIE_BENCH_CACHE", str(ROOT / ".cache" / "pie-bench"))
 
 @pytest.fixture(scope="session")
 def mnist():
-    from bench.data import load_mnist
+    from bench.data import load_data
     from bench.errors import UserError
 
     try:
-        return load_mnist(str(MNIST_DIR), val_size=500)
+        return load_data(str(MNIST_DIR), val_size=500)
     except UserError as e:  # one line saying how to get the data, not a traceback
         pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture
+def linear_ae():
+    """A fourth model, ``linear_ae`` (tests/toy_model.py), in the registry for one test, through its
+    public ``register``."""
+    from bench.registry import MODELS, register
+    from tests.toy_model import LinearAutoencoder, LinearAutoencoderConfig
+
+    register("linear_ae", LinearAutoencoder, LinearAutoencoderConfig)
+    try:
+        yield "linear_ae"
+    finally:
+        MODELS.pop("linear_ae")
 
 
 @pytest.fixture(autouse=True)

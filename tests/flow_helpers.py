@@ -11,12 +11,16 @@ from torch import nn
 from models.flows import (
     AffineCoupling,
     Bijector,
+    CenterTransform,
     CheckerboardDownsample,
     HouseholderConv1x1,
     HouseholderLinear,
+    LogitTransform,
     Sequential,
+    conv_net,
+    mlp,
 )
-from models.pie import PIE, CenterTransform, LogitTransform, PIEConfig, conv_net, mlp
+from models.pie import PIE, PIEConfig
 
 DTYPE = torch.float64
 

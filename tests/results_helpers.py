@@ -7,16 +7,18 @@ Every run is as ``bench.runner`` leaves it: ``config.json`` (the smoke preset's 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.config import eval_hash, load_config
+from bench.config import load_config
 from bench.figure_data import save_figure_data
-from bench.results import RUNS, TABLE, atomic_write_bytes, done_bytes, replace_run_rows, write_csv_atomic
+from bench.record import RunRecord, real_run_id
+from bench.results import RUNS, TABLE, atomic_write_bytes, write_csv_atomic
+from bench.sync import replace_run_rows
+from bench.tidy import done_bytes
 from tests.helpers import SMOKE
 
 METRICS = ("sharpness", "fd_lenet", "precision", "recall", "recon_mse", "bits_per_dim", "probe_accuracy",
@@ -45,13 +47,13 @@ def make_results(out: Path, models: tuple[str, ...] = ("vae", "wae", "pie"), see
     cfg = load_config(SMOKE)
     rng = np.random.default_rng(0)
     out.mkdir(parents=True, exist_ok=True)
-    real_id = f"real-0badc0de-{eval_hash(dataclasses.asdict(cfg.eval))}"
+    real_id = real_run_id("0badc0de", cfg.eval)
     _record(out, real_id, _frame(real_id, "real", pd.NA, pd.NA, [
         ("test", m, float(rng.uniform(0.1, 1)), "real test images") for m in
         ("sharpness", "fd_lenet", "precision", "recall", "artefact_corner", "recon_mse_mean_image")]))
     for model in models:
         for seed in seeds:
-            run_id = f"{model}-{cfg.run_hash(model)}-s{seed}"
+            run_id = RunRecord.of(cfg, model, seed).run_id
             rows = [("test" if m != "final_loss" else "train", m, float(rng.uniform(0.01, 1)), f"{m} of {model}")
                     for m in METRICS]
             run_dir = _record(out, run_id, _frame(run_id, model, seed, 8, rows))

@@ -172,7 +172,6 @@ def test_actnorm_starts_from_the_first_training_batch(mnist):
     (dict(logit_alpha=0.5), "logit_alpha"),
     (dict(width=0.0), "width"),
     (dict(decoder_scale="both"), "decoder_scale"),
-    (dict(beta1=1.0), "beta1"),
 ])
 def test_bad_config_refused(overrides, message):
     with pytest.raises(ValueError, match=message):

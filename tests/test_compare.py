@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from bench import plots, report
+from bench.record import RunRecord
 from bench.report import figures
 from bench.report.compare import build_comparison, compare_sides, spread_mark, table1_side
 from bench.report.selection import table1_models  # noqa: E402
@@ -142,7 +143,7 @@ def test_runner_writes_its_own_folder_resumes_there_and_ignores_committed_runs(t
     from tests.helpers import SMOKE
 
     monkeypatch.chdir(tmp_path)
-    run_id = f"vae-{load_config(SMOKE).run_hash('vae')}-s0"
+    run_id = RunRecord.of(load_config(SMOKE), "vae", 0).run_id
     committed = tmp_path / "results" / "runs" / run_id
     committed.mkdir(parents=True)
     (committed / "done.json").write_text('{"finished": true}')

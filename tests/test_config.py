@@ -6,6 +6,7 @@ import pytest
 
 from bench.config import config_from_dict, load_config
 from bench.errors import UserError
+from bench.record import RunRecord
 from bench.registry import MODELS, build_model
 from tests.helpers import ROOT, SMOKE
 
@@ -30,8 +31,8 @@ def test_override_changes_field_and_hash():
     cfg = load_config(SMOKE, ["wae.mmd_weight=5", "train.epochs=2"])
     assert cfg.models["wae"].mmd_weight == 5.0 and isinstance(cfg.models["wae"].mmd_weight, float)
     assert cfg.train.epochs == 2
-    assert cfg.run_hash("wae") != base.run_hash("wae")
-    assert cfg.run_hash("vae") != base.run_hash("vae")  # train section is shared
+    for model in ("wae", "vae"):  # the train section is shared
+        assert RunRecord.of(cfg, model, 0).run_id != RunRecord.of(base, model, 0).run_id
 
 
 @pytest.mark.parametrize(
@@ -129,7 +130,10 @@ def test_every_field_of_every_section_declares_a_range(section):
     ("train.lr_factors=[0.5, 0]", r"'train.lr_factors\[1\]' must be > 0"),
     ("wae.kernel_scales=[]", "'wae.kernel_scales' must hold at least 1 item"),
     ("pie.image_shape=[1, 28]", "'pie.image_shape' must hold exactly 3 item"),
-    ("pie.beta1=1.0", "'pie.beta1' must be >= 0 and < 1"),
+    ("train.per_model.pie.beta1=1.0", "'train.per_model.pie.beta1' must be >= 0 and < 1"),
+    ("train.per_model.pie.epochs=3", "unknown config key 'train.per_model.pie.epochs' .valid keys: lr, beta1, beta2"),
+    ("train.per_model.nosuch.lr=0.1", "'train.per_model' names unknown model 'nosuch'"),
+    ("train.per_model.pie=0.9", "'train.per_model.pie' must be a mapping"),
     ("eval.test_subset=3", "'eval.test_subset' .* must be 0 .* or exceed eval.pr_k"),
     # Settings added beside the ranges (until converged, k-NN, confidence) declare theirs too.
     ("train.max_epochs=-1", "'train.max_epochs' must be >= 0 and <= 10000, got -1"),
@@ -142,8 +146,11 @@ def test_out_of_range_settings_are_one_line_naming_the_key(override, fragment):
     assert "\n" not in str(info.value)
 
 
-def test_none_stays_allowed_where_the_type_allows_it():
-    assert load_config(SMOKE, ["pie.beta1=null"]).models["pie"].beta1 is None
+def test_per_model_optimiser_settings_reach_only_their_model():
+    cfg = load_config(SMOKE, ["train.per_model.pie.beta1=0.9", "train.per_model.pie.lr=2e-4"])
+    assert (cfg.train_for("pie").beta1, cfg.train_for("pie").lr) == (0.9, 2e-4)
+    assert (cfg.train_for("vae").beta1, cfg.train_for("vae").lr) == (cfg.train.beta1, cfg.train.lr)
+    assert cfg.run_dict("vae")["train"]["per_model"] == {}  # another model's setting is not this run's
 
 
 @pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n", "---\n# a document of comments\n"])
@@ -162,3 +169,20 @@ def test_a_run_config_json_is_checked_against_the_same_ranges():
     assert "eval.pr_k" in settings_problem({**cfg, "eval": {**cfg["eval"], "pr_k": 0}})
     assert settings_problem({**cfg, "eval": [1]}) == "section 'eval' is not a mapping"
     assert settings_problem({"eval": {"a key of another version": 1}}) == ""  # not judged
+
+
+def test_a_sweep_grid_multiplies_only_the_runs_it_can_change():
+    """A key inside another model's settings (a section, or its train.per_model entry) leaves a model's runs alone."""
+    from bench.sweep import count, parse_sweeps, points, resolve, with_values
+    from bench.yamlfile import read_yaml
+
+    sweeps = parse_sweeps(["train.per_model.vae.lr=1e-3,2e-3", "pie.eps2=0.1,1", "train.lr=1e-3,1e-4,1e-3"])
+    assert [count(sweeps, m) for m in ("pie", "vae", "wae")] == [4, 4, 2]  # 1e-3 listed twice is run once
+    assert points(sweeps, "wae") == [{"train.lr": 1e-3}, {"train.lr": 1e-4}]
+    point = points(sweeps, "vae")[-1]
+    assert point == {"train.per_model.vae.lr": 2e-3, "train.lr": 1e-4}
+    cfg = config_from_dict(with_values(read_yaml(SMOKE), {**point, "pie.eps2": 1}))
+    assert resolve(cfg, "train.per_model.vae.lr") == 2e-3 and resolve(cfg, "pie.eps2") == 1.0
+    assert isinstance(resolve(cfg, "pie.eps2"), float)  # the typed value, as the sweep column shows it
+    with pytest.raises(UserError, match="--sweep key 'pie' must look like section.key"):
+        parse_sweeps(["pie=1,2"])

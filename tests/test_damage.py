@@ -25,20 +25,11 @@ from bench import report
 from bench.cli import EXIT_DAMAGED
 from bench.report import load_table
 from bench.report.selection import table1_models
-from bench.results import (
-    DamageLog,
-    atomic_write_bytes,
-    check_run,
-    done_bytes,
-    open_temp,
-    parse_table,
-    read_done,
-    remove_stale_temps,
-    rows_digest,
-    sync_table,
-)
+from bench.results import DamageLog, atomic_write_bytes, open_temp, remove_stale_temps
 from bench.run import main as run_main
 from bench.rundir import read_config, read_train_log
+from bench.sync import check_run, sync_table
+from bench.tidy import done_bytes, parse_table, read_done, rows_digest
 from tests.helpers import ROOT
 from tests.results_helpers import make_results
 
@@ -176,9 +167,12 @@ def test_every_reader_of_a_malformed_config_json_reads_it_as_absent(text, pristi
     damage = DamageLog(echo=lines.append)
     assert read_config(run, damage) == {} and read_config(run, damage) == {}
     assert len(lines) == 1 and lines[0].startswith(f"warning: {run / 'config.json'} ")
+    from bench.record import RunRecord
     from bench.train import shorter_run  # the runner's reader: no candidate, no exception
 
-    assert shorter_run(tmp_path / "runs" / "vae-y-s0", {"model": "vae", "train": {"epochs": 5}}) is None
+    longer = RunRecord.from_dict({"model": "vae", "seed": 0, "train": {"epochs": 5}})
+    assert shorter_run(tmp_path / "runs" / "vae-y-s0", longer) is None
+    assert RunRecord.read(run, damage) is None and len(lines) == 1  # named once, whoever reads it
 
 
 def test_the_report_warns_whenever_the_true_row_is_missing(pristine, tmp_path, capsys):

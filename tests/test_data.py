@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.context import Context
-from bench.data import _read_idx, iterate_batches, load_mnist, locate_files, preprocess
+from bench.data import _read_idx, iterate_batches, load_data, locate_files, preprocess
 from bench.errors import UserError
 from tests.helpers import MNIST_DIR
 
@@ -32,7 +32,7 @@ def test_validation_holdout_is_fixed_and_disjoint(mnist):
     # Fixed: the same split on every load, whatever the global RNG state (the run seed).
     with torch.random.fork_rng():
         torch.manual_seed(12345)
-        again = load_mnist(str(MNIST_DIR), val_size=500)
+        again = load_data(str(MNIST_DIR), val_size=500)
     assert torch.equal(again.val_images, mnist.val_images) and torch.equal(again.train_images, mnist.train_images)
     assert torch.equal(again.val_labels, mnist.val_labels)
     # Disjoint and complete: validation + training are exactly the 60 000 original training
@@ -68,13 +68,13 @@ def test_torchvision_raw_layout_accepted(tmp_path):
     raw.mkdir(parents=True)
     for name, path in locate_files(MNIST_DIR).items():
         shutil.copy(path, raw / name)
-    data = load_mnist(str(tmp_path), val_size=0)
+    data = load_data(str(tmp_path), val_size=0)
     assert data.test_images.shape[0] == 10000
 
 
 def test_missing_files_offline_names_them_and_says_how_to_get_them(tmp_path):
     with pytest.raises(UserError, match="t10k-images-idx3-ubyte.gz") as info:
-        load_mnist(str(tmp_path), ctx=Context(offline=True))
+        load_data(str(tmp_path), ctx=Context(offline=True))
     message = str(info.value)
     assert "\n" not in message and "./data" in message and "MNIST_ROOT" in message and "run_all.sh" in message
 
@@ -85,7 +85,7 @@ def test_corrupt_file_fails_checksum(tmp_path):
     path = tmp_path / "train-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:-100])  # truncated
     with pytest.raises(UserError, match="md5"):
-        load_mnist(str(tmp_path))
+        load_data(str(tmp_path))
 
 
 def test_data_command_checks_the_files_in_one_line(tmp_path, capsys):

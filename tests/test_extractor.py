@@ -91,11 +91,9 @@ def test_fd_and_kid_do_not_depend_on_the_thread_count(mnist, monkeypatch):
     fake = (fake + 0.05 * torch.rand(fake.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
     values = []
     for threads in (1, 2):
-        monkeypatch.setattr(E, "_REAL_STATS", {})
         torch.set_num_threads(threads)
-        extractor = C.get_classifier(mnist, batch_size=cfg.batch_size)
-        real = E.real_stats(mnist, cfg, extractor)
-        rows = E.feature_rows(fake, "generated", real, extractor, cfg)
+        evaluator = E.Evaluator()  # a fresh one: its real statistics are computed at this thread count
+        rows = evaluator.sample_rows(fake, mnist, cfg, set_name="generated")
         values.append({r.metric: r.value for r in rows})
         assert torch.get_num_threads() == threads  # restored after the one-thread block
     assert values[0] == values[1]

@@ -22,8 +22,9 @@ from models.flows import (
     HouseholderConv1x1,
     HouseholderLinear,
     PseudoSplit,
+    conv_net,
+    mlp,
 )
-from models.pie import conv_net, mlp
 
 
 def ids(make) -> str:

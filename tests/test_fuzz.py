@@ -30,12 +30,14 @@ from bench import convergence, plots
 from bench.config import config_from_dict, load_config, settings_problem
 from bench.errors import UserError
 from bench.figure_data import IMAGE_KEYS, arrays_problem, load_figure_data
+from bench.record import RunRecord, is_real_run_of
 from bench.report.figures import FIG7_ARRAYS, _grid_size, _second_temperature_text
-from bench.report.selection import real_eval_hash, settings_changed
-from bench.results import STATUSES, DamageLog, parse_bytes, read_done, rows_digest, sync_table
+from bench.report.selection import settings_changed
+from bench.results import STATUSES, DamageLog
 from bench.run import main as run_main
 from bench.rundir import read_config, read_train_log
-from bench.train import _training_identity
+from bench.sync import sync_table
+from bench.tidy import parse_bytes, read_done, rows_digest
 from tests.helpers import ROOT, SMOKE
 from tests.results_helpers import make_results
 
@@ -240,8 +242,9 @@ def _config_consumers(config: dict) -> None:
     _grid_size(config, 16)
     _second_temperature_text(config)
     settings_changed(config, "pie")
-    real_eval_hash(config)
-    _training_identity(config)
+    is_real_run_of("real-0badc0de-01234567", config.get("eval"))
+    record = RunRecord.from_dict(config)
+    assert record.extends(record) and record.run_id
 
 
 @fuzz(40)

@@ -15,6 +15,7 @@ import torch
 
 from bench import gpu
 from bench.config import load_config
+from bench.report.selection import protocol_runs
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_dry_run_writes_perf_runs_table1_and_projection(dry_run):
     assert plan["seeds"] >= 1 and plan["epochs"] == 1  # smoke preset: 1 epoch at most
     assert "**VAE**" in (out / "table1.md").read_text()
     summary = (out / "summary.md").read_text()
-    assert f"projected full paper protocol ({5 * len(gpu.MODELS)} runs x 100 epochs" in summary
+    assert f"projected full paper protocol ({5 * len(gpu.protocol_models())} runs x 100 epochs" in summary
     assert not list((out / "runs").glob("*/checkpoint*.pt"))  # dropped: the device call returns less
 
 
@@ -79,3 +80,44 @@ def test_the_gpu_path_imports_neither_umap_nor_ray():
     code = ("import sys; sys.modules['umap'] = None; sys.modules['ray'] = None; "
             "import bench.gpu, bench.perf, bench.run, bench.report, bench.evaluate, bench.train")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(Path(__file__).resolve().parents[1]))
+
+
+def test_a_fourth_registered_model_joins_the_plan_the_runners_and_the_projection(linear_ae, monkeypatch, tmp_path):
+    """The protocol reads the registry at each call: a model registered at runtime is measured,
+    planned, run and projected with no other change (perf and the runners are stood in for)."""
+    from bench import perf
+    from bench.registry import MODELS
+
+    def fake_perf(argv, log):  # bench.perf's model rows, one per model it was asked for
+        names = argv[argv.index("--models") + 1].split(",") if "--models" in argv else list(MODELS)
+        rows = [{"section": "model", "preset": "smoke", "model": m, "metric": metric, "value": value,
+                 "device_name": "cpu"} for m in names
+                for metric, value in (("train_images_per_s", 1000.0), ("sample_images_per_s", 10000.0))]
+        return pd.DataFrame(rows)
+
+    started = {}
+
+    def fake_runners(cmds, deadline, logdir, threads):
+        started.update(cmds)
+        return {m: "exit 0" for m in cmds}
+
+    monkeypatch.setattr(perf, "run", fake_perf)
+    monkeypatch.setattr(gpu, "run_concurrently", fake_runners)
+    result = gpu.run(["--device", "cpu", "--dry-run", "--budget-s", "300", "--out", str(tmp_path)], log=lambda *a: None)
+    assert linear_ae in result["plan"].epoch_s and linear_ae in result["plan"].eval_s
+    cmd = started[linear_ae]
+    assert cmd[cmd.index("--models") + 1] == linear_ae
+    assert set(started) == set(MODELS)
+    n = len(MODELS)
+    assert f"projected full paper protocol ({5 * n} runs x 100 epochs" in (tmp_path / "summary.md").read_text()
+    plan = result["plan"]
+    assert result["serial_projection_s"] == pytest.approx(
+        sum(protocol_runs(m) * (100 * plan.epoch_s[m] + plan.eval_s[m]) for m in MODELS))
+
+
+def test_an_evaluation_counts_each_models_likelihood_passes_from_its_class():
+    cfg = load_config("configs/paper.yaml")
+    scored = cfg.eval.bpd_subset
+    wae = gpu.eval_passes(cfg, "wae")  # no density: no likelihood passes
+    assert gpu.eval_passes(cfg, "pie") == wae + scored  # exact density: one pass per image
+    assert gpu.eval_passes(cfg, "vae") == wae + cfg.models["vae"].iw_samples * scored  # IWAE: K passes

@@ -22,6 +22,7 @@ from torch import nn
 
 from bench import metrics as M
 from bench.config import load_config
+from bench.record import RunRecord
 from bench.registry import MODELS, build_model, register
 from bench.run import main, parse_args
 from bench.train import CHECKPOINT, load_checkpoint, train_model
@@ -29,6 +30,7 @@ from models.contract import GenerativeEncoder
 from models.settings import setting
 from tests.contract_helpers import check_contract, model_inputs
 from tests.helpers import SMOKE
+from tests.toy_model import LinearAutoencoder, LinearAutoencoderConfig
 
 NAMES = list(MODELS)  # every registered model, at collection time
 CFG = load_config(SMOKE)
@@ -91,8 +93,8 @@ def trained(request, mnist, tmp_path_factory) -> Trained:
         probe = mnist.test_images[:64]
         before = fixed_batch_loss(model, probe)
         run_dir = tmp_path_factory.mktemp(f"train-{name}")
-        result = train_model(model, data, CFG.train, seed=0, run_dir=run_dir,
-                             config_dict={"model": name}, log=lambda _m: None, extend_shorter=False)
+        result = train_model(model, data, CFG.train, seed=0, run_dir=run_dir, record=RunRecord.of(CFG, name, 0),
+                             log=lambda _m: None, extend_shorter=False)
         return Trained(model, run_dir, result.history, before, fixed_batch_loss(model, probe))
     finally:
         torch.set_num_threads(threads)
@@ -140,11 +142,6 @@ def test_checkpoint_round_trip_gives_identical_outputs(trained, images):
 
 
 @dataclass
-class LinearAutoencoderConfig:
-    latent_dim: int = setting(4, ge=1, le=784)
-
-
-@dataclass
 class UnrangedConfig:  # a setting added without saying which values make sense
     latent_dim: int = 4
 
@@ -152,36 +149,6 @@ class UnrangedConfig:  # a setting added without saying which values make sense
 @dataclass
 class UnboundedConfig:  # a number declared, but with no bound and no unbounded=True
     latent_dim: int = setting(4)
-
-
-class LinearAutoencoder(GenerativeEncoder):
-    """The smallest model the contract admits: z = W x + b, x̂ = sigmoid(V z + c), squared error."""
-
-    def __init__(self, cfg: LinearAutoencoderConfig):
-        super().__init__()
-        self.latent_dim = cfg.latent_dim
-        self.enc = nn.Linear(784, cfg.latent_dim)
-        self.dec = nn.Linear(cfg.latent_dim, 784)
-
-    def loss(self, x):
-        recon = (self.reconstruct(x) - x).pow(2).flatten(1).sum(1).mean()
-        return {"loss": recon, "recon": recon}
-
-    def encode(self, x):
-        return self.enc(x.reshape(len(x), -1))
-
-    def decode(self, z):
-        return torch.sigmoid(self.dec(z)).reshape(-1, 1, 28, 28)
-
-
-@pytest.fixture
-def linear_ae():
-    """``linear_ae`` in the registry for one test, through its public ``register``."""
-    register("linear_ae", LinearAutoencoder, LinearAutoencoderConfig)
-    try:
-        yield "linear_ae"
-    finally:
-        MODELS.pop("linear_ae")
 
 
 def test_a_model_registered_at_runtime_runs_through_bench_run(linear_ae, images, tmp_path):

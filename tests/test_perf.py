@@ -22,7 +22,7 @@ from bench.context import Context
 from bench.errors import UserError
 from bench.perf.common import bare_step_fn
 from bench.registry import MODELS, build_model
-from tests.helpers import MNIST_DIR, ROOT
+from tests.helpers import MNIST_DIR, ROOT, SMOKE
 
 # Every registered model is measured; bits/dim only for those with a density (at the default preset).
 DENSITY_MODELS = {m for m in MODELS if build_model(m, load_config(ROOT / "configs" / "default.yaml")).has_density}
@@ -216,7 +216,7 @@ def test_step_probe_times_every_step_and_each_per_epoch_phase(tmp_path, one_thre
     data = ImageData(images, labels, images[:10], labels[:10], images[:10], labels[:10], checksum="tiny")
     probe = perf.StepProbe(torch.device("cpu"))
     bench.train.train_model(build_model("vae", cfg), data, dataclasses.replace(cfg.train, epochs=1, batch_size=10),
-                            seed=0, run_dir=tmp_path, config_dict={}, log=lambda _m: None, hook=probe)
+                            seed=0, run_dir=tmp_path, log=lambda _m: None, hook=probe)
     assert len(probe.marks) == 1 + 3 and probe.marks == sorted(probe.marks)
     assert set(probe.fixed) == {"validation", "log", "checkpoint"} and all(v > 0 for v in probe.fixed.values())
 
@@ -234,7 +234,7 @@ def test_step_probe_counts_only_the_time_between_a_phase_start_and_end(monkeypat
 def test_torchvision_mnist_root_is_readable_offline(tmp_path):
     import torchvision
 
-    root = perf.torchvision_mnist_root(Context(data_root=str(MNIST_DIR), offline=True), tmp_path)
+    root = perf.torchvision_root(Context(data_root=str(MNIST_DIR), offline=True), tmp_path)
     ds = torchvision.datasets.MNIST(str(root), train=True, download=False)
     assert len(ds) == 60000
 
@@ -353,3 +353,45 @@ def test_peer_target_is_judged_on_fp32_and_states_the_bf16_ratio(tmp_path):
     assert out["peer_ratio_min"].value == 1.2
     note = out["peer_ratio_min"].note
     assert "vae: not met" in note and "1.05x (wae)" in note
+
+
+def test_a_fourth_registered_model_joins_the_run_all_projection(linear_ae, tmp_path):
+    """The targets' projection of the whole protocol covers every registered model: a model
+    registered at runtime counts with its protocol's run count, and without its rows there is none."""
+    from bench.perf.targets import target_rows
+    from bench.report.selection import protocol_runs
+
+    cfg = load_config(SMOKE)
+    per_model = {m: 10.0 * (i + 1) for i, m in enumerate(MODELS)}  # evaluation seconds
+    rows = [{"section": s, "model": m, "preset": cfg.preset, "metric": metric, "value": v}
+            for m in MODELS for s, metric, v in (("harness", "harness_step_images_per_s", 1000.0),
+                                                 ("harness", "per_epoch_seconds", 1.0),
+                                                 ("metrics", "eval_seconds", per_model[m]))]
+    frame = pd.DataFrame(rows)
+    n_train = 1000
+    train = cfg.train.epochs * (n_train // cfg.train.batch_size * cfg.train.batch_size / 1000.0 + 1.0)
+    out = {r.metric: r for r in target_rows(frame, cfg, list(MODELS), n_train, tmp_path / "none.csv")}
+    total = out["run_all_seconds_estimate"].value
+    assert total == pytest.approx(sum(protocol_runs(m) * (train + per_model[m]) for m in MODELS))
+    assert "worst model linear_ae" in out["eval_fraction_estimate"].note  # registered last: the slowest eval
+    without = frame[frame["model"] != linear_ae]
+    names = [m for m in MODELS if m != linear_ae]
+    assert "run_all_seconds_estimate" not in {r.metric for r in target_rows(without, cfg, names, n_train,
+                                                                           tmp_path / "none.csv")}
+
+
+@pytest.mark.fashion_mnist
+def test_the_data_section_runs_on_fashion_mnist(tmp_path):
+    """bench.perf reads the dataset the presets name (``--dataset``): its loader and the torchvision
+    baseline (``FashionMNIST``) both read the Fashion-MNIST files."""
+    frame = perf.run(["--quick", "--device", "cpu", "--sections", "data", "--dataset", "fashion-mnist",
+                      "--out", str(tmp_path / "perf.csv")], log=lambda *a: None)
+    rows = frame.set_index("metric")
+    assert rows.loc["data_path_ratio", "value"] > 0
+    assert "torchvision FashionMNIST" in rows.loc["dataloader_batches_per_s", "note"]
+
+
+def test_an_unknown_dataset_is_one_line_and_exit_2(capsys, tmp_path):
+    assert perf.main(["--quick", "--sections", "data", "--dataset", "cifar", "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "fashion-mnist" in err[0]

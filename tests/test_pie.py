@@ -158,7 +158,6 @@ def test_log_prob_matches_independent_computation(overrides):
         (dict(scale_clamp=0.0), "scale_clamp"),
         (dict(n_reflections=-1), "n_reflections"),
         (dict(coupling="volume"), "coupling"),
-        (dict(beta1=1.0), "beta1"),
     ],
 )
 def test_config_that_does_not_fit_is_refused(overrides, message):

@@ -1,4 +1,4 @@
-"""Why eps² barely matters to an affine PIE, checked numerically (README "Does eps² matter?").
+"""Why eps² barely matters to an affine PIE, checked numerically (docs/results.md "Does eps² matter?").
 
 For a residual r of spread σ that a coupling scales by s before the split, the split term
 plus the log-det of that scaling is -s²σ²/(2 eps²) - ½ log(2π eps²) + log s; at its best
@@ -21,8 +21,8 @@ from flow_helpers import DTYPE
 from torch import nn
 
 from bench import report
-from bench.results import replace_run_rows
 from bench.run import main as run_main
+from bench.sync import replace_run_rows
 from models.flows import AffineCoupling, PseudoSplit
 from models.pie import PIE
 from tests.helpers import SMOKE
@@ -109,13 +109,13 @@ def test_affine_flow_absorbs_eps2_and_additive_does_not():
 
 
 def test_switches_work_from_the_command_line(tmp_path):
-    """One smoke sweep over pie.coupling with pie.beta1 and full Householder maps set: the
+    """One smoke sweep over pie.coupling with PIE's beta1 and full Householder maps set: the
     runs finish, the sweep column and the diagnostics rows are written, beta1 reaches Adam."""
     out = tmp_path / "res"
     fast = ["--set", "data.train_subset=100", "--set", "eval.test_subset=100", "--set", "eval.n_samples=100",
             "--set", "eval.probe_train_size=100", "--no-progress"]
     code = run_main(["--config", SMOKE, "--models", "pie", "--seeds", "1", "--out", str(out),
-                     "--set", "pie.beta1=0.9", "--set", "pie.n_reflections=0",
+                     "--set", "train.per_model.pie.beta1=0.9", "--set", "pie.n_reflections=0",
                      "--sweep", "pie.coupling=affine,additive", *fast])
     assert code == 0
     table = pd.read_csv(out / "metrics.csv")
@@ -186,8 +186,8 @@ def test_mechanism_page_lists_each_pie_run_with_diagnostics_and_the_references(t
 
 def test_a_real_data_record_without_the_references_is_redone(tmp_path, mnist):
     from bench.config import load_config
-    from bench.results import read_table
     from bench.runner import record_real
+    from bench.tidy import read_table
 
     config = load_config(SMOKE, overrides=["eval.test_subset=100", "eval.n_samples=100"])
     record_real(tmp_path, config, mnist)

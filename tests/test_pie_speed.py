@@ -65,14 +65,14 @@ def test_an_eager_checkpoint_continues_under_compile(mnist, one_thread, tmp_path
     one = dataclasses.replace(cfg.train, epochs=1, batch_size=BATCH, log_every=1000)
     first = tmp_path / "first"
     first.mkdir()
-    train_model(_pie(), data, one, seed=0, run_dir=first, config_dict={}, log=lambda *a: None)
+    train_model(_pie(), data, one, seed=0, run_dir=first, log=lambda *a: None)
     histories = {}
     for name, compile_loss in (("eager", False), ("compiled", True)):
         run_dir = tmp_path / name
         shutil.copytree(first, run_dir)
         two = dataclasses.replace(one, epochs=2, compile=compile_loss)
         logs: list[str] = []
-        histories[name] = train_model(PIE(tiny_pie_config()), data, two, seed=0, run_dir=run_dir, config_dict={},
+        histories[name] = train_model(PIE(tiny_pie_config()), data, two, seed=0, run_dir=run_dir,
                                       log=logs.append)
         assert any("resuming" in line for line in logs), logs
     eager, compiled = (torch.tensor(histories[k].history["val_loss"].to_numpy()) for k in ("eager", "compiled"))
@@ -103,10 +103,9 @@ def test_compile_models_compiles_the_named_models_only():
     import pytest
 
     from bench.errors import UserError
-    from bench.runner import model_train_config
 
     cfg = load_config(SMOKE, overrides=["train.compile_models=[pie]"])
-    assert model_train_config(cfg, "pie").compile and not model_train_config(cfg, "vae").compile
-    assert not model_train_config(load_config(SMOKE), "pie").compile
+    assert cfg.train_for("pie").compile and not cfg.train_for("vae").compile
+    assert not load_config(SMOKE).train_for("pie").compile
     with pytest.raises(UserError, match="compile_models"):
         load_config(SMOKE, overrides=["train.compile_models=[nope]"])

@@ -487,7 +487,9 @@ def test_a_missing_data_root_creates_only_the_folder_asked_for(tmp_path, monkeyp
 def test_text_columns_that_look_like_numbers_survive_a_rewrite(tmp_path):
     # A commit such as 5e77292 parses as a float (inf) and a hash such as 0123456789 loses its
     # leading zero unless the table reads those columns as text.
-    from bench.results import COLUMNS, read_table, replace_run_rows
+    from bench.results import COLUMNS
+    from bench.sync import replace_run_rows
+    from bench.tidy import read_table
 
     path = tmp_path / "metrics.csv"
     row = dict.fromkeys(COLUMNS, "")

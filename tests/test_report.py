@@ -20,8 +20,9 @@ from bench.figure_data import ARTEFACTS, FIGURES, save_figure_data
 from bench.report.figures import PANELS, fig7_name
 from bench.report.markdown import and_list, fmt_mean_std
 from bench.report.selection import label, pick_config, table1_models
-from bench.report.table import TABLE1_METRICS, per_run_values
-from bench.results import COLUMNS, replace_run_rows
+from bench.report.table import per_run_values, table1_metrics
+from bench.results import COLUMNS
+from bench.sync import replace_run_rows
 from bench.tracking import TRACKED, column
 from tests.helpers import ROOT, SMOKE
 
@@ -190,7 +191,7 @@ def test_table_mean_std_equal_a_pandas_groupby_of_the_tidy_csv(synthetic):
     agg = sel.groupby(["model", "metric"])["value"].agg(["mean", "std", "count"])
     t = pd.read_csv(synthetic / "table1.csv").set_index("model")
     for model in ("vae", "wae", "pie"):
-        for metric in TABLE1_METRICS:
+        for metric in table1_metrics():
             mean, std = agg.loc[(model, metric), "mean"], agg.loc[(model, metric), "std"]
             np.testing.assert_allclose(t.loc[model, f"{metric}_mean"], mean, rtol=1e-12, equal_nan=True)
             np.testing.assert_allclose(t.loc[model, f"{metric}_std"], std, rtol=1e-12, equal_nan=True)
@@ -216,7 +217,7 @@ def _fig7_selection(out: Path):
 
 
 def test_figure7_ignores_ablations_of_the_mechanism_sweep_in_the_same_directory(tmp_path):
-    """README "Does eps² matter?" runs PIE at latent 10 swept over eps² *and* other settings into one
+    """docs/results.md "Does eps² matter?" runs PIE at latent 10 swept over eps² *and* other settings into one
     directory. Fig. 7 varies eps² alone: the runs at the preset's other settings are drawn, not the
     newer additive-coupling or full-Householder ones; without a plain run at an eps², the ablation
     run whose settings are the preset's (coupling=affine) is drawn."""
@@ -250,6 +251,10 @@ def test_fig7_settings_are_compared_with_the_runs_preset():
                                         "latent_dim": 10, "coupling": "affine", "retired_key": 1}}
     assert settings_changed(run, "pie") == 0  # eps² and latent_dim are Fig. 7's own; unknown keys are not counted
     assert settings_changed({**run, "pie": {**run["pie"], "n_reflections": 0}}, "pie") == 1
+    # PIE's own Adam beta1 is one of its settings, recorded by this version or (pie.beta1) by older code.
+    assert settings_changed({**run, "train": {"per_model": {"pie": {"beta1": 0.9}}}}, "pie") == 1
+    assert settings_changed({**run, "pie": {**run["pie"], "beta1": 0.9}}, "pie") == 1
+    assert settings_changed({**run, "pie": {**run["pie"], "beta1": None}}, "pie") == 0
     # A preset that is not in configs/ compares with the model's config defaults.
     custom = {**run, "preset": "no-such-preset", "pie": {**run["pie"], "coupling_conv_hidden": 1}}
     assert settings_changed(custom, "pie") == 1

@@ -28,7 +28,7 @@ def _train(mnist, run_dir, epochs, tracked=True, diagnostics=False):
         model.diagnostics = lambda x: {"input_mean": x.mean(), "code_std": model.encode(x).std()}
     run_dir.mkdir(exist_ok=True)
     callback = Tracker(mnist, cfg, seed=0) if tracked else None
-    return train_model(model, data, cfg.train, seed=0, run_dir=run_dir, config_dict={}, log=lambda _: None,
+    return train_model(model, data, cfg.train, seed=0, run_dir=run_dir, log=lambda _: None,
                        on_epoch_end=callback).history
 
 

@@ -15,6 +15,7 @@ import bench.train
 from bench.config import load_config
 from bench.data import ImageData
 from bench.errors import UserError
+from bench.record import RunRecord
 from bench.registry import build_model
 from bench.train import CHECKPOINT, load_checkpoint, train_model, use_bf16_autocast
 from tests.helpers import ROOT, SMOKE
@@ -33,8 +34,9 @@ def _tiny_data(n: int = 100) -> ImageData:
 def _train(model, run_dir, bf16=False, epochs=1, on_epoch_end=None, hook=None):
     cfg = dataclasses.replace(CFG.train, epochs=epochs, batch_size=50, bf16=bf16)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = {"model": "test", "torch_version": torch.__version__}  # a str subclass, as the runner records it
-    return train_model(model, _tiny_data(), cfg, seed=0, run_dir=run_dir, config_dict=config, log=lambda _m: None,
+    # torch_version: a str subclass, as the runner records it
+    record = RunRecord.of(CFG, "vae", 0, torch_version=torch.__version__)
+    return train_model(model, _tiny_data(), cfg, seed=0, run_dir=run_dir, record=record, log=lambda _m: None,
                        on_epoch_end=on_epoch_end, hook=hook)
 
 

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from bench import train_time
-from bench.results import RUNS, TABLE, sync_table
+from bench.results import RUNS, TABLE
+from bench.sync import sync_table
 from bench.train import TrainResult
 from tests.helpers import ROOT
 

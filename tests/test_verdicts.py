@@ -17,7 +17,7 @@ from bench.report import stats
 from bench.report.headline import END, START, headline_from_results, readme_block, report_inputs
 from bench.report.table import mechanism_markdown
 from bench.report.verdicts import CLAIM_ROW, CONFIDENCE, SILHOUETTE, build_verdicts, verdicts_markdown
-from bench.results import replace_run_rows
+from bench.sync import replace_run_rows
 from bench.tracking import TRACKED, column
 from tests.helpers import ROOT
 

@@ -29,6 +29,15 @@ CONFIDENCE_METRICS_T05 = tuple(f"{m}_t05" for m in CONFIDENCE_METRICS)
 N_SAMPLES = "n_samples"  # bookkeeping rows: how many images each metric saw
 N_TEST = "n_test"
 N_BPD = "n_bpd"
+# The runner's rows beside the evaluation (bench.runner): how long, how many epochs, the last losses
+TRAIN_SECONDS = "train_seconds"
+EPOCHS_TRAINED = "epochs_trained"  # a run trained until converged
+EVAL_SECONDS = "eval_seconds"
+EVAL_MODEL_SECONDS = "eval_model_seconds"
+FINAL_PREFIX = "final_"  # final_<part>: each loss part, mean over the last epoch
+VAL_LOSS = "loss"  # split val: the training loss on the held-out validation images
+FINAL_LOSS = FINAL_PREFIX + VAL_LOSS
+DIAG_PREFIX = "diag_"  # a model's own diagnostics (models/contract.py), one row per name
 
 SAMPLE_METRICS = (SHARPNESS, SHARPNESS_STD, SHARPNESS_T05, SHARPNESS_GAP, ARTEFACT_CORNER, FD_LENET, KID_LENET,
                   PRECISION, RECALL, *CONFIDENCE_METRICS, *FEATURE_METRICS_T05, *CONFIDENCE_METRICS_T05)

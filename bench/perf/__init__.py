@@ -1,4 +1,4 @@
-"""Speed benchmark: ``python -m bench.perf [--device cpu|cuda|auto] [--config F] [--out CSV] [--quick]``.
+"""Speed benchmark: ``python -m bench.perf [--device cpu|cuda|auto] [--config F] [--dataset D] [--out CSV] [--quick]``.
 
 One process measures where the time goes and writes a tidy CSV (one row per
 measurement, columns :data:`COLUMNS`: section, model, preset, width, metric, value, unit,
@@ -25,8 +25,9 @@ table. Sections:
     checkpoint, log) are reported apart, and the full-epoch ratio is projected from both.
 ``data``
     Batches/s of :func:`bench.data.iterate_batches` against a plain
-    ``DataLoader(torchvision.datasets.MNIST(..., transform=ToTensor()), batch_size=100, shuffle=True)``
-    built on a temporary ``MNIST/raw`` copy of the local files (never downloads).
+    ``DataLoader(torchvision.datasets.<Class>(..., transform=ToTensor()), batch_size=100, shuffle=True)``
+    (``<Class>`` the dataset's ``torchvision_class``: ``MNIST``, ``FashionMNIST``) built on a temporary
+    ``<Class>/raw`` copy of the local files (never downloads).
 ``metrics``
     Seconds of each metric on ``eval.n_samples`` images (10 000): sharpness, classifier
     features + Fréchet distance (+ KID, precision/recall), bits/dim (density models; timed on
@@ -83,7 +84,7 @@ from bench.perf.common import (
     Budget,
     Row,
 )
-from bench.perf.datapath import torchvision_mnist_root
+from bench.perf.datapath import torchvision_root
 from bench.perf.harness import StepProbe
 from bench.perf.householder import matrix_matmul
 from bench.perf.targets import eval_fraction_from_table
@@ -108,7 +109,7 @@ __all__ = [
     "parse_args",
     "resolve_device",
     "run",
-    "torchvision_mnist_root",
+    "torchvision_root",
     "training_flops_per_image",
     "uses_bf16",
 ]

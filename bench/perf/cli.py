@@ -14,7 +14,8 @@ import torch
 from bench.cli import Parser, user_errors_exit_2
 from bench.config import load_config
 from bench.context import resolve
-from bench.data import load_mnist
+from bench.data import load_data
+from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.perf.common import (
     COLUMNS,
@@ -63,7 +64,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also time torch.compile in the levers section (slow to warm up on a CPU)")
     p.add_argument("--metrics-csv", default="results/metrics.csv",
                    help="runner table for the eval-time target (default: %(default)s)")
-    p.add_argument("--data-root", default=None, help="MNIST folder (else $MNIST_ROOT, else ./data)")
+    p.add_argument("--dataset", default=None, choices=list(DATASETS),
+                   help="the data.dataset of both presets (default: the preset's, mnist)")
+    p.add_argument("--data-root", default=None,
+                   help="folder of the dataset's files (else $MNIST_ROOT or $FASHION_MNIST_ROOT, else its default)")
     return p.parse_args(argv)
 
 
@@ -101,12 +105,13 @@ def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
         torch.set_num_threads(threads)
     notes = configure_device(device)
     budget = QUICK if args.quick else SHORT if args.short else FULL
-    cfg = load_config(args.config)
-    paper = load_config(args.paper_config)
+    overrides = [f"data.dataset={args.dataset}"] if args.dataset else []
+    cfg = load_config(args.config, overrides)
+    paper = load_config(args.paper_config, overrides)
     presets = [(cfg, False), (paper, True)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = load_mnist(None, cfg.data.val_size, cfg.data.val_seed, device, ctx)
+    data = load_data(None, cfg.data.val_size, cfg.data.val_seed, device, cfg.data.dataset, ctx)
     n_train = cfg.data.train_subset or data.train_images.shape[0]
     info = machine_columns(device)
     log(f"bench.perf on {info['device_name']} ({device.type}), {info['threads']} threads, torch "

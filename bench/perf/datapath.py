@@ -10,22 +10,23 @@ import torch
 
 from bench.config import Config
 from bench.context import Context
-from bench.data import FILES, ImageData, iterate_batches, locate_files
+from bench.data import ImageData, iterate_batches, locate_files
+from bench.datasets import get_dataset
 from bench.perf.common import Budget, Row
 from bench.perf.timing import timed
 
 
-def torchvision_mnist_root(ctx: Context, tmp: Path) -> Path:
-    """A folder laid out as torchvision 0.29's MNIST wants it (``ROOT/MNIST/raw/<name>`` uncompressed).
+def torchvision_root(ctx: Context, tmp: Path, dataset: str = "mnist") -> Path:
+    """A folder laid out as torchvision 0.29's MNIST-style classes want it (``ROOT/<Class>/raw/<name>``
+    uncompressed, ``<Class>`` the dataset's ``torchvision_class``).
 
     ``MNIST._check_exists`` looks for the files without ``.gz`` and ``read_image_file`` opens
-    them as they are, so the local ``.gz`` files (in ``ctx.root("mnist")``) are decompressed into
+    them as they are, so the local ``.gz`` files (in ``ctx.root(dataset)``) are decompressed into
     ``tmp``; nothing is downloaded.
     """
-    raw = tmp / "MNIST" / "raw"
+    raw = tmp / get_dataset(dataset).torchvision_class / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for name, path in locate_files(ctx.root("mnist"), "mnist", ctx).items():
-        assert name in FILES
+    for name, path in locate_files(ctx.root(dataset), dataset, ctx).items():
         (raw / name[:-len(".gz")]).write_bytes(gzip.decompress(path.read_bytes()))
     return tmp
 
@@ -56,10 +57,12 @@ def bench_data(cfg: Config, data: ImageData, device: torch.device, budget: Budge
         rows.append(Row(**base, metric=f"harness_{kind}_batches_per_s", value=rates[kind], unit="batches/s",
                         batch=batch, note=f"bench.data.iterate_batches, {n_batches} batches, {kind} preprocessing, "
                         f"resident {images.device.type} uint8 tensor"))
-    with tempfile.TemporaryDirectory(prefix="pie-perf-mnist-") as tmp:
-        root = torchvision_mnist_root(ctx, Path(tmp))
-        t_build, dataset = timed(lambda: torchvision.datasets.MNIST(str(root), train=True, download=False,
-                                                                    transform=ToTensor()), torch.device("cpu"))
+    spec = data.spec
+    with tempfile.TemporaryDirectory(prefix="pie-perf-data-") as tmp:
+        root = torchvision_root(ctx, Path(tmp), spec.name)
+        cls = getattr(torchvision.datasets, spec.torchvision_class)
+        t_build, dataset = timed(lambda: cls(str(root), train=True, download=False, transform=ToTensor()),
+                                 torch.device("cpu"))
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True)
         m = min(len(loader), budget.loader_batches)
 
@@ -71,7 +74,7 @@ def bench_data(cfg: Config, data: ImageData, device: torch.device, budget: Budge
     baseline = m / seconds
     rows += [
         Row(**base, metric="dataloader_batches_per_s", value=baseline, unit="batches/s", batch=batch,
-            note=f"DataLoader(torchvision MNIST, ToTensor, shuffle=True, num_workers=0), {m} batches"
+            note=f"DataLoader(torchvision {spec.torchvision_class}, ToTensor, shuffle=True, num_workers=0), {m} batches"
             + (", copied to the GPU" if device.type == "cuda" else "") + f"; dataset build {t_build:.2f} s excluded"),
         Row(**base, metric="data_path_ratio", value=rates["unit"] / baseline, unit="x", batch=batch,
             note="harness unit-preprocessed batches/s / DataLoader batches/s (like for like: both give k/255)"),

@@ -10,10 +10,10 @@ import pandas as pd
 import torch
 
 from bench import evaluate as E
-from bench.classifier import get_classifier
 from bench.config import Config, load_config
 from bench.context import Context
-from bench.data import ImageData, load_mnist
+from bench.data import ImageData, load_data
+from bench.evaluate import Evaluator
 from bench.perf.common import SMOKE_CONFIG, TARGET_EVAL_FRACTION, Row, subset, width_label
 from bench.perf.timing import timed
 from bench.results import TABLE
@@ -41,12 +41,12 @@ def bench_eval_share(names: list[str], cfg: Config, data: ImageData, device: tor
                                       eval=dataclasses.replace(cfg.eval, classifier_epochs=1))
             ctx = dataclasses.replace(ctx, cache_dir=Path(tmp))  # the runner's evaluation reads it there too
         elif cfg.data.val_size != data.val_images.shape[0]:
-            data = load_mnist(None, cfg.data.val_size, cfg.data.val_seed, device, ctx)
+            data = load_data(None, cfg.data.val_size, cfg.data.val_seed, device, data.dataset, ctx)
         base = {"section": "evalshare", "model": "-", "preset": cfg.preset, "width": "-"}
         rows: list[Row] = []
-        t_clf, extractor = timed(lambda: get_classifier(data, cfg.eval.classifier_epochs,
-                                                        batch_size=cfg.eval.batch_size, ctx=ctx), device)
-        t_real, _ = timed(lambda: E.real_stats(data, cfg.eval, extractor), device)
+        evaluator = Evaluator.of(ctx)  # the runs below evaluate with it (execute_run: Evaluator.of(ctx))
+        t_clf, extractor = timed(lambda: evaluator.classifier(data, cfg.eval), device)
+        t_real, _ = timed(lambda: evaluator.real_stats(data, cfg.eval, extractor), device)
         rows.append(Row(**base, metric="real_stats_seconds", value=t_real, unit="s",
                         note=f"real test images' features, statistics and k-NN radii, once per process (classifier "
                         f"load {t_clf:.3g} s); not in eval_seconds below"))

@@ -79,7 +79,7 @@ def bench_harness(names: list[str], cfg: Config, data: ImageData, device: torch.
         with tempfile.TemporaryDirectory(prefix="pie-perf-") as tmp:
             run_dir = Path(tmp) / name
             run_dir.mkdir()
-            result = train_model(model, sliced, tcfg, seed=0, run_dir=run_dir, config_dict={},
+            result = train_model(model, sliced, tcfg, seed=0, run_dir=run_dir,
                                  progress=False, log=lambda *a, **k: None, hook=probe)
         bare += bare_run()  # bare loop before and after the real one: load drift hits both alike
         t_bare = statistics.median(bare)

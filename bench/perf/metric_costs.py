@@ -14,24 +14,24 @@ import torch
 from torch import nn
 
 from bench import evaluate as E
-from bench.classifier import FeatureExtractor, LeNet, get_classifier
+from bench.classifier import FeatureExtractor, LeNet
 from bench.config import Config
 from bench.context import Context
 from bench.data import ImageData, preprocess
-from bench.datasets import DATASETS
+from bench.datasets import DatasetSpec
 from bench.evaluate import batched
 from bench.perf.common import Budget, Row, new_model, subset, train_dtype, width_label
 from bench.perf.timing import timed
 
 
-def feature_extractor(device: torch.device, batch: int) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
-    """``(images [N, 1, 28, 28] in [0, 1] -> features [N, F], note)`` with the harness's classifier.
+def feature_extractor(device: torch.device, batch: int,
+                      spec: DatasetSpec) -> tuple[Callable[[torch.Tensor], torch.Tensor], str]:
+    """``(images [N, C, H, W] in [0, 1] -> features [N, F], note)`` with the harness's classifier for ``spec``.
 
     Weights do not change the cost, so an untrained ``bench.classifier.LeNet`` is timed
     through ``FeatureExtractor.features`` (the evaluation's code path) without training it.
     """
-    mnist = DATASETS["mnist"]  # the cost does not depend on the dataset
-    net = LeNet(mnist.mean, mnist.std, mnist.n_classes).to(device).eval()
+    net = LeNet(spec.mean, spec.std, spec.n_classes, spec.image_shape).to(device).eval()
     extractor = FeatureExtractor(net=net, weights_hash="untrained", cache_key="perf", test_accuracy=math.nan,
                                  n_test=0, train_seconds=0.0)
     return (lambda x: extractor.features(x, batch)), "bench.classifier FeatureExtractor.features, untrained LeNet"
@@ -58,7 +58,7 @@ def bench_metrics(names: list[str], cfg: Config, data: ImageData, device: torch.
         t, _ = timed(lambda: M.sharpness_stats(other), device)
         rows.append(Row(**base, metric="sharpness_seconds", value=t * scale, unit="s", batch=n,
                         note=f"sharpness_stats (Laplacian variance, float64) on {note_n}"))
-        feats_fn, feat_note = feature_extractor(device, eb)
+        feats_fn, feat_note = feature_extractor(device, eb, data.spec)
         t_feat, (fa, fb) = timed(lambda: (feats_fn(real), feats_fn(other)), device)
         with warnings.catch_warnings():  # untrained features can be rank-deficient: sqrtm warns
             warnings.simplefilter("ignore")
@@ -104,10 +104,10 @@ def _model_metric_costs(model: nn.Module, name: str, cfg: Config, data: ImageDat
             lp_batch = min(cfg.eval.log_prob_batch_size, eb)
             t, lp = timed(lambda: batched(model.log_prob, x_test[:k], lp_batch), device)
             M.bits_per_dim(lp, x_test[0].numel())
-            iw = getattr(cfg.models[name], "iw_samples", None)
+            passes = type(model).log_prob_passes(cfg.models[name])
             rows.append(Row(**base, metric="bits_per_dim_seconds", value=t * target / k, unit="s", batch=lp_batch,
                             note=f"log_prob + bits_per_dim on {k} test images, scaled x{target / k:g} to {target}"
-                            + (f"; iw_samples={iw}" if iw else "")))
+                            + (f"; {passes} model passes per image" if passes > 1 else "")))
             subset_n = cfg.eval.bpd_subset or data.test_images.shape[0]
             rows.append(Row(**base, metric="bits_per_dim_eval_seconds", value=t * subset_n / k, unit="s",
                             batch=lp_batch, note=f"the same for the {subset_n} images the evaluation scores "
@@ -143,18 +143,18 @@ def bench_evaluation(names: list[str], cfg: Config, data: ImageData, device: tor
             eval_data = subset(data, 400, 50)
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pie-perf-cache-"))
             ctx = dataclasses.replace(ctx, cache_dir=Path(tmp))  # evaluate_model reads it there too
-        t_clf, extractor = timed(lambda: get_classifier(eval_data, ecfg.classifier_epochs, batch_size=ecfg.batch_size,
-                                                        ctx=ctx), device)
+        evaluator = E.Evaluator.of(ctx)  # its classifier and real statistics, as a runner's
+        t_clf, extractor = timed(lambda: evaluator.classifier(eval_data, ecfg), device)
         rows.append(Row(**base, metric="classifier_seconds", value=t_clf, unit="s",
                         note="get_classifier: trained once per data set (0 s when the cache holds it)"
                         + (f"; trained {extractor.train_seconds:.3g} s" if extractor.train_seconds
                            else "; from the cache")))
-        t_real, _ = timed(lambda: E.real_stats(eval_data, ecfg, extractor), device)
+        t_real, _ = timed(lambda: evaluator.real_stats(eval_data, ecfg, extractor), device)
         rows.append(Row(**base, metric="real_stats_seconds", value=t_real, unit="s",
                         note="features, statistics and k-NN radii of the real test images: once per process"))
         for name in names:
             model = new_model(name, cfg, device)
-            t, _ = timed(lambda: E.evaluate_model(model, eval_data, ecfg, 0, ctx=ctx), device)  # noqa: B023
+            t, _ = timed(lambda: E.evaluate_model(model, eval_data, ecfg, 0, evaluator=evaluator), device)  # noqa: B023
             rows.append(Row(**{**base, "model": name, "width": width_label(cfg.models[name])}, metric="eval_seconds",
                             value=t, unit="s", batch=ecfg.batch_size,
                             note="bench.evaluate.evaluate_model on an untrained model, real-image statistics cached"))

@@ -18,7 +18,7 @@ from bench.perf.common import PEER_WIDTH, Budget, Row, new_model, subset
 from bench.perf.timing import sync, uses_bf16
 
 
-def _pythae_model(name: str, latent: int, width: float):
+def _pythae_model(name: str, latent: int, width: float, shape: tuple[int, ...]):
     """Pythae's VAE / WAE-MMD around the harness's own DCGAN encoder and decoder (identical nets)."""
     from pythae.models import VAE, WAE_MMD, VAEConfig, WAE_MMD_Config
     from pythae.models.base.base_utils import ModelOutput
@@ -29,7 +29,7 @@ def _pythae_model(name: str, latent: int, width: float):
     class Encoder(BaseEncoder):
         def __init__(self):
             BaseEncoder.__init__(self)
-            self.net = ConvEncoder(2 * latent if name == "vae" else latent, width)
+            self.net = ConvEncoder(2 * latent if name == "vae" else latent, width, image_shape=shape)
 
         def forward(self, x):
             h = self.net(x)
@@ -41,15 +41,15 @@ def _pythae_model(name: str, latent: int, width: float):
     class Decoder(BaseDecoder):
         def __init__(self):
             BaseDecoder.__init__(self)
-            self.net = ConvDecoder(latent, width)
+            self.net = ConvDecoder(latent, width, image_shape=shape)
 
         def forward(self, z):
             return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
 
     if name == "vae":
-        cfg = VAEConfig(input_dim=(1, 28, 28), latent_dim=latent, reconstruction_loss="mse")
+        cfg = VAEConfig(input_dim=shape, latent_dim=latent, reconstruction_loss="mse")
         return VAE(cfg, encoder=Encoder(), decoder=Decoder())
-    cfg = WAE_MMD_Config(input_dim=(1, 28, 28), latent_dim=latent, kernel_choice="imq", reg_weight=10.0)
+    cfg = WAE_MMD_Config(input_dim=shape, latent_dim=latent, kernel_choice="imq", reg_weight=10.0)
     return WAE_MMD(cfg, encoder=Encoder(), decoder=Decoder())
 
 
@@ -65,8 +65,9 @@ def _pythae_epoch(name: str, cfg: Config, images: torch.Tensor, device: torch.de
         if lname.startswith("pythae"):
             logging.getLogger(lname).setLevel(logging.ERROR)
     torch.manual_seed(0)
-    model = _pythae_model(name, cfg.models[name].latent_dim, PEER_WIDTH)
-    x = images.float().div(255.0).reshape(-1, 1, 28, 28).cpu()
+    shape = tuple(cfg.models[name].image_shape)
+    model = _pythae_model(name, cfg.models[name].latent_dim, PEER_WIDTH, shape)
+    x = images.float().div(255.0).reshape(-1, *shape).cpu()
     dataset = BaseDataset(x, torch.zeros(len(x)))
     tcfg = BaseTrainerConfig(output_dir=str(tmp), num_epochs=1, per_device_train_batch_size=cfg.train.batch_size,
                              per_device_eval_batch_size=1000, learning_rate=cfg.train.lr,
@@ -120,7 +121,7 @@ def bench_peer(names: list[str], cfg: Config, data: ImageData, device: torch.dev
         run_dir = tmp / name
         run_dir.mkdir()
         model = new_model(name, pcfg, device)
-        return train_model(model, sliced, tcfg, seed=0, run_dir=run_dir, config_dict={}, progress=False,
+        return train_model(model, sliced, tcfg, seed=0, run_dir=run_dir, progress=False,
                            log=lambda *a, **k: None).seconds
 
     for name in todo:

@@ -137,8 +137,7 @@ def target_rows(frame: pd.DataFrame, cfg: Config, names: list[str], n_train: int
                         f"per model, worst model {worst['model']}; median "
                         f"{share['value'].median():.3f}){floor_note}"))
     rows += _pie_rows(frame, base, verdict)
-    if set(estimates) >= set(MODELS):
-        # run_all.sh: Table 1 x 5 seeds of every model + Fig. 7 PIE x 3 eps²
+    if set(estimates) >= set(MODELS):  # every registered model, each with its protocol's run count
         total = sum(protocol_runs(n) * (estimates[n][0] + estimates[n][1]) for n in MODELS)
         rows.append(Row(**base, metric="run_all_seconds_estimate", value=total, unit="s",
                         note=f"target <= {TARGET_RUN_ALL_SECONDS} s: measured separately (./run_all.sh); this "

@@ -4,7 +4,8 @@ Reads only ``DIR/metrics.csv`` and the files the runner saved under ``DIR/runs/<
 (``config.json``, ``train_log.csv``, ``figures.npz``, else ``artefacts.npz``): no checkpoints,
 no models, no training. Writes ``DIR/table1.md``, ``DIR/table1.csv``, PNGs in ``DIR/figures/``,
 ``DIR/index.md``, ``DIR/verdicts.md`` and ``DIR/verdicts.csv`` (each claim of the paper judged by one
-rule, :mod:`bench.report.verdicts`) and, when PIE runs recorded diagnostics, ``DIR/mechanism.md``; one such set per
+rule, :mod:`bench.report.verdicts`), ``DIR/models.md`` (AEF against PIE and the VAE, :mod:`bench.report.models`)
+and, when PIE runs recorded diagnostics, ``DIR/mechanism.md``; one such set per
 dataset (MNIST at the top, any other in ``DIR/<dataset>/``); with ``--compare-with REF`` also
 ``DIR/compare.md`` (yours vs the committed REF vs the paper, ``bench.report.compare``). Bad input exits 2 with one line
 on stderr; a figure that could not be drawn is named on stderr and makes the exit code 1 (the
@@ -39,9 +40,10 @@ from bench.report.figures import UMAP_MAX_POINTS, Report, build_figures
 from bench.report.headline import headline_from_results, report_inputs, write_headline
 from bench.report.index import index_markdown
 from bench.report.markdown import write_text
+from bench.report.models import FOCUS, models_markdown
 from bench.report.selection import load_table
 from bench.report.table import build_table1, mechanism_markdown, table1_markdown
-from bench.report.verdicts import build_verdicts, verdicts_markdown
+from bench.report.verdicts import Runs, build_verdicts, verdicts_markdown
 from bench.results import DamageLog, remove_stale_temps, write_csv_atomic
 
 
@@ -97,6 +99,9 @@ def _build_dataset_report(results: Path, table: pd.DataFrame, dataset: str, fold
     write_text(out / "index.md", index_markdown(results, table, sel, t1, figs, rep.errors, up, others,
                                                 damage.entries))
     written = ["table1.md", "table1.csv", "index.md", "verdicts.md", "verdicts.csv"]
+    if len(sel.table1.get(FOCUS, ())):  # the newest model against PIE and the VAE (bench.report.models)
+        write_text(out / "models.md", models_markdown(Runs(table, sel, configs, logs), sel.spec.title))
+        written.append("models.md")
     mechanism = mechanism_markdown(table, configs, logs)
     if mechanism is not None:
         write_text(out / "mechanism.md", mechanism)

@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.metrics import names as N
 from bench.report.markdown import fmt_mean_std, fmt_num, list_text, md_table
 from bench.report.paper import paper_numbers
 from bench.report.selection import REAL, label, load_table, read_json, select_runs
-from bench.report.table import TABLE1_METRICS, per_run_values
+from bench.report.table import per_run_values, table1_metrics
 
 SPREAD_SDS = 2.0
 RULE = (f"**within**: the mean over your seeds lies within the reference's mean ± {SPREAD_SDS:g} sample standard "
@@ -39,7 +40,7 @@ RULE = (f"**within**: the mean over your seeds lies within the reference's mean 
         "outside for about 3 % of the metrics); **identical**: every run both hold (same run id: same configuration "
         "and seed) has exactly the same value (no run id in common: the same values); **outside**: neither; "
         "**no spread**: the reference has one run, and yours differs from it; **n/a**: no finite value on one side.")
-FEATURE_METRICS = ("fd_lenet", "precision", "recall", "kid_lenet")
+FEATURE_METRICS = (N.FD_LENET, N.PRECISION, N.RECALL, N.KID_LENET)
 _EXTRACTOR = re.compile(r"extractor ([0-9a-f]{12})")
 
 
@@ -93,7 +94,7 @@ def table1_side(table: pd.DataFrame, configs: dict[str, dict]) -> Side:
     frames = []
     for row, runs in [(REAL, [sel.real_run] if sel.real_run else []),
                       *((m, f.query("status == 'ok'")["run_id"].tolist()) for m, f in sel.table1.items())]:
-        frames.append(per_run_values(table, runs, TABLE1_METRICS).assign(row=row))
+        frames.append(per_run_values(table, runs, table1_metrics()).assign(row=row))
     per_run = pd.concat(frames, ignore_index=True)
     used = table[table["run_id"].isin(per_run["run_id"])]
     return Side(per_run, sorted(used["git_commit"].dropna().astype(str).unique()),
@@ -106,7 +107,7 @@ def compare_sides(yours: Side, reference: Side | None, has_paper: bool) -> pd.Da
     ref_all = reference.per_run if reference is not None else yours.per_run.iloc[0:0]
     row_order = list(dict.fromkeys([*yours.per_run["row"], *ref_all["row"]]))
     for row in row_order:
-        for metric in TABLE1_METRICS:
+        for metric in table1_metrics():
             mine = yours.per_run[(yours.per_run["row"] == row) & (yours.per_run["metric"] == metric)]
             ref = ref_all[(ref_all["row"] == row) & (ref_all["metric"] == metric)]
             if mine.empty and ref.empty:
@@ -123,7 +124,7 @@ def compare_sides(yours: Side, reference: Side | None, has_paper: bool) -> pd.Da
                 mx, rx = _extractors(mine), _extractors(ref)
                 if mx and rx and mx != rx:
                     note = f"other extractor: yours {list_text(mx)}, reference {list_text(rx)}"
-            paper = paper_numbers().sharpness.get(row, math.nan) if has_paper and metric == "sharpness" else math.nan
+            paper = paper_numbers().sharpness.get(row, math.nan) if has_paper and metric == N.SHARPNESS else math.nan
             rows.append({
                 "row": label(row), "metric": metric,
                 "yours_mean": _mean(mine), "yours_std": _std(mine), "yours_n": _n(mine),

@@ -16,6 +16,7 @@ import pandas as pd
 
 from bench.datasets import DATASETS
 from bench.figure_data import UMAP_POINTS, UMAP_SEED, load_figure_data
+from bench.metrics import names as N
 from bench.registry import MODELS
 from bench.report.markdown import and_list, eps_label, fmt_mean_std, fmt_num
 from bench.report.paper import paper_numbers
@@ -277,7 +278,7 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
     t1_tag = protocol_tag(configs, pd.concat([f.query("status == 'ok'") for f in sel.table1.values()])
                           if sel.table1 else pd.DataFrame(columns=["run_id", "seed"]))
     # Bar chart of Table 1 sharpness.
-    sharp = t1.per_run[t1.per_run["metric"] == "sharpness"].dropna(subset=["value"])
+    sharp = t1.per_run[t1.per_run["metric"] == N.SHARPNESS].dropna(subset=["value"])
     per_run = sharp.assign(row=sharp["row"].map(label))[["row", "value"]]
     paper = {label(k): v for k, v in paper_numbers().sharpness.items()} if sel.has_paper else {}
     item = rep.dataset.item
@@ -302,10 +303,10 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
         arrays, err = load_figure_data(rep.results / "runs" / run["run_id"], ("samples_t1",), rep.damage)
         if err:
             unavailable.append(err)
-        vals = t1.per_run[(t1.per_run["run_id"] == run["run_id"]) & (t1.per_run["metric"] == "sharpness")]
+        vals = t1.per_run[(t1.per_run["run_id"] == run["run_id"]) & (t1.per_run["metric"] == N.SHARPNESS)]
         this = fmt_num(vals["value"].iloc[0]) if len(vals) else "n/a"
         row = t1.frame[t1.frame["model"] == model].iloc[0]
-        mean = fmt_mean_std(row["sharpness_mean"], row["sharpness_std"], row["sharpness_n"])
+        mean = fmt_mean_std(row[f"{N.SHARPNESS}_mean"], row[f"{N.SHARPNESS}_std"], row[f"{N.SHARPNESS}_n"])
         title = f"{label(model)}, seed {int(run['seed'])}: sharpness {this}\n(all seeds: {mean}, n={row['n_runs']})"
         entries.append({"title": title, "samples": arrays.get("samples_t1"),
                         "reason": err or "samples_t1 not in figures.npz or artefacts.npz"})

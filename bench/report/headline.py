@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import UserError
+from bench.metrics import names as N
 from bench.report.markdown import fmt_mean_std, fmt_num, md_table, write_text
 from bench.report.paper import paper_numbers
 from bench.report.selection import REAL, Selection, load_table, run_frame, select_runs
@@ -23,7 +24,7 @@ from bench.results import DamageLog
 from bench.rundir import read_config
 
 START, END = "<!-- headline:start -->", "<!-- headline:end -->"
-METRICS = ("fd_lenet", "precision", "recall", "recon_mse", "bits_per_dim", "probe_accuracy")
+METRICS = (N.FD_LENET, N.PRECISION, N.RECALL, N.RECON_MSE, N.BITS_PER_DIM, N.PROBE_ACCURACY)
 
 
 def report_inputs(results: Path, table: pd.DataFrame, dataset: str, damage: DamageLog | None = None):
@@ -41,20 +42,20 @@ def headline_markdown(table: pd.DataFrame, t1: Table1, sel: Selection, verdicts:
                       configs: dict[str, dict], logs: dict[str, pd.DataFrame]) -> str:
     """Table 1 (latent 8, mean ± std over seeds, epochs trained, convergence) and the claims."""
     extra = ["epochs to converge"] if "epochs_to_converge" in t1.frame else []  # issue 23 item 1, when present
-    header = ["", "n", "epochs", "sharpness", "paper", *METRICS, "converged", *extra]
+    header = ["", "n", "epochs", N.SHARPNESS, "paper", *METRICS, "converged", *extra]
     rows = []
     for _, r in t1.frame.iterrows():
         ids = r["run_ids"].split()
         epochs = sorted(set(run_epochs(table, ids, logs, configs).values())) if r["model"] != REAL else []
         span = "—" if not epochs else fmt_num(epochs[0]) + (f"–{fmt_num(epochs[-1])}" if len(epochs) > 1 else "")
         cells = [f"**{r['row']}**", str(r["n_runs"]), span,
-                 fmt_mean_std(r["sharpness_mean"], r["sharpness_std"], r["sharpness_n"]),
-                 fmt_num(r["paper_sharpness"], 3)]
+                 fmt_mean_std(r[f"{N.SHARPNESS}_mean"], r[f"{N.SHARPNESS}_std"], r[f"{N.SHARPNESS}_n"]),
+                 fmt_num(r[f"paper_{N.SHARPNESS}"], 3)]
         cells += [fmt_mean_std(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]) for m in METRICS]
         cells += [r["converged"]] + [str(r[c]) for c in ("epochs_to_converge",) if extra]
         rows.append(cells)
     rows += reference_rows_md({k: v for k, v in t1.references.items() if k in REFERENCE_RECON.values()},
-                              len(header), header.index("recon_mse"))
+                              len(header), header.index(N.RECON_MSE))
     why = [f"{r['row']} {r['unconverged_metrics']}" for _, r in t1.frame.iterrows() if r.get("unconverged_metrics")]
     paper = paper_numbers()
     n_samples = f"{paper.table1_n_samples:,}".replace(",", " ")

@@ -27,14 +27,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.config import eval_hash
+from bench.config import PER_MODEL_KEYS
 from bench.datasets import DATASETS, DatasetSpec
 from bench.errors import UserError
+from bench.record import current_form, is_real_run_of
 from bench.registry import MODELS, display_label
 from bench.report.markdown import list_text
 from bench.report.paper import paper_numbers
-from bench.results import COLUMNS, TABLE, DamageLog, finished_runs, parse_bytes, parse_table, reconcile, warn
+from bench.results import COLUMNS, TABLE, DamageLog, warn
 from bench.rundir import read_config
+from bench.sync import finished_runs, reconcile
+from bench.tidy import parse_bytes, parse_table
 
 REAL = "real"  # model name of the real-data runs (Table 1's first row)
 REAL_LABEL = "True"  # the paper's name for that row
@@ -70,7 +73,7 @@ def load_table(results: Path, damage: DamageLog | None = None) -> pd.DataFrame:
     """The tidy table of a results directory, or UserError with one line.
 
     Damage is contained, never fatal: malformed lines are left out; where a finished run's own
-    ``metrics.csv`` and the table disagree, the intact copy is used (:func:`bench.results.reconcile`);
+    ``metrics.csv`` and the table disagree, the intact copy is used (:func:`bench.sync.reconcile`);
     a table that is missing or no table at all is replaced by the finished runs' own rows. Each
     is named in one warning line; what is damage (not a table that merely lacks whole runs) goes
     into ``damage``. Only a folder with neither a table nor finished runs is an error.
@@ -151,15 +154,6 @@ def read_json(path: Path) -> dict[str, Any]:
     return read_config(path.parent)
 
 
-def real_eval_hash(config: dict[str, Any]) -> str | None:
-    """The hash the runner puts in the real-data run id (``real-<data>-<eval hash>``)."""
-    if not isinstance(config.get("eval"), dict):
-        return None
-    return eval_hash(config["eval"])
-
-
-
-
 # ----------------------------------------------------------------------------- selection
 
 
@@ -177,14 +171,15 @@ class PresetSettings:
             from bench.config import load_config
 
             path = self.config_dir / f"{preset}.yaml"
-            section = MODELS[model].config_cls()
+            section, per_model = MODELS[model].config_cls(), {}
             if path.is_file():
                 try:
-                    section = load_config(path).models[model]
+                    cfg = load_config(path)
+                    section, per_model = cfg.models[model], cfg.train.per_model.get(model, {})
                 except UserError:
                     pass
-            self._read[(preset, model)] = {k: json.dumps(v, sort_keys=True)
-                                           for k, v in dataclasses.asdict(section).items()}
+            settings = _with_per_model(dataclasses.asdict(section), per_model)
+            self._read[(preset, model)] = {k: json.dumps(v, sort_keys=True) for k, v in settings.items()}
         return self._read[(preset, model)]
 
 
@@ -228,14 +223,24 @@ def pick_config(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return runs[runs["config_hash"] == best], dropped
 
 
+def _with_per_model(section: dict[str, Any], per_model: dict[str, Any]) -> dict[str, Any]:
+    """A model's section with its ``train.per_model`` settings as ``per_model.<key>`` (None where unset):
+    the optimiser settings a model trains with are its settings too."""
+    return {**section, **{f"per_model.{k}": per_model.get(k) for k in PER_MODEL_KEYS}}
+
+
 def changed_settings(config: dict[str, Any], model: str, free: tuple[str, ...] = FIG7_FREE_KEYS,
                      presets: PresetSettings | None = None) -> dict[str, Any]:
     """``model``'s settings in a run's config.json that differ from its preset's, besides ``free``
     (key -> the run's value); a key the run did not record (older code) or the preset no longer
     has is not counted. ``presets``: the presets read so far (default: read now)."""
+    config = current_form(config, model)  # an older run's pie.beta1 counts as its train.per_model entry
     own = config.get(model)
     if not isinstance(own, dict):
         return {}
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    per_model = train.get("per_model") if isinstance(train.get("per_model"), dict) else {}
+    own = _with_per_model(own, per_model.get(model) if isinstance(per_model.get(model), dict) else {})
     preset = (presets or PresetSettings())(str(config.get("preset", "")), model)
     return {k: v for k, v in sorted(own.items())
             if k not in free and k in preset and json.dumps(v, sort_keys=True) != preset[k]}
@@ -271,9 +276,9 @@ def select_runs(table: pd.DataFrame, configs: dict[str, dict]) -> Selection:
     real = runs[(runs["model"] == REAL) & (runs["status"] == "ok")]
     real_run = None
     if len(real):
-        wanted = [real_eval_hash(configs.get(r, {})) for m in table1.values() for r in m["run_id"]]
-        wanted = [h for h in wanted if h]
-        match = real[real["run_id"].str.split("-").str[-1].isin(wanted)] if wanted else real.iloc[0:0]
+        wanted = [configs.get(r, {}).get("eval") for m in table1.values() for r in m["run_id"]]
+        wanted = [e for e in wanted if isinstance(e, dict)]
+        match = real[real["run_id"].map(lambda r: any(is_real_run_of(r, e) for e in wanted))]
         if len(match):
             real_run = match.sort_values("started_at")["run_id"].iloc[-1]
         else:

@@ -1,14 +1,15 @@
-"""Table 1 (``table1.csv``, ``table1.md``), the numbers under Fig. 7 and the mechanism page.
+"""Table 1 (``table1.csv``, ``table1.md``); the numbers under Fig. 7 and the mechanism page are
+:mod:`bench.report.mechanism`'s, the shared readers :mod:`bench.report.values`'.
 
 Computed from the tidy table alone (``bench.results``): per run one value per metric (the
-preferred split first), then mean ± std over the seeds of each row.
+preferred split first), then mean ± std over the seeds of each row. Its metric columns are the
+metric table's (``table1`` in :mod:`bench.metrics.table`), sharpness first.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,19 +18,31 @@ import pandas as pd
 from bench import convergence
 from bench.config import SECTION_TYPES
 from bench.identity import field_defaults
+from bench.metrics import names as N
+from bench.metrics.table import table1_metrics
 from bench.registry import MODELS
-from bench.report.markdown import and_list, eps_label, fmt_mean_std, fmt_num, list_text, md_table
+from bench.report.markdown import and_list, fmt_mean_std, fmt_num, list_text, md_table
+from bench.report.mechanism import FIG7_NUMBERS, fig7_numbers_md, mechanism_markdown
 from bench.report.paper import paper_numbers
-from bench.report.selection import FIG7_MODEL, REAL, Selection, label, run_frame
-from bench.results import DamageLog
-from bench.rundir import read_train_log
+from bench.report.selection import REAL, Selection, label
+from bench.report.values import (
+    REFERENCE_RECON,
+    SPLIT_PRIORITY,
+    per_run_values,
+    reference_recon,
+    reference_rows_md,
+    run_epochs,
+    run_logs,
+)
 
-TABLE1_METRICS = ("sharpness", "fd_lenet", "precision", "recall", "recon_mse", "bits_per_dim", "probe_accuracy",
-                  "artefact_corner")
+__all__ = ["FIG7_NUMBERS", "REFERENCE_RECON", "SPLIT_PRIORITY", "Table1", "build_table1", "fig7_numbers_md",
+           "mechanism_markdown", "per_run_values", "reference_recon", "reference_rows_md", "run_epochs", "run_logs",
+           "table1_markdown", "table1_metrics"]
+SHARP = N.SHARPNESS  # Table 1's first column, beside the paper's value and the gap to the real digits
+GAP = "gap_to_real"  # a column derived from SHARP (model − real digits), not a metric row
 # Artefact flag: sharper than the real digits *and* corner Laplacian energy (black in real digits,
 # ~3e-4) above this fraction of the real digits' whole-image sharpness: the sharpness is artefact.
 ARTEFACT_FLAG_FRACTION = 0.1
-SPLIT_PRIORITY = ("test", "val", "train")  # if a metric exists in several splits
 DEFAULT_RECIPE = ("grey images in [0, 1], 3×3 Laplacian [[0,1,0],[1,-4,1],[0,1,0]] with no padding ('valid'), "
                   "variance of the activations per image, mean over images "
                   "(WAE reference code; Tolstikhin et al. 2018)")
@@ -40,37 +53,6 @@ EPOCHS_TO_CONVERGE = ("epochs to converge: the first epoch at whose end the rule
                       "median (range) over the converged seeds; 'at cap N': runs trained until converged "
                       "(train.until_converged) that stopped at train.max_epochs N without the rule holding, "
                       "counted as not converged")
-# Code-free reconstruction baselines, measured on the real-data run (bench.evaluate).
-REFERENCE_RECON = {"recon_mse_mean_image": "Mean image (reference)",
-                   "recon_mse_class_mean_image": "Class-mean image (reference)"}
-
-
-def per_run_values(table: pd.DataFrame, run_ids: list[str], metrics: tuple[str, ...]) -> pd.DataFrame:
-    """Long frame run_id, metric, value, note: one value per (run, metric), preferred split first."""
-    rows = table[table["run_id"].isin(run_ids) & table["metric"].isin(metrics)].copy()
-    rank = {s: i for i, s in enumerate(SPLIT_PRIORITY)}
-    rows["_rank"] = rows["split"].map(lambda s: rank.get(s, len(rank)))
-    rows = rows.sort_values("_rank", kind="stable").drop_duplicates(["run_id", "metric"])
-    return rows[["run_id", "model", "seed", "metric", "value", "note"]]
-
-
-def reference_recon(table: pd.DataFrame, sel: Selection) -> dict[str, float]:
-    """label -> recon_mse of the code-free references (mean image, class-mean image) of the
-    real-data run; absent when that run predates them."""
-    if not sel.real_run:
-        return {}
-    vals = per_run_values(table, [sel.real_run], tuple(REFERENCE_RECON))
-    return {REFERENCE_RECON[m]: float(v) for m, v in zip(vals["metric"], vals["value"], strict=True)}
-
-
-def reference_rows_md(refs: dict[str, float], n_columns: int, recon_column: int) -> list[list[str]]:
-    """Markdown rows with only the recon_mse cell filled (at ``recon_column``)."""
-    rows = []
-    for name, value in refs.items():
-        cells = [f"*{name}*"] + ["—"] * (n_columns - 1)
-        cells[recon_column] = fmt_num(value)
-        rows.append(cells)
-    return rows
 
 
 @dataclass
@@ -84,16 +66,6 @@ class Table1:
     artefact_flags: list[str] = field(default_factory=list)
     references: dict[str, float] = field(default_factory=dict)  # label -> recon_mse, reference_recon
     others: list[list[str]] = field(default_factory=list)  # markdown rows of other_configurations
-
-
-def run_logs(results: Path, runs: pd.DataFrame, damage: DamageLog | None = None) -> dict[str, pd.DataFrame]:
-    """run_id -> its train_log.csv (absent logs are left out; damaged ones too, named in ``damage``)."""
-    out = {}
-    for rid in runs["run_id"]:
-        log = read_train_log(results / "runs" / rid, damage)
-        if log is not None:
-            out[rid] = log
-    return out
 
 
 def converged_epoch_entry(log: pd.DataFrame | None, config: dict | None) -> str:
@@ -120,41 +92,20 @@ def epochs_to_converge_cell(entries: list[str]) -> str:
     return "; ".join(parts) or "—"
 
 
-EPOCHS_TRAINED = "epochs_trained"  # the row a run trained until converged records (bench.runner)
-
-
-def run_epochs(table: pd.DataFrame, run_ids: list[str], logs: dict[str, pd.DataFrame] | None = None,
-               configs: dict[str, dict] | None = None) -> dict[str, float]:
-    """run_id -> epochs trained: its ``epochs_trained`` row, else the last epoch of its
-    train_log.csv (an extended run's log holds every epoch), else its config's ``train.epochs``;
-    NaN when none of them says."""
-    rows = per_run_values(table, list(run_ids), (EPOCHS_TRAINED,)).set_index("run_id")["value"]
-    out = {}
-    for rid in run_ids:
-        value = float(rows.get(rid, np.nan))
-        log = (logs or {}).get(rid)
-        if not np.isfinite(value) and log is not None and "epoch" in log and log["epoch"].notna().any():
-            value = float(log["epoch"].max())
-        if not np.isfinite(value):
-            value = float(((configs or {}).get(rid, {}).get("train") or {}).get("epochs", np.nan))
-        out[rid] = value
-    return out
-
-
 def artefact_flags(frame: pd.DataFrame) -> list[str]:
     """Models sharper than the real digits whose corner artefact score is large (see ARTEFACT_FLAG_FRACTION)."""
-    real = frame[frame["model"] == REAL]
-    if real.empty or not np.isfinite(real["sharpness_mean"].iloc[0]):
+    real, art = frame[frame["model"] == REAL], f"{N.ARTEFACT_CORNER}_mean"
+    if real.empty or not np.isfinite(real[f"{SHARP}_mean"].iloc[0]):
         return []
-    real_sharp = float(real["sharpness_mean"].iloc[0])
-    real_art = real["artefact_corner_mean"].iloc[0]
+    real_sharp = float(real[f"{SHARP}_mean"].iloc[0])
+    real_art = real[art].iloc[0]
     flags = []
     for _, r in frame[frame["model"] != REAL].iterrows():
         limit = ARTEFACT_FLAG_FRACTION * real_sharp
-        if r["sharpness_mean"] > real_sharp and r["artefact_corner_mean"] > limit:
-            flags.append(f"{r['row']}: sharpness {fmt_num(r['sharpness_mean'])} exceeds the real digits' "
+        if r[f"{SHARP}_mean"] > real_sharp and r[art] > limit:
+            flags.append(f"{r['row']}: sharpness {fmt_num(r[f'{SHARP}_mean'])} exceeds the real digits' "
                          f"{fmt_num(real_sharp)}, but its corner artefact score is "
-                         f"{fmt_num(r['artefact_corner_mean'])} (real digits {fmt_num(real_art)}; flag above "
+                         f"{fmt_num(r[art])} (real digits {fmt_num(real_art)}; flag above "
                          f"{fmt_num(limit)}): "
                          "the extra Laplacian energy is pattern where real digits are black, not detail.")
     return flags
@@ -165,16 +116,17 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
     row_runs: dict[str, list[str]] = {m: sel.table1[m].query("status == 'ok'")["run_id"].tolist()
                                       for m in sel.table1}
     row_runs[REAL] = [sel.real_run] if sel.real_run else []
+    metrics = table1_metrics()
     per_run = []
     for row in sel.rows:
-        vals = per_run_values(table, row_runs[row], TABLE1_METRICS)
+        vals = per_run_values(table, row_runs[row], metrics)
         per_run.append(vals.assign(row=row))
     per_run = pd.concat(per_run, ignore_index=True)
 
-    real_vals = per_run[(per_run["row"] == REAL) & (per_run["metric"] == "sharpness")]["value"].dropna()
+    real_vals = per_run[(per_run["row"] == REAL) & (per_run["metric"] == SHARP)]["value"].dropna()
     real_sharpness = float(real_vals.mean()) if len(real_vals) else float("nan")
-    sharp = per_run[per_run["metric"] == "sharpness"]
-    gap = sharp[sharp["row"] != REAL].assign(metric="gap_to_real", value=lambda f: f["value"] - real_sharpness)
+    sharp = per_run[per_run["metric"] == SHARP]
+    gap = sharp[sharp["row"] != REAL].assign(metric=GAP, value=lambda f: f["value"] - real_sharpness)
     per_run = pd.concat([per_run, gap], ignore_index=True)
 
     footnotes: list[str] = []
@@ -185,7 +137,7 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
         rec["n_failed"] = int((runs["status"] != "ok").sum()) if runs is not None else 0
         rec["seeds"] = " ".join(str(int(s)) for s in runs.query("status == 'ok'")["seed"].dropna()) \
             if runs is not None else ""
-        for metric in ("sharpness", "gap_to_real", *TABLE1_METRICS[1:]):
+        for metric in (SHARP, GAP, *metrics[1:]):
             v = per_run[(per_run["row"] == row) & (per_run["metric"] == metric)]
             vals = v["value"]
             rec[f"{metric}_mean"] = float(vals.mean()) if vals.notna().any() else float("nan")
@@ -194,8 +146,8 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
             nan_notes = sorted({n for n in v.loc[vals.isna(), "note"] if n})
             if nan_notes:
                 footnotes.append(f"{label(row)} {metric}: " + "; ".join(nan_notes))
-            if metric == "sharpness":
-                rec["paper_sharpness"] = paper_numbers().sharpness.get(row, np.nan) if sel.has_paper else np.nan
+            if metric == SHARP:
+                rec[f"paper_{SHARP}"] = paper_numbers().sharpness.get(row, np.nan) if sel.has_paper else np.nan
         rec["run_ids"] = " ".join(row_runs[row])
         # the convergence rule on each finished run's learning curves (bench.convergence)
         verdicts = [] if row == REAL else [convergence.judge((logs or {}).get(r)) for r in row_runs[row]]
@@ -207,14 +159,14 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
         rec["unconverged_metrics"] = convergence.unmet(verdicts)
         records.append(rec)
     frame = pd.DataFrame(records)
-    order = ["row", "model", "n_runs", "n_failed", "seeds", "sharpness_mean", "sharpness_std", "sharpness_n",
-             "paper_sharpness"]
+    order = ["row", "model", "n_runs", "n_failed", "seeds", f"{SHARP}_mean", f"{SHARP}_std", f"{SHARP}_n",
+             f"paper_{SHARP}"]
     frame = frame[order + [c for c in frame.columns if c not in order]]
     flags = artefact_flags(frame)
     frame["artefact_flag"] = [any(f.startswith(f"{r}:") for f in flags) for r in frame["row"]]
 
     metric_notes = {}  # each model's most common note (one text if all agree), else the real-data row's
-    for metric in TABLE1_METRICS:
+    for metric in metrics:
         rows = per_run[(per_run["metric"] == metric) & (per_run["note"] != "") & per_run["value"].notna()]
         models = rows[rows["row"] != REAL]
         per_model = {r: models[models["row"] == r]["note"].value_counts().index[0]
@@ -229,7 +181,7 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
                   metric_notes, flags, reference_recon(table, sel), other_configurations(table, sel, configs))
 
 
-OTHER_METRICS = ("bits_per_dim", "recon_mse", "fd_lenet", "sharpness")
+OTHER_METRICS = (N.BITS_PER_DIM, N.RECON_MSE, N.FD_LENET, SHARP)
 SETTING_SECTIONS = ("data", "train", "eval")  # with the model's own section: what a run sets
 
 
@@ -301,7 +253,7 @@ def protocol_lines(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
         "runs of the default configuration (no sweep).",
         f"Generated samples per run for the sample metrics: {list_text(n_samples) if n_samples else 'see config'} "
         f"(the paper: {paper_n}); test images for reconstruction/probe/True row: " + test_text + ".",
-        "Sharpness recipe: " + metric_notes.get("sharpness", DEFAULT_RECIPE).rstrip(".") + ".",
+        "Sharpness recipe: " + metric_notes.get(SHARP, DEFAULT_RECIPE).rstrip(".") + ".",
         f"Preset: {list_text(presets)}; seeds: " + "; ".join(f"{k} {v or 'none'}" for k, v in seeds.items()) + ".",
         "mean ± std over seeds (sample std, ddof 1); a single run shows its value alone; n/a = not recorded.",
         "Device / torch: " + _env_info(cfgs) + f"; git commit(s): {list_text(commits)}.",
@@ -316,22 +268,22 @@ def protocol_lines(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
 
 def table1_markdown(t1: Table1, sel: Selection, heading: str = "#", up: str = "") -> str:
     """``up``: the path from the page to the results directory ("../" for a dataset's subfolder)."""
-    header = ["", "n", "Sharpness", "Paper", "Gap to real", *TABLE1_METRICS[1:], "converged", "epochs to converge"]
+    metrics = table1_metrics()
+    header = ["", "n", "Sharpness", "Paper", "Gap to real", *metrics[1:], "converged", "epochs to converge"]
     rows = []
     for _, r in t1.frame.iterrows():
         n = f"{r['n_runs']}" + (f" ({r['n_failed']} failed)" if r["n_failed"] else "")
-        gap = "—" if r["model"] == REAL else fmt_mean_std(r["gap_to_real_mean"], r["gap_to_real_std"],
-                                                             r["gap_to_real_n"])
-        cells = [f"**{r['row']}**", n, fmt_mean_std(r["sharpness_mean"], r["sharpness_std"], r["sharpness_n"]),
-                 fmt_num(r["paper_sharpness"], 3), gap]
-        cells += [fmt_mean_std(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]) for m in TABLE1_METRICS[1:]]
+        gap = "—" if r["model"] == REAL else fmt_mean_std(r[f"{GAP}_mean"], r[f"{GAP}_std"], r[f"{GAP}_n"])
+        cells = [f"**{r['row']}**", n, fmt_mean_std(r[f"{SHARP}_mean"], r[f"{SHARP}_std"], r[f"{SHARP}_n"]),
+                 fmt_num(r[f"paper_{SHARP}"], 3), gap]
+        cells += [fmt_mean_std(r[f"{m}_mean"], r[f"{m}_std"], r[f"{m}_n"]) for m in metrics[1:]]
         cells += [r["converged"], r["epochs_to_converge"]]
         if not sel.has_paper:
             del cells[3]
         rows.append(cells)
     if not sel.has_paper:
         header.remove("Paper")
-    rows += reference_rows_md(t1.references, len(header), header.index("recon_mse"))
+    rows += reference_rows_md(t1.references, len(header), header.index(N.RECON_MSE))
     what = "MNIST digits" if sel.dataset == "mnist" else f"{sel.spec.title} images"
     parts = [f"{heading} Table 1: sharpness of generated {what} (latent {paper_numbers().table1_latent})", "",
              "Protocol:", ""]
@@ -363,68 +315,4 @@ def table1_markdown(t1: Table1, sel: Selection, heading: str = "#", up: str = ""
     parts.append(f"Machine-readable: [table1.csv](table1.csv); every row of every run: [metrics.csv]({up}metrics.csv).")
     return "\n".join(parts) + "\n"
 
-
-FIG7_NUMBERS = ("recon_mse", "probe_accuracy", "sharpness", "sharpness_t05", "fd_lenet", "fd_lenet_t05", "precision",
-                "precision_t05", "bits_per_dim")
-
-
-def fig7_numbers_md(table: pd.DataFrame, runs: list[tuple[float, str]], refs: dict[str, float]) -> list[str]:
-    """Per eps² (``runs``: eps², the drawn run's id), the drawn run's numbers and its model
-    diagnostics (``diag_*`` rows), with the code-free reconstruction references below: a
-    recon_mse above them means the code helps less than predicting the mean image."""
-    if not runs:
-        return []
-    ids = [r for _, r in runs]
-    diag = sorted(m for m in table.loc[table["run_id"].isin(ids), "metric"].unique() if str(m).startswith("diag_"))
-    metrics = (*FIG7_NUMBERS, *diag)
-    vals = per_run_values(table, ids, metrics).set_index(["run_id", "metric"])["value"]
-    header = ["eps²", *metrics]
-    rows = [[eps_label(e), *(fmt_num(vals.get((r, m), float("nan"))) for m in metrics)] for e, r in runs]
-    rows += reference_rows_md(refs, len(header), header.index("recon_mse"))
-    return ["Numbers of the drawn runs (diag_*: the model's own diagnostics, `models/pie.py` "
-            "`PIE.diagnostics`):", "", md_table(header, rows), ""]
-
-
-def mechanism_markdown(table: pd.DataFrame, configs: dict[str, dict] | None = None,
-                       logs: dict[str, pd.DataFrame] | None = None) -> str | None:
-    """``mechanism.md``: every finished PIE run with diagnostics, one row each, by the ``pie.*``
-    settings that differ between them (swept, or set with --set and read from each run's
-    config.json) — the mechanism sweep of README "Does eps² matter?", with the epochs each run
-    trained (:func:`run_epochs`: runs of different lengths share the page); None if there is none."""
-    runs = run_frame(table)
-    with_diag = set(table.loc[table["metric"].astype(str).str.startswith("diag_"), "run_id"])
-    pie = runs[(runs["model"] == FIG7_MODEL) & (runs["status"] == "ok") & runs["run_id"].isin(with_diag)].copy()
-    if pie.empty:
-        return None
-    settings = [(configs or {}).get(r, {}).get(FIG7_MODEL) or {} for r in pie["run_id"]]
-    for key in sorted({k for s in settings for k in s}):
-        values = [json.dumps(s.get(key), sort_keys=True) for s in settings]
-        if len(set(values)) > 1 and f"{FIG7_MODEL}.{key}" not in pie:
-            pie[f"{FIG7_MODEL}.{key}"] = [s.get(key) for s in settings]
-    swept = sorted(c for c in pie.columns if c.startswith(f"{FIG7_MODEL}.") and pie[c].notna().any())
-    pie = pie.sort_values([*swept, "latent_dim", "seed"], na_position="first", kind="stable")
-    diag = sorted(m for m in table.loc[table["run_id"].isin(pie["run_id"]), "metric"].unique()
-                  if str(m).startswith("diag_"))
-    metrics = (*FIG7_NUMBERS, *diag)
-    vals = per_run_values(table, pie["run_id"].tolist(), metrics).set_index(["run_id", "metric"])["value"]
-    epochs = run_epochs(table, pie["run_id"].tolist(), logs, configs)
-    header = ["run", *swept, "latent", "seed", "epochs", *metrics]
-    rows = [[f"`{r['run_id']}`", *(str(r[c]) if not pd.isna(r[c]) else "—" for c in swept),
-             fmt_num(r["latent_dim"]), str(int(r["seed"])), fmt_num(epochs[r["run_id"]]),
-             *(fmt_num(vals.get((r["run_id"], m), float("nan"))) for m in metrics)] for _, r in pie.iterrows()]
-    real = runs[(runs["model"] == REAL) & (runs["status"] == "ok")].sort_values("started_at")
-    refs = {}
-    if len(real):
-        ref_vals = per_run_values(table, [real["run_id"].iloc[-1]], tuple(REFERENCE_RECON))
-        refs = {REFERENCE_RECON[m]: float(v) for m, v in zip(ref_vals["metric"], ref_vals["value"], strict=True)}
-    rows += reference_rows_md(refs, len(header), header.index("recon_mse"))
-    return "\n".join([
-        "# PIE mechanism: eps², coupling and Householder ablations", "",
-        "Every finished PIE run that recorded diagnostics (README \"Does eps² matter?\"). `epochs`: how many "
-        "epochs the run trained (runs of different lengths share this page). `diag_resid_ratio_l<l>`: "
-        "E‖r − g(z)‖² / (d·eps²) at split l in flow coordinates (near 1: the flow met eps² by scaling r); "
-        "`diag_flow_logdet_per_dim`: the flow's log-det per image dimension without the input transform; "
-        "`diag_recon_mse_rg`: decoding with r = g(z) (the reconstruction). The reference rows are code-free "
-        "reconstructions (mean training image, class-mean image) of the real-data run.", "",
-        md_table(header, rows), ""])
 

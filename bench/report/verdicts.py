@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from bench import convergence
+from bench.metrics import names as N
 from bench.report import stats
 from bench.report.markdown import eps_label, fmt_num, md_table
 from bench.report.paper import paper_numbers
@@ -43,10 +44,10 @@ from bench.report.table import per_run_values, run_epochs
 
 # Metrics of issue 23 item 4 (the names of bench.metrics.names there; written by the re-evaluation);
 # absent rows -> "metric not measured in these runs".
-CONFIDENCE = "sample_confidence"  # mean max-softmax of the harness's LeNet on samples at T = 1
-CONFIDENT = "confident_fraction"  # fraction of samples with max-softmax above 0.9
-SILHOUETTE = "latent_silhouette"  # silhouette of the test codes by label
-KNN = "knn_accuracy"  # kNN (k = 10) accuracy in latent space
+CONFIDENCE = N.SAMPLE_CONFIDENCE  # mean max-softmax of the harness's LeNet on samples at T = 1
+CONFIDENT = N.CONFIDENT_FRACTION  # fraction of samples with max-softmax above 0.9
+SILHOUETTE = N.LATENT_SILHOUETTE  # silhouette of the test codes by label
+KNN = N.KNN_ACCURACY  # kNN (k = 10) accuracy in latent space
 T05 = "_t05"  # suffix of a metric at the second temperature (bench.metrics.names)
 
 # Paper-sized effects where the paper gives no number: the smallest effect of interest, and why.
@@ -228,16 +229,16 @@ def build_verdicts(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
     pie, out = r.table1(FIG7_MODEL), []
     for base in ("vae", "wae"):  # C1
         size = paper.sharpness[FIG7_MODEL] - paper.sharpness[base]
-        out.append(_between(r, "C1", f"PIE − {label(base)}", "sharpness", pie, r.table1(base), size, True, False))
-    real = per_run_values(table, [sel.real_run] if sel.real_run else [], ("sharpness", "recon_mse_mean_image"))
+        out.append(_between(r, "C1", f"PIE − {label(base)}", N.SHARPNESS, pie, r.table1(base), size, True, False))
+    real = per_run_values(table, [sel.real_run] if sel.real_run else [], (N.SHARPNESS, N.RECON_MSE_MEAN_IMAGE))
     real = real.set_index("metric")["value"]
-    vals = r.values(pie, "sharpness")  # C2
-    iv = stats.one_sample_interval(vals, real["sharpness"]) if "sharpness" in real else None
+    vals = r.values(pie, N.SHARPNESS)  # C2
+    iv = stats.one_sample_interval(vals, real[N.SHARPNESS]) if N.SHARPNESS in real else None
     ids = r.run_ids(pie, vals.index)
-    out.append(Comparison("C2", f"PIE − real {sel.spec.item}s", "sharpness", True, iv,
+    out.append(Comparison("C2", f"PIE − real {sel.spec.item}s", N.SHARPNESS, True, iv,
                           paper.sharpness[FIG7_MODEL] - paper.sharpness[REAL], len(ids), r.n_converged(ids)))
     fig7, empty = r.fig7(), r.runs.iloc[0:0]
-    c3_size = C3_FRACTION * real.get("recon_mse_mean_image", np.nan)
+    c3_size = C3_FRACTION * real.get(N.RECON_MSE_MEAN_IMAGE, np.nan)
     for variant, levels in sorted(fig7.items()) or [("", {})]:
         name = f"PIE ({variant})" if variant else "PIE"
         lo, mid, hi = paper.fig7_eps2[0], paper.fig7_eps2[1], paper.fig7_eps2[-1]
@@ -245,9 +246,9 @@ def build_verdicts(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
         for small, large in pairs:
             a, b = levels.get(small, empty), levels.get(large, empty)
             primary = not variant and (small, large) == (lo, hi)
-            out.append(_between(r, "C3", f"{name}: eps² {eps_label(large)} − eps² {eps_label(small)}", "recon_mse",
+            out.append(_between(r, "C3", f"{name}: eps² {eps_label(large)} − eps² {eps_label(small)}", N.RECON_MSE,
                                 b, a, c3_size, primary, True))
-            for metric in ("probe_accuracy", KNN, SILHOUETTE):
+            for metric in (N.PROBE_ACCURACY, KNN, SILHOUETTE):
                 out.append(_between(r, "C5", f"{name}: eps² {eps_label(small)} − eps² {eps_label(large)}", metric,
                                     a, b, C5_STEP, primary, True))
     c4_runs = [(label(m), r.table1(m), m == FIG7_MODEL, True) for m in sel.table1]
@@ -255,9 +256,9 @@ def build_verdicts(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
                 for e in paper.fig7_eps2[:2]]  # the paper: "for both eps² = 0.01 and eps² = 0.1"
     for name, runs, primary, in_table1 in c4_runs:
         text = f"{name}: N(0, 0.5) − N(0, 1)"
-        for metric in ("precision", CONFIDENCE, CONFIDENT):
+        for metric in (N.PRECISION, CONFIDENCE, CONFIDENT):
             out.append(_within(r, "C4", text, metric, runs, C4_STEP, primary))
-        for metric in ("recall", "fd_lenet") if in_table1 else ():  # what the narrower prior costs
+        for metric in (N.RECALL, N.FD_LENET) if in_table1 else ():  # what the narrower prior costs
             out.append(_within(r, "C4", text, metric, runs, C4_STEP, False, context=True))
     order = {c: i for i, c in enumerate(CLAIMS)}
     out.sort(key=lambda c: order[c.claim])  # stable: the order above within a claim
@@ -275,7 +276,7 @@ def _group_row(r: Runs, first: list[str], runs: pd.DataFrame) -> list[str]:
     ids = runs["run_id"].tolist()
     epochs = sorted({fmt_num(r.epochs.get(i, np.nan)) for i in ids})
     return [*first, str(len(ids)), f"{r.n_converged(ids)} of {len(ids)}", ", ".join(epochs),
-            _mean_ci(r.values(runs, "sharpness")), _mean_ci(r.values(runs, "fd_lenet"))]
+            _mean_ci(r.values(runs, N.SHARPNESS)), _mean_ci(r.values(runs, N.FD_LENET))]
 
 
 def width_rows(r: Runs) -> list[list[str]]:

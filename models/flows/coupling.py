@@ -31,7 +31,7 @@ class AffineCoupling(Bijector):
 
     ``additive=True`` fixes ``s ≡ 1`` (the additive coupling of NICE, Dinh et al. 2014): the
     layer is volume-preserving, ``log|det J| = 0``: shrinking the directions a later split
-    discards must stretch others by the same factor (README, "Does eps² matter?").
+    discards must stretch others by the same factor (docs/results.md, "Does eps² matter?").
 
     Args:
         shape: per-sample input shape, ``(C,)`` or ``(C, H, W)``; needs ``C >= 2``.
