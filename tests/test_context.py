@@ -139,3 +139,21 @@ def test_a_worker_process_keeps_the_memo_of_the_context_it_was_handed():
     assert executors.worker_context(pickle.loads(pickle.dumps(Context(threads=1)))) is first
     other = executors.worker_context(Context(threads=2))  # another driver's settings: not the old memo
     assert other is not first and other.threads == 2
+
+
+def test_the_evaluator_is_the_contexts_and_reads_its_cache_folder(mnist, tmp_path):
+    """Evaluator.of(ctx): one per context, kept in its memo (so a worker's runs share the classifier
+    and the real statistics), never shipped; its classifier is cached in the context's folder."""
+    import dataclasses
+
+    from bench.config import EvalConfig
+    from bench.evaluate import Evaluator
+
+    ctx = Context(cache_dir=tmp_path)
+    evaluator = Evaluator.of(ctx)
+    assert Evaluator.of(ctx) is evaluator and evaluator.ctx is ctx
+    assert Evaluator.of(Context(cache_dir=tmp_path)) is not evaluator  # no state outside the context
+    assert pickle.loads(pickle.dumps(ctx)).memo.evaluator is None  # a worker makes its own
+    tiny = dataclasses.replace(mnist, train_images=mnist.train_images[:256], train_labels=mnist.train_labels[:256])
+    evaluator.classifier(tiny, EvalConfig(classifier_epochs=1))  # another recipe than the shipped: trained, cached
+    assert len(list(tmp_path.glob("lenet-mnist-*.pt"))) == 1
