@@ -12,56 +12,55 @@ family gives other bits, see docs/first-run.md)::
     python -m bench.classifier              # list the shipped files and verify their sha256
 
 A configuration asking for another recipe (``eval.classifier_epochs`` other than 3) or a
-dataset without shipped weights trains one at one thread and caches it under
-``$PIE_BENCH_CACHE`` (else ``~/.cache/pie-bench``), keyed by the data, this file's source and
-the recipe. The *extractor id* written next to every feature metric is a hash of the weights'
+dataset without shipped weights trains one at one thread and caches it in the context's cache
+folder (``$PIE_BENCH_CACHE``, else ``~/.cache/pie-bench``: :mod:`bench.context`), keyed by the
+data, the source of this file and of :mod:`bench.lenet` (the net and its recipe) and the recipe.
+Extractors loaded once are remembered in the context's memo (``ctx.memo``), not in this module.
+The *extractor id* written next to every feature metric is a hash of the weights'
 tensors (:func:`weights_hash`), whatever file they came from.
 
 Public API::
 
-    extractor = get_classifier(data, epochs=cfg.classifier_epochs)
+    extractor = get_classifier(data, epochs=cfg.classifier_epochs, ctx=ctx)
     feats = extractor.features(images01)  # [N, 1, 28, 28] in [0, 1] -> [N, 128] (pre-ReLU fc)
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
-import math
-import os
-import struct
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
-from torch import nn
 
+from bench import lenet
 from bench.cli import Parser, user_errors_exit_2
+from bench.context import Context, resolve
 from bench.data import ImageData, load_data
 from bench.datasets import DATASETS
 from bench.errors import UserError
+from bench.lenet import (  # noqa: F401 (FEATURE_DIM, LeNet, torch_threads: the public API's names)
+    FEATURE_DIM,
+    ClassifierRecipe,
+    FeatureExtractor,
+    LeNet,
+    digest,
+    new_lenet,
+    safetensors_metadata,
+    test_accuracy,
+    torch_threads,
+    train_classifier,
+    weights_bytes,
+    weights_hash,
+)
 from bench.results import atomic_write_bytes, locked
 
-CACHE_ENV = "PIE_BENCH_CACHE"
-FEATURE_DIM = 128
 EXTRACTOR_DIR = Path(__file__).with_name("extractors")
-
-
-@dataclass(frozen=True)
-class ClassifierRecipe:
-    """Training settings (hashed into the cache key)."""
-
-    epochs: int = 3
-    batch_size: int = 128
-    lr: float = 3e-3  # Adam; cosine decay to 0 over all steps
-    seed: int = 0
 
 
 # The split the shipped weights were trained on: the training images left after the default
@@ -95,186 +94,24 @@ SHIPPED: dict[str, ShippedWeights] = {
 }
 
 
-class LeNet(nn.Module):
-    """conv5(16)-BN-ReLU-pool, conv5(32)-BN-ReLU-pool, fc(128), ReLU-fc(classes). Input ``[B, C, H, W]`` (the
-    dataset's ``image_shape``) in [0, 1], normalised inside the net by the dataset's pixel mean and std
-    (``bench.datasets``).
-
-    Features are the 128 penultimate activations *before* their ReLU: after it, units
-    that never fire on digits are constant 0 and make the feature covariance singular.
-    """
-
-    def __init__(self, mean: float, std: float, n_classes: int, image_shape: tuple[int, int, int]):
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean))
-        self.register_buffer("std", torch.tensor(std))
-        c, h, w = image_shape
-        side = [((s - 4) // 2 - 4) // 2 for s in (h, w)]  # each conv5 takes 4, each pool halves: 28 -> 4
-        self.body = nn.Sequential(
-            nn.Conv2d(c, 16, 5, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 5, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(32 * side[0] * side[1], FEATURE_DIM),
-        )
-        self.head = nn.Sequential(nn.ReLU(), nn.Linear(FEATURE_DIM, n_classes))
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Penultimate activations ``[B, 128]`` (before the ReLU)."""
-        return self.body((x - self.mean) / self.std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
-@dataclass
-class FeatureExtractor:
-    """A trained :class:`LeNet` in eval mode plus what identifies it."""
-
-    net: LeNet
-    weights_hash: str  # sha256 of the trained weights, 12 hex digits: the "extractor hash"
-    cache_key: str
-    test_accuracy: float  # on all of data.test_images
-    n_test: int
-    train_seconds: float  # 0 when loaded from the cache or shipped
-    source: str = "trained"  # "shipped bench/extractors/<file>", or "trained" (the cache)
-
-    def _batched(self, fn, images: torch.Tensor, batch_size: int) -> torch.Tensor:
-        param = next(self.net.parameters())
-        out = [fn(images[i:i + batch_size].to(param.device, param.dtype)) for i in range(0, len(images), batch_size)]
-        return torch.cat(out)
-
-    @torch.inference_mode()
-    def features(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        """``[N, 1, 28, 28]`` in [0, 1] -> penultimate features ``[N, 128]`` float32."""
-        return self._batched(self.net.features, images, batch_size)
-
-    @torch.inference_mode()
-    def logits(self, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-        return self._batched(self.net, images, batch_size)
-
-
-_LOADED: dict[tuple[str, str], FeatureExtractor] = {}  # (cache key, device) -> extractor
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "pie-bench")
-
-
-def _digest(*parts: bytes) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(hashlib.sha256(p).digest())
-    return h.hexdigest()
-
-
 def cache_key(data: ImageData, recipe: ClassifierRecipe) -> str:
-    """Data checksum + exact training images/labels + this file's source + the recipe."""
+    """Data checksum + exact training images/labels + the source of this file and bench.lenet + the recipe."""
     images = data.train_images.cpu().numpy()
     labels = data.train_labels.cpu().numpy()
-    return _digest(
+    return digest(
         data.checksum.encode(), images.tobytes(), labels.tobytes(), Path(__file__).read_bytes(),
-        repr(sorted(asdict(recipe).items())).encode(),
+        Path(lenet.__file__).read_bytes(), repr(sorted(asdict(recipe).items())).encode(),
     )[:16]
 
 
-def weights_hash(net: nn.Module) -> str:
-    """12 hex digits of a sha256 over the state dict's tensors in order: the extractor id.
-
-    It hashes the numbers, not a file, so the same weights get the same id however they are
-    stored (the ids in the committed metric notes predate the shipped files).
-    """
-    parts = [t.detach().cpu().contiguous().numpy().tobytes() for t in net.state_dict().values()]
-    return _digest(*parts)[:12]
-
-
-def _to_unit(images: torch.Tensor) -> torch.Tensor:
-    return images.float() / 255.0
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """``n`` intra-op CPU threads inside the block (None: unchanged), restored after it."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def train_classifier(data: ImageData, recipe: ClassifierRecipe, threads: int | None = SHIPPED_THREADS) -> LeNet:
-    """Adam + cosine decay on ``data.train_images``; seeded, does not touch the global RNG.
-
-    On CPU the bits of the result depend on the thread count (how reductions are split) and on
-    the CPU's kernels; ``threads`` fixes the first (None: the process's setting).
-    """
-    device = data.train_images.device
-    with torch_threads(threads if device.type == "cpu" else None):
-        return _train(data, recipe)
-
-
-def _train(data: ImageData, recipe: ClassifierRecipe) -> LeNet:
-    device = data.train_images.device
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(recipe.seed)
-        net = _new_lenet(data).to(device)
-    gen = torch.Generator(device=device).manual_seed(recipe.seed)
-    opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
-    n = data.train_images.shape[0]
-    bs = min(recipe.batch_size, n)
-    steps_per_epoch = n // bs
-    total = max(1, recipe.epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1.0 + math.cos(math.pi * min(s, total) / total)))
-    net.train()
-    for _ in range(recipe.epochs):
-        perm = torch.randperm(n, generator=gen, device=device)
-        for i in range(steps_per_epoch):
-            idx = perm[i * bs:(i + 1) * bs]
-            loss = F.cross_entropy(net(_to_unit(data.train_images[idx])), data.train_labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return net.eval()
-
-
-def _new_lenet(data: ImageData) -> LeNet:
-    spec = data.spec
-    return LeNet(spec.mean, spec.std, spec.n_classes, spec.image_shape)
-
-
-@torch.no_grad()
-def test_accuracy(net: LeNet, data: ImageData, batch_size: int = 1000) -> float:
-    """Accuracy on all of ``data.test_images``."""
-    param = next(net.parameters())
-    logits = torch.cat([net(_to_unit(data.test_images[i:i + batch_size]).to(param.device))
-                        for i in range(0, len(data.test_images), batch_size)])
-    return float((logits.argmax(1) == data.test_labels.to(param.device)).double().mean())
-
-
-def weights_bytes(net: LeNet, metadata: dict[str, str]) -> bytes:
-    """The state dict as safetensors bytes (tensors only, never pickle), with string metadata.
-
-    The metadata is one JSON string under one key: safetensors writes a metadata map in hash
-    order, which differs between processes, and the file's sha256 must not.
-    """
-    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    return save_safetensors(tensors, {"pie_bench": json.dumps(metadata, sort_keys=True)})
-
-
-def safetensors_metadata(raw: bytes) -> dict[str, str]:
-    """What :func:`weights_bytes` stored: the header is 8 bytes of length, then JSON."""
-    (n,) = struct.unpack("<Q", raw[:8])
-    return json.loads(json.loads(raw[8:8 + n]).get("__metadata__", {}).get("pie_bench", "{}"))
-
-
-def shipped_extractor(data: ImageData, batch_size: int = 1000) -> FeatureExtractor:
-    """The shipped weights for ``data.dataset``, checked against their sha256 and id."""
+def shipped_extractor(data: ImageData, batch_size: int = 1000, ctx: Context | None = None) -> FeatureExtractor:
+    """The shipped weights for ``data.dataset``, checked against their sha256 and id (once per ``ctx``)."""
+    loaded = (ctx or Context()).memo.extractors
     ship = SHIPPED[data.dataset]
     device = data.test_images.device
     key = f"shipped-{ship.sha256[:16]}"
-    if (key, str(device)) in _LOADED:
-        return _LOADED[(key, str(device))]
+    if (key, str(device)) in loaded:
+        return loaded[(key, str(device))]
     try:
         raw = ship.path.read_bytes()
     except OSError as e:
@@ -284,7 +121,7 @@ def shipped_extractor(data: ImageData, batch_size: int = 1000) -> FeatureExtract
         raise UserError(f"the shipped feature extractor '{ship.path}' fails its sha256 (bench/classifier.py SHIPPED): "
                         "corrupt or replaced; restore it (git checkout, or reinstall the package)")
     with torch.inference_mode(False):
-        net = _new_lenet(data)
+        net = new_lenet(data)
         net.load_state_dict(load_safetensors(raw))
         net = net.to(device).eval()
         for p in net.parameters():
@@ -296,14 +133,14 @@ def shipped_extractor(data: ImageData, batch_size: int = 1000) -> FeatureExtract
         net=net, weights_hash=ident, cache_key=key, test_accuracy=test_accuracy(net, data, batch_size),
         n_test=int(len(data.test_images)), train_seconds=0.0, source=f"shipped bench/extractors/{ship.file}",
     )
-    _LOADED[(key, str(device))] = extractor
+    loaded[(key, str(device))] = extractor
     return extractor
 
 
 def _load(path: Path, data: ImageData, device: torch.device) -> dict | None:
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
-        net = _new_lenet(data).to(device)
+        net = new_lenet(data).to(device)
         net.load_state_dict(payload["state_dict"])
         payload["net"] = net.eval()
         return payload
@@ -311,34 +148,41 @@ def _load(path: Path, data: ImageData, device: torch.device) -> dict | None:
         return None
 
 
-def cache_path(data: ImageData, recipe: ClassifierRecipe, cache_dir: str | Path | None = None) -> Path:
-    """Where :func:`trained_extractor` keeps the weights trained for ``data`` and ``recipe``."""
-    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return folder / f"lenet-{data.dataset}-{data.checksum[:8]}-{cache_key(data, recipe)}.pt"
+def cache_path(data: ImageData, recipe: ClassifierRecipe, cache_dir: str | Path) -> Path:
+    """Where :func:`trained_extractor` keeps the weights trained for ``data`` and ``recipe`` in ``cache_dir``."""
+    return Path(cache_dir) / f"lenet-{data.dataset}-{data.checksum[:8]}-{cache_key(data, recipe)}.pt"
 
 
 def get_classifier(
     data: ImageData, epochs: int = 3, cache_dir: str | Path | None = None, batch_size: int = 1000,
+    ctx: Context | None = None,
 ) -> FeatureExtractor:
     """The feature extractor for ``data``: the shipped weights of its dataset for the default
-    recipe (whatever the run's split, threads or cache hold), else :func:`trained_extractor`."""
+    recipe (whatever the run's split, threads or cache hold), else :func:`trained_extractor`.
+
+    ``ctx`` gives the cache folder (unless ``cache_dir`` names one) and remembers what was loaded;
+    without one, its defaults and nothing remembered."""
     if epochs == ClassifierRecipe().epochs and data.dataset in SHIPPED:
-        return shipped_extractor(data, batch_size)
-    return trained_extractor(data, epochs, cache_dir, batch_size)
+        return shipped_extractor(data, batch_size, ctx)
+    return trained_extractor(data, epochs, cache_dir, batch_size, ctx)
 
 
 def trained_extractor(
     data: ImageData, epochs: int = 3, cache_dir: str | Path | None = None, batch_size: int = 1000,
+    ctx: Context | None = None,
 ) -> FeatureExtractor:
-    """A LeNet trained on ``data.train_images`` at one thread: from memory, else from disk,
-    else trained and saved. Training happens under a file lock, so parallel runners train it once.
+    """A LeNet trained on ``data.train_images`` at one thread: from ``ctx``'s memo, else from disk
+    (``cache_dir``, else ``ctx.cache_folder``), else trained and saved. Training happens under a file
+    lock, so parallel runners train it once.
     """
+    ctx = ctx or Context()
+    loaded = ctx.memo.extractors
     recipe = ClassifierRecipe(epochs=epochs)
     key = cache_key(data, recipe)
     device = data.train_images.device
-    if (key, str(device)) in _LOADED:
-        return _LOADED[(key, str(device))]
-    path = cache_path(data, recipe, cache_dir)
+    if (key, str(device)) in loaded:
+        return loaded[(key, str(device))]
+    path = cache_path(data, recipe, cache_dir if cache_dir is not None else ctx.cache_folder)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Parameters built (or trained) in an inference-mode caller would be inference tensors.
     with torch.inference_mode(False), torch.enable_grad(), locked(path):
@@ -362,17 +206,17 @@ def trained_extractor(
         net=net, weights_hash=weights_hash(net), cache_key=key, test_accuracy=float(payload["test_accuracy"]),
         n_test=int(payload["n_test"]), train_seconds=seconds,
     )
-    _LOADED[(key, str(device))] = extractor
+    loaded[(key, str(device))] = extractor
     return extractor
 
 
 def train_shipped_recipe(dataset: str, data_root: str | None = None, threads: int = SHIPPED_THREADS,
-                         train_subset: int = 0) -> tuple[bytes, dict[str, str]]:
+                         train_subset: int = 0, ctx: Context | None = None) -> tuple[bytes, dict[str, str]]:
     """The recipe of the shipped weights, run now: safetensors bytes and their metadata.
 
     ``train_subset`` > 0 trains on the first N training images only (tests; not the shipped recipe).
     """
-    data = load_data(data_root, SHIPPED_VAL_SIZE, SHIPPED_VAL_SEED, "cpu", dataset)
+    data = load_data(data_root, SHIPPED_VAL_SIZE, SHIPPED_VAL_SEED, "cpu", dataset, ctx)
     if train_subset > 0:
         data = ImageData(**{**vars(data), "train_images": data.train_images[:train_subset],
                             "train_labels": data.train_labels[:train_subset]})
@@ -416,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError("--train needs --out FILE (the shipped files are bench/extractors/lenet-<dataset>.safetensors)")
     if args.threads < 1:
         raise UserError(f"--threads must be a positive integer, got {args.threads}")
-    raw, meta = train_shipped_recipe(args.dataset, args.data_root, args.threads)
+    raw, meta = train_shipped_recipe(args.dataset, None, args.threads, ctx=resolve(data_root=args.data_root))
     atomic_write_bytes(Path(args.out), raw)
     ship = SHIPPED.get(args.dataset)
     # The weights decide the features; the file's bytes also hold where they were trained.

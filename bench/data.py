@@ -4,14 +4,14 @@ The dataset (``data.dataset``: MNIST or Fashion-MNIST) is a row of ``bench.datas
 ``python -m bench.data [--dataset NAME] [--data-root D]`` checks the files (fetching them first
 where allowed) and prints their folder; ``./run_all.sh test`` runs it once before the offline tests.
 
-Root resolution: ``--data-root``, else the dataset's variable (``$MNIST_ROOT``,
-``$FASHION_MNIST_ROOT``), else its default folder (``./data``, ``./data/fashion-mnist``). The
-four standard ``.gz`` files may lie flat in the root or in torchvision's ``<Class>/raw/``
+Root resolution (:meth:`bench.context.Context.root`): ``--data-root``, else the dataset's
+variable (``$MNIST_ROOT``, ``$FASHION_MNIST_ROOT``), else its default folder (``./data``,
+``./data/fashion-mnist``). The four standard ``.gz`` files may lie flat in the root or in torchvision's ``<Class>/raw/``
 layout; each passes if the md5 of the ``.gz`` matches torchvision's list or, failing that, the
 sha256 of its decompressed contents matches the table (recompressed copies); a verified file is
-remembered for the process, so the slower content check runs once. Missing files are
-downloaded through torchvision unless ``$PIE_BENCH_OFFLINE=1`` (tests set it) or the
-download fails; then a :class:`UserError` names the files and how to provide them.
+remembered in the context's memo, so the slower content check runs once. Missing files are
+downloaded through torchvision unless the context is offline (``$PIE_BENCH_OFFLINE=1``; tests
+set it) or the download fails; then a :class:`UserError` names the files and how to provide them.
 
 Split: the standard 60k/10k train/test split. ``val_size`` training images are held
 out by a fixed permutation seeded with ``val_seed`` (independent of the run seed).
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import os
 import shutil
 import sys
 from dataclasses import dataclass
@@ -31,15 +30,9 @@ import numpy as np
 import torch
 
 from bench.cli import Parser, user_errors_exit_2
+from bench.context import Context, resolve
 from bench.datasets import DATASETS, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS, DatasetSpec, get_dataset
 from bench.errors import UserError
-
-_VERIFIED: set[tuple[str, int, int, str]] = set()  # (path, size, mtime_ns, dataset) verified in this process
-
-
-def resolve_root(data_root: str | None, dataset: str = "mnist") -> Path:
-    spec = get_dataset(dataset)
-    return Path(data_root or os.environ.get(spec.root_env) or spec.default_root)
 
 
 def _find(root: Path, name: str, spec: DatasetSpec) -> Path | None:
@@ -49,11 +42,11 @@ def _find(root: Path, name: str, spec: DatasetSpec) -> Path | None:
     return None
 
 
-def _verified(path: Path, name: str, spec: DatasetSpec) -> bool:
-    """md5 of the .gz (fast), else sha256 of its decompressed contents; remembered per process."""
+def _verified(path: Path, name: str, spec: DatasetSpec, seen: set) -> bool:
+    """md5 of the .gz (fast), else sha256 of its decompressed contents; remembered in ``seen``."""
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns, spec.name)
-    if key in _VERIFIED:
+    if key in seen:
         return True
     raw = path.read_bytes()
     ok = hashlib.md5(raw).hexdigest() == spec.gz_md5[name]
@@ -63,7 +56,7 @@ def _verified(path: Path, name: str, spec: DatasetSpec) -> bool:
         except (OSError, EOFError, gzip.BadGzipFile):  # truncated or not gzip at all
             ok = False
     if ok:
-        _VERIFIED.add(key)
+        seen.add(key)
     return ok
 
 
@@ -76,13 +69,17 @@ def _download(root: Path, spec: DatasetSpec) -> None:
     cls(str(root), train=False, download=True)
 
 
-def locate_files(root: Path, dataset: str = "mnist") -> dict[str, Path]:
-    """Return verified paths of the dataset's four files, downloading if allowed; else UserError."""
+def locate_files(root: Path, dataset: str = "mnist", ctx: Context | None = None) -> dict[str, Path]:
+    """Return verified paths of the dataset's four files, downloading unless ``ctx.offline``; else UserError.
+
+    ``ctx`` (default: :class:`~bench.context.Context`'s defaults) says whether to download and
+    remembers the files verified."""
+    ctx = ctx or Context()
     spec = get_dataset(dataset)
     title, raw_dir = spec.title, f"{root}/{spec.torchvision_class}/raw"
     paths = {name: _find(root, name, spec) for name in spec.files}
     missing = [n for n, p in paths.items() if p is None]
-    if missing and os.environ.get("PIE_BENCH_OFFLINE") != "1":
+    if missing and not ctx.offline:
         created = not root.exists()
         if created and not root.parent.is_dir():  # create the folder asked for, never its parents
             raise UserError(f"{title} folder '{root}' does not exist, nor does its parent '{root.parent}'; "
@@ -97,15 +94,14 @@ def locate_files(root: Path, dataset: str = "mnist") -> dict[str, Path]:
         paths = {name: _find(root, name, spec) for name in spec.files}
         missing = [n for n, p in paths.items() if p is None]
     if missing:
-        why = "offline (PIE_BENCH_OFFLINE=1)" if os.environ.get("PIE_BENCH_OFFLINE") == "1" else \
-            "the download failed"
+        why = "offline (PIE_BENCH_OFFLINE=1)" if ctx.offline else "the download failed"
         raise UserError(
             f"{title} file(s) {', '.join(missing)} not found in '{root}' (or '{raw_dir}') and {why}; "
             f"put the four original .gz files in {spec.default_root} or set {spec.root_env} (or --data-root) "
             "to their folder, or run ./run_all.sh once with network"
         )
     for name, path in paths.items():
-        if not _verified(path, name, spec):
+        if not _verified(path, name, spec, ctx.memo.verified):
             raise UserError(
                 f"{title} file '{path}' fails its checksum (neither the .gz md5 nor the sha256 of its contents "
                 "matches: corrupt or truncated); replace it with the original file"
@@ -146,10 +142,15 @@ def load_data(
     val_seed: int = 1234,
     device: torch.device | str = "cpu",
     dataset: str = "mnist",
+    ctx: Context | None = None,
 ) -> ImageData:
-    """Verify, decode once and split ``dataset``; tensors live on ``device``."""
+    """Verify, decode once and split ``dataset``; tensors live on ``device``.
+
+    Its files are in ``data_root``, else in ``ctx.root(dataset)`` (flag, variable, default folder).
+    """
     spec = get_dataset(dataset)
-    paths = locate_files(resolve_root(data_root, dataset), dataset)
+    ctx = ctx or Context()
+    paths = locate_files(Path(data_root) if data_root else ctx.root(dataset), dataset, ctx)
     n, m = spec.n_train, spec.n_test
     train_x = _read_idx(paths[TRAIN_IMAGES], 16, (n, *spec.image_shape))
     train_y = _read_idx(paths[TRAIN_LABELS], 8, (n,))
@@ -211,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", default=None,
                    help="folder of the files (else $MNIST_ROOT / $FASHION_MNIST_ROOT, else ./data[/fashion-mnist])")
     args = p.parse_args(argv)
-    paths = locate_files(resolve_root(args.data_root, args.dataset), args.dataset)
+    ctx = resolve(data_root=args.data_root)
+    paths = locate_files(ctx.root(args.dataset), args.dataset, ctx)
     print(f"{get_dataset(args.dataset).title}: {Path(next(iter(paths.values()))).parent.resolve()}")
     return 0
 

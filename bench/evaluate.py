@@ -12,7 +12,6 @@ Which metrics, from which inputs, with which notes: the metric table, :mod:`benc
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
 import threadpoolctl
@@ -21,6 +20,7 @@ import torch
 from bench import metrics as M
 from bench.classifier import FeatureExtractor, get_classifier
 from bench.config import EvalConfig
+from bench.context import Context
 from bench.data import ImageData, preprocess
 from bench.eval_inputs import (
     ALWAYS,
@@ -46,7 +46,7 @@ from bench.metrics import table as T
 
 __all__ = ["LOG_PROB_OFFSET", "PROBE_NOISE_OFFSET", "SAMPLE_OFFSET", "TEST_NOISE_OFFSET", "Evaluation", "Evaluator",
            "MetricRow", "RealStats", "batched", "evaluate_model", "generate", "log_prob_note",
-           "model_seconds", "one_cpu_thread", "phase", "preprocess", "real_stats", "test_inputs"]
+           "model_seconds", "one_cpu_thread", "phase", "preprocess", "test_inputs"]
 
 
 def model_seconds(timings: dict[str, float]) -> float:
@@ -58,15 +58,24 @@ class Evaluator:
     """Evaluates models with the metric table (:data:`bench.metrics.table.METRICS`).
 
     Owns what does not depend on the model, computed once per evaluator: the classifier
-    (:mod:`bench.classifier`, from ``cache_dir``) and the real test images' statistics.
+    (:mod:`bench.classifier`, from the context's cache folder, remembered in its memo) and the real
+    test images' statistics. A command's evaluator is its context's (:meth:`of`), so the runs of
+    one process (a worker keeps its first context) share both.
     """
 
-    def __init__(self, cache_dir: str | Path | None = None):
-        self.cache_dir = cache_dir
+    def __init__(self, ctx: Context | None = None):
+        self.ctx = ctx or Context()
         self._real: dict[tuple, RealStats] = {}  # (data checksum, extractor, n_test, device) -> stats
 
+    @classmethod
+    def of(cls, ctx: Context) -> Evaluator:
+        """The evaluator of ``ctx``: made on first use and kept in its memo (which never travels)."""
+        if ctx.memo.evaluator is None:
+            ctx.memo.evaluator = cls(ctx)
+        return ctx.memo.evaluator
+
     def classifier(self, data: ImageData, cfg: EvalConfig) -> FeatureExtractor:
-        return get_classifier(data, cfg.classifier_epochs, cache_dir=self.cache_dir, batch_size=cfg.batch_size)
+        return get_classifier(data, cfg.classifier_epochs, batch_size=cfg.batch_size, ctx=self.ctx)
 
     def real_stats(self, data: ImageData, cfg: EvalConfig, extractor: FeatureExtractor) -> RealStats:
         """Real test-image statistics, computed once for each (data, extractor, subset)."""
@@ -161,9 +170,6 @@ def _blas_capped(evaluator: Evaluator, *args):
     return evaluator._evaluate(*args)
 
 
-DEFAULT = Evaluator()  # the process's evaluator, for callers that pass none (its caches live as long)
-
-
 def evaluate_model(model, data: ImageData, cfg: EvalConfig, seed: int, timings: dict[str, float] | None = None,
                    evaluator: Evaluator | None = None):
     """All metrics of one trained model: one row per entry of the metric table
@@ -173,11 +179,8 @@ def evaluate_model(model, data: ImageData, cfg: EvalConfig, seed: int, timings: 
     test_labels).
 
     ``timings``, if given, receives the seconds of each phase (:func:`phase`): the model's calls,
-    whose counts the protocol fixes, apart from the harness's metric maths.
+    whose counts the protocol fixes, apart from the harness's metric maths. ``evaluator``: a
+    command's is ``Evaluator.of(ctx)``; None, a fresh one (the defaults, nothing remembered).
     """
-    return (evaluator or DEFAULT).evaluate(model, data, cfg, seed, timings)
+    return (evaluator or Evaluator()).evaluate(model, data, cfg, seed, timings)
 
-
-def real_stats(data: ImageData, cfg: EvalConfig, extractor: FeatureExtractor) -> RealStats:
-    """:meth:`Evaluator.real_stats` of the process's evaluator."""
-    return DEFAULT.real_stats(data, cfg, extractor)

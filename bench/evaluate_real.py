@@ -11,7 +11,7 @@ import torch
 from bench import metrics as M
 from bench.config import EvalConfig
 from bench.data import ImageData
-from bench.evaluate import DEFAULT, Evaluator, MetricRow, _check, _n_test, _unit, blas_threads_like_torch
+from bench.evaluate import Evaluator, MetricRow, _check, _n_test, _unit, blas_threads_like_torch
 
 
 @blas_threads_like_torch
@@ -22,9 +22,10 @@ def evaluate_real(data: ImageData, cfg: EvalConfig, evaluator: Evaluator | None 
     For the feature metrics the held-out validation images stand in for generated
     samples, so these rows are the noise floor of fd_lenet, kid_lenet, precision and
     recall (two independent sets of real digits): the metric table's ``real`` entries.
+    ``evaluator``: a command's is ``Evaluator.of(ctx)`` (its cache folder and memo); None, a fresh one.
     """
     _check(cfg)
-    evaluator = evaluator or DEFAULT
+    evaluator = evaluator or Evaluator()
     extractor = evaluator.classifier(data, cfg)
     real = evaluator.real_stats(data, cfg, extractor)
     n_test = len(real.feats)

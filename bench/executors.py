@@ -3,21 +3,23 @@
 Every executor calls the same :func:`bench.runner.execute_run`, so run ids,
 skip-finished/resume, failure recording and the locked results table behave the
 same everywhere. Signature: ``executor(specs, data, jobs=1, address=None, log=print,
-cpus_per_run=None)`` (each takes every keyword and ignores those it has no use for),
+cpus_per_run=None, ctx=None)`` (each takes every keyword and ignores those it has no use for),
 returning one :class:`bench.runner.RunOutcome` per spec, in the order of ``specs``.
+``ctx`` is the driver's :class:`bench.context.Context`; it travels with every run to the
+worker that carries it out (workers read no environment variables).
 
 ``local``
     In-process, one run after another, sharing the driver's loaded MNIST.
 ``process``
     ``--jobs N`` worker processes on this machine ("spawn" start method: forking a
     process that has already used torch is unsafe). Each worker gets
-    ``max(1, T // N)`` torch threads, where ``T`` is the driver's thread count
-    (``$PIE_BENCH_THREADS`` or torch's default), and loads MNIST itself.
+    ``max(1, T // N)`` torch threads, where ``T`` is the context's thread count
+    (``$PIE_BENCH_THREADS``) or else torch's default, and loads MNIST itself.
 ``ray``
     Each run is one Ray task with its own resource request: ``num_cpus`` =
-    ``cpus_per_run``, else ``$PIE_BENCH_RAY_CPUS``, else 1 (the task uses that many
+    ``cpus_per_run``, else the context's (``$PIE_BENCH_RAY_CPUS``), else 1 (the task uses that many
     torch threads), and ``num_gpus=1`` when the run's device is ``cuda``.
-    ``--ray-address ADDR`` (or
+    ``--ray-address ADDR`` (or the context's
     ``$RAY_ADDRESS``) joins a running cluster; without one a local Ray instance is
     started with ``N × cpus`` CPUs for ``--jobs N`` > 1, else all of this machine's CPUs.
 
@@ -43,7 +45,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing
-import os
+import os.path
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -51,21 +53,21 @@ from pathlib import Path
 
 import torch
 
-from bench.data import resolve_root
+from bench.context import RAY_CPUS_ENV, Context
 from bench.errors import UserError
 from bench.results import DONE, RUNS
 from bench.runner import RunOutcome, RunSpec, execute_run, record_failure
 
-RAY_CPUS_ENV = "PIE_BENCH_RAY_CPUS"
 RAY_MAX_RETRIES = 2  # reruns of a task whose worker died; each resumes from its checkpoint
 
 
-def run_local(specs, data, jobs: int = 1, address: str | None = None, log=print, cpus_per_run: float | None = None):
+def run_local(specs, data, jobs: int = 1, address: str | None = None, log=print, cpus_per_run: float | None = None,
+              ctx: Context | None = None):
     """In-process, one run after another (the default)."""
     outcomes = []
     for spec in specs:
         try:
-            outcome = execute_run(spec, data, log=log)
+            outcome = execute_run(spec, data, log=log, ctx=ctx)
         except Exception as e:  # one broken run must not end the sweep
             traceback.print_exc()
             outcome = _failed(spec, f"{type(e).__name__}: {e}")
@@ -85,23 +87,36 @@ def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def _portable(spec: RunSpec, progress: bool | None = None) -> RunSpec:
+def _portable(spec: RunSpec, ctx: Context, progress: bool | None = None) -> RunSpec:
     """``spec`` with absolute paths, fit to ship to another process.
 
-    The results path and the dataset's root are made absolute (a worker's working
-    directory is not the driver's). None of this changes the run id.
+    The results path and the dataset's root (as ``ctx`` resolves it) are made absolute (a
+    worker's working directory is not the driver's). None of this changes the run id.
     """
-    root = os.path.abspath(resolve_root(spec.data_root, spec.config.data.dataset))
+    root = os.path.abspath(spec.data_root or ctx.root(spec.config.data.dataset))
     return dataclasses.replace(spec, out_dir=os.path.abspath(spec.out_dir), data_root=root,
                                progress=spec.progress if progress is None else progress)
 
 
-def _run_one(spec, threads: int | None = None):
-    """Worker side of every parallel executor: one run, never raising."""
+# The context of this worker process: the first one it was handed. Its memo (files verified,
+# extractors loaded) then serves every later run the process carries out, as the driver's serves
+# its local runs; a shipped context arrives with an empty memo.
+_WORKER_CONTEXT: list[Context] = []
+
+
+def worker_context(ctx: Context) -> Context:
+    """``ctx``, or the equal one this worker process already holds (with its memo)."""
+    if not (_WORKER_CONTEXT and _WORKER_CONTEXT[0] == ctx):
+        _WORKER_CONTEXT[:] = [ctx]
+    return _WORKER_CONTEXT[0]
+
+
+def _run_one(spec, ctx: Context, threads: int | None = None):
+    """Worker side of every parallel executor: one run under the driver's context, never raising."""
     if threads:
         torch.set_num_threads(threads)
     try:
-        return execute_run(spec, None, log=_log)
+        return execute_run(spec, None, log=_log, ctx=worker_context(ctx))
     except Exception as e:  # a failed outcome, never a dead sweep
         traceback.print_exc()
         return _failed(spec, f"{type(e).__name__}: {e}")
@@ -154,19 +169,28 @@ def _gather(jobs: dict, outcomes: dict, pools: list) -> list:
     return sorted(crashed, key=lambda pair: pair[0])
 
 
-def _round(pairs: list, workers: int, threads: int, outcomes: dict, isolated: bool) -> list:
+def worker_threads(ctx: Context, jobs: int) -> int:
+    """Torch threads of each of ``jobs`` workers: the context's (else torch's) count shared out.
+
+    They follow --jobs, not the number of pending runs: a run gets the same thread count (and
+    so the same numbers) whether or not other runs of the grid were already done.
+    """
+    return max(1, (ctx.threads or torch.get_num_threads()) // jobs)
+
+
+def _round(pairs: list, workers: int, threads: int, outcomes: dict, isolated: bool, ctx: Context) -> list:
     """Run ``(index, spec)`` pairs, ``workers`` at a time; return the pairs a dying worker took down.
 
     ``isolated``: one single-worker pool per run, so a crash breaks only that run's pool.
     """
     if not isolated:
         pool = _new_pool(min(workers, len(pairs)), threads)
-        return _gather({pool.submit(_run_one, spec, threads): (i, spec) for i, spec in pairs}, outcomes, [pool])
+        return _gather({pool.submit(_run_one, spec, ctx, threads): (i, spec) for i, spec in pairs}, outcomes, [pool])
     crashed = []
     for start in range(0, len(pairs), workers):
         batch = pairs[start:start + workers]
         pools = [_new_pool(1, threads) for _ in batch]
-        futures = {pool.submit(_run_one, spec, threads): (i, spec)
+        futures = {pool.submit(_run_one, spec, ctx, threads): (i, spec)
                    for pool, (i, spec) in zip(pools, batch, strict=True)}
         crashed += _gather(futures, outcomes, pools)
     return crashed
@@ -189,7 +213,7 @@ def _skip_finished(specs, outcomes: dict) -> list:
 
 
 def run_process(specs, data, jobs: int = 1, address: str | None = None, log=print,
-                cpus_per_run: float | None = None):
+                cpus_per_run: float | None = None, ctx: Context | None = None):
     """A pool of ``jobs`` spawned worker processes on this machine.
 
     ``data`` is not shipped (each worker loads MNIST from disk). A dying worker takes
@@ -200,20 +224,19 @@ def run_process(specs, data, jobs: int = 1, address: str | None = None, log=prin
     """
     if jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {jobs}")
-    shipped = [_portable(s, progress=s.progress and jobs == 1) for s in specs]
+    ctx = ctx or Context()
+    shipped = [_portable(s, ctx, progress=s.progress and jobs == 1) for s in specs]
     outcomes: dict[int, object] = {}
     todo = _skip_finished(shipped, outcomes)
     if todo:
         workers = min(jobs, len(todo))
-        # Threads follow --jobs, not the number of pending runs: a run gets the same thread count
-        # (and so the same numbers) whether or not other runs of the grid were already done.
-        threads = max(1, torch.get_num_threads() // jobs)
+        threads = worker_threads(ctx, jobs)
         print(f"process executor: {workers} worker(s) x {threads} torch thread(s)", flush=True)
         for attempt, isolated in enumerate((False, False, True)):
             if attempt:
                 print(f"process executor: a worker died; rerunning {len(todo)} run(s) in fresh workers",
                       flush=True)
-            todo = _round(todo, workers, threads, outcomes, isolated)
+            todo = _round(todo, workers, threads, outcomes, isolated, ctx)
             if not todo:
                 break
         for i, spec in todo:
@@ -233,8 +256,8 @@ def _import_ray():
     return ray
 
 
-def _ray_cpus(cpus_per_run: float | None) -> float:
-    text = cpus_per_run if cpus_per_run is not None else os.environ.get(RAY_CPUS_ENV, "1")
+def _ray_cpus(cpus_per_run: float | None, ctx: Context) -> float:
+    text = cpus_per_run if cpus_per_run is not None else ctx.ray_cpus or "1"
     try:
         cpus = float(text)
     except ValueError:
@@ -242,11 +265,6 @@ def _ray_cpus(cpus_per_run: float | None) -> float:
     if cpus <= 0:
         raise UserError(f"CPUs per Ray run must be positive, got {cpus:g}")
     return cpus
-
-
-def _worker_env() -> dict[str, str]:
-    """Environment the driver hands to Ray workers (they may run on other nodes)."""
-    return {k: v for k, v in os.environ.items() if k.startswith("PIE_BENCH_")}
 
 
 def _check_feasible(ray, specs, cpus: float) -> None:
@@ -259,10 +277,10 @@ def _check_feasible(ray, specs, cpus: float) -> None:
 
 
 def run_ray(specs, data, jobs: int = 1, address: str | None = None, log=print,
-            cpus_per_run: float | None = None):
+            cpus_per_run: float | None = None, ctx: Context | None = None):
     """Each run a Ray task (``num_cpus`` per run, plus ``num_gpus=1`` for cuda runs).
 
-    Joins the cluster at ``address`` (or ``$RAY_ADDRESS``; ``auto`` = the one on this
+    Joins the cluster at ``address`` (or ``ctx.ray_address``, from ``$RAY_ADDRESS``; ``auto`` = the one on this
     node); else starts a local instance and shuts it down afterwards. An already
     initialised Ray (``ray.is_initialized()``) is used as it is and left running.
     Workers write results to the shared results path (see the module docstring).
@@ -270,23 +288,23 @@ def run_ray(specs, data, jobs: int = 1, address: str | None = None, log=print,
     ray = _import_ray()
     if jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {jobs}")
-    cpus = _ray_cpus(cpus_per_run)
-    shipped = [_portable(s, progress=False) for s in specs]
+    ctx = ctx or Context()
+    cpus = _ray_cpus(cpus_per_run, ctx)
+    shipped = [_portable(s, ctx, progress=False) for s in specs]
     outcomes: dict[int, object] = {}
     todo = _skip_finished(shipped, outcomes)
     if not todo:
         return [outcomes[i] for i in range(len(shipped))]
-    address = address or os.environ.get("RAY_ADDRESS") or None
+    address = address or ctx.ray_address
     started = False
     if not ray.is_initialized():
-        runtime_env = {"env_vars": _worker_env()}
         try:
             if address:
-                ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+                ray.init(address=address, log_to_driver=True)
             else:
                 # "local": a new private instance, even if `ray start` left a cluster on this node
                 ray.init(address="local", num_cpus=math.ceil(jobs * cpus) if jobs > 1 else None,
-                         include_dashboard=False, runtime_env=runtime_env, log_to_driver=True)
+                         include_dashboard=False, log_to_driver=True)
         except ConnectionError as e:
             raise UserError(f"cannot reach the Ray cluster at '{address}' ({e}); is it running, and do "
                             "$RAY_AUTH_MODE and the auth token match the cluster's? (docs/scale-out.md)") from None
@@ -300,7 +318,7 @@ def run_ray(specs, data, jobs: int = 1, address: str | None = None, log=print,
             opts = {"num_cpus": cpus, "max_retries": RAY_MAX_RETRIES, "name": f"pie-bench:{spec.run_id}"}
             if spec.device == "cuda":
                 opts["num_gpus"] = 1
-            refs[task.options(**opts).remote(spec, threads)] = i
+            refs[task.options(**opts).remote(spec, ctx, threads)] = i
         total = ray.cluster_resources()
         print(f"ray executor: {len(refs)} task(s), {cpus:g} CPU(s) each, cluster {total.get('CPU', 0):g} CPU(s) / "
               f"{total.get('GPU', 0):g} GPU(s)", flush=True)

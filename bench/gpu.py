@@ -37,6 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench.cli import Parser, user_errors_exit_2
+from bench.context import child_environ
 from bench.datasets import get_dataset
 from bench.errors import UserError
 from bench.registry import MODELS as REGISTRY
@@ -136,7 +137,7 @@ def runner_command(model: str, plan: Plan, args, config: str) -> list[str]:
 
 def run_concurrently(cmds: dict[str, list[str]], deadline: float, logdir: Path, threads: int) -> dict[str, str]:
     """Start every command at once; stop those still running at ``deadline``. Returns model -> outcome."""
-    env = dict(os.environ, PIE_BENCH_THREADS=str(threads))
+    env = child_environ(PIE_BENCH_THREADS=str(threads))  # each runner resolves its context from it
     procs = {}
     for m, cmd in cmds.items():
         log = open(logdir / f"runner-{m}.log", "w")  # noqa: SIM115 (closed below)

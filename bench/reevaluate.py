@@ -33,12 +33,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.classifier import CACHE_ENV, default_cache_dir, get_classifier
+from bench.classifier import get_classifier
 from bench.cli import Parser, user_errors_exit_2
 from bench.config import Config
+from bench.context import CACHE_ENV, Context, resolve
 from bench.data import load_data
 from bench.errors import UserError
-from bench.evaluate import MetricRow
+from bench.evaluate import Evaluator, MetricRow
 from bench.evaluate_real import evaluate_real
 from bench.figure_data import FIGURES, figure_arrays
 from bench.record import RunRecord, is_real_run_of
@@ -102,8 +103,8 @@ def _threads(record: RunRecord, override: int | None) -> int:
 class Reevaluator:
     """Re-scores the runs of one results directory; caches the data sets it loads."""
 
-    def __init__(self, out: Path, data_root: str | None, device: str, threads: int | None):
-        self.out, self.data_root, self.device, self.threads = out, data_root, device, threads
+    def __init__(self, out: Path, ctx: Context, device: str, threads: int | None):
+        self.out, self.ctx, self.device, self.threads = out, ctx, device, threads
         self.commit = git_commit()
         self.failed = 0
         self._data: dict[tuple, object] = {}
@@ -111,8 +112,8 @@ class Reevaluator:
     def data(self, cfg: Config):
         key = (cfg.data.dataset, cfg.data.val_size, cfg.data.val_seed)
         if key not in self._data:
-            self._data[key] = load_data(self.data_root, cfg.data.val_size, cfg.data.val_seed, self.device,
-                                        cfg.data.dataset)
+            self._data[key] = load_data(None, cfg.data.val_size, cfg.data.val_seed, self.device,
+                                        cfg.data.dataset, self.ctx)
         return self._data[key]
 
     def _real_settings(self, run_id: str) -> RunRecord | None:
@@ -130,10 +131,11 @@ class Reevaluator:
         thread count) its weights differ, and every feature metric with them.
         """
         recorded = set(_EXTRACTOR.findall(" ".join(parse_table(run_dir / TABLE).frame["note"].dropna().astype(str))))
-        here = get_classifier(data, cfg.eval.classifier_epochs, batch_size=cfg.eval.batch_size).weights_hash
+        here = get_classifier(data, cfg.eval.classifier_epochs, batch_size=cfg.eval.batch_size,
+                              ctx=self.ctx).weights_hash
         if recorded and recorded != {here}:
             return (f"its rows were measured with LeNet extractor {', '.join(sorted(recorded))}, this machine's "
-                    f"is {here} (cached under {default_cache_dir()}; set {CACHE_ENV} to a cache holding that one)")
+                    f"is {here} (cached under {self.ctx.cache_folder}; set {CACHE_ENV} to a cache holding that one)")
         return ""
 
     def score(self, run_dir: Path) -> tuple[list[MetricRow], dict | None, Config] | str:
@@ -149,7 +151,7 @@ class Reevaluator:
             if why := self.other_extractor(run_dir, cfg, data):
                 return why
             torch.set_num_threads(_threads(record, self.threads))
-            return evaluate_real(data, cfg.eval), None, cfg
+            return evaluate_real(data, cfg.eval, Evaluator.of(self.ctx)), None, cfg
         if not (run_dir / WEIGHTS).is_file():
             return f"no {WEIGHTS} (trained before weights were kept)"
         record = RunRecord.read(run_dir)  # validated (bench.rundir); a damaged one reads as None
@@ -173,7 +175,7 @@ class Reevaluator:
         model.to(device=data.test_images.device, dtype=torch.float64 if cfg.train.float64 else torch.float32)
         model.to(memory_format=torch.channels_last if cfg.train.channels_last else torch.contiguous_format)
         load_weights(run_dir / WEIGHTS, model)
-        rows, artefacts = evaluate_and_time(model, data, cfg.eval, seed)
+        rows, artefacts = evaluate_and_time(model, data, cfg.eval, seed, ctx=self.ctx)
         return rows, artefacts, cfg
 
     def run(self, run_dir: Path) -> str:
@@ -228,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: each run's own, as its config.json records it)")
     args = p.parse_args(argv)
+    ctx = resolve(data_root=args.data_root)  # --threads is not $PIE_BENCH_THREADS here: None keeps each run's own
     from bench.run import resolve_device
 
     device = resolve_device(args.device)
@@ -240,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     if not run_dirs:
         raise UserError(f"--runs '{args.runs}' matches no run directory in {out / RUNS}")
     sync_table(out)  # the table is an index of the run directories: repair it first, as the runner does
-    worker = Reevaluator(out, args.data_root, device, args.threads)
+    worker = Reevaluator(out, ctx, device, args.threads)
     for run_dir in run_dirs:
         print(f"{run_dir.name}: {worker.run(run_dir)}", flush=True)
     return 1 if worker.failed else 0

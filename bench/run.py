@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -39,6 +38,8 @@ from bench.cli import (
     user_errors_exit_2,
 )
 from bench.config import config_from_dict
+from bench.context import Context
+from bench.context import resolve as resolve_context
 from bench.data import load_data
 from bench.datasets import DATASETS
 from bench.errors import UserError
@@ -111,12 +112,14 @@ def parse_seeds(text: str) -> range:
     return range(n)
 
 
-def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
+def plan_runs(args: argparse.Namespace, ctx: Context | None = None) -> list[RunSpec]:
     """Expand models × sweep points × seeds into RunSpecs, validating every config first.
 
     Repeated models, sweep values or run ids are planned once. A plan of more than
-    ``MAX_RUNS_WITHOUT_YES`` runs needs ``--yes``.
+    ``MAX_RUNS_WITHOUT_YES`` runs needs ``--yes``. ``ctx`` (default: from ``args``) gives the runs'
+    progress bars.
     """
+    progress = ctx.progress if ctx is not None else not args.no_progress
     models = check_model_names(unique(comma_list(args.models)))
     if not models:
         raise UserError("--models lists no model")
@@ -143,7 +146,7 @@ def plan_runs(args: argparse.Namespace) -> list[RunSpec]:
             build_model(model, cfg)  # size checks now, before anything is written
             sweep = {key: resolve(cfg, key) for key in point}
             for seed in seeds:
-                spec = RunSpec(model, seed, cfg, sweep, args.out, args.data_root, args.device, not args.no_progress)
+                spec = RunSpec(model, seed, cfg, sweep, args.out, args.data_root, args.device, progress)
                 specs.setdefault(spec.run_id, spec)
     return list(specs.values())
 
@@ -168,10 +171,11 @@ def summarize(out: Path, run_ids: list[str]) -> str:
     return agg.pivot(index="model", columns="metric", values="mean").to_string(float_format="%.4g")
 
 
-def run_all(executor: str, specs: list[RunSpec], data, args: argparse.Namespace) -> list[RunOutcome]:
+def run_all(executor: str, specs: list[RunSpec], data, args: argparse.Namespace, ctx: Context) -> list[RunOutcome]:
     """Carry out ``specs``; runs another runner had claimed are waited for at the end."""
     def carry(todo):
-        return EXECUTORS[executor](todo, data, jobs=args.jobs, address=args.ray_address, cpus_per_run=args.ray_cpus)
+        return EXECUTORS[executor](todo, data, jobs=args.jobs, address=args.ray_address, cpus_per_run=args.ray_cpus,
+                                   ctx=ctx)
 
     outcomes = carry(specs)
     busy = [i for i, o in enumerate(outcomes) if o.status == "busy"]
@@ -186,29 +190,31 @@ def run_all(executor: str, specs: list[RunSpec], data, args: argparse.Namespace)
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    ctx = resolve_context(data_root=args.data_root, progress=not args.no_progress)
     args.device = resolve_device(args.device)
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
-    specs = plan_runs(args)
+    specs = plan_runs(args, ctx)
     out = Path(args.out)
     first = specs[0].config.data
-    data = load_data(args.data_root, first.val_size, first.val_seed, args.device, first.dataset)
+    data = load_data(None, first.val_size, first.val_seed, args.device, first.dataset, ctx)
     check_writable(out)
     for spec in specs:  # before anything runs: a crafted checkpoint of a run to resume stops it (exit 2)
         if not (out / "runs" / spec.run_id / DONE).is_file():
             check_checkpoints(out / "runs" / spec.run_id)
-    torch.set_num_threads(int(os.environ.get("PIE_BENCH_THREADS", torch.get_num_threads())))
+    if ctx.threads:
+        torch.set_num_threads(ctx.threads)
     damage, table_damage = check_results(out)
     finished = sum((out / RUNS / s.run_id / DONE).is_file() for s in specs)
     print(f"{len(specs)} run(s) planned: {len(specs) - finished} to start, {finished} already finished (in {out})",
           flush=True)
-    real_recorded = record_real(out, specs[0].config, data)
+    real_recorded = record_real(out, specs[0].config, data, ctx=ctx)
     # A UserError from here on (e.g. Ray missing or its cluster unreachable) still exits 2: runs
     # already finished stay written, each in its own directory and row of the table.
-    outcomes = run_all(args.executor, specs, data, args)
+    outcomes = run_all(args.executor, specs, data, args, ctx)
     if not real_recorded:  # another runner held them: wait for it, and take them over if it died
         print("the real-image rows were claimed by another runner: waiting for them", flush=True)
-        record_real(out, specs[0].config, data, wait=True)
+        record_real(out, specs[0].config, data, wait=True, ctx=ctx)
     print(summarize(out, [o.run_id for o in outcomes]))
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:

@@ -32,9 +32,10 @@ import torch
 
 from bench import convergence
 from bench.config import Config, EvalConfig, TrainConfig
+from bench.context import Context
 from bench.data import load_data
 from bench.errors import UserError
-from bench.evaluate import MetricRow, evaluate_model, model_seconds
+from bench.evaluate import Evaluator, MetricRow, evaluate_model, model_seconds
 from bench.evaluate_real import evaluate_real
 from bench.figure_data import save_figure_data
 from bench.metrics import RECON_MSE_MEAN_IMAGE
@@ -128,8 +129,12 @@ def record_failure(spec: RunSpec, reason: str, started: str | None = None, elaps
     replace_run_rows(Path(spec.out_dir) / TABLE, frame)
 
 
-def execute_run(spec: RunSpec, data=None, log=print, eval_timings: dict[str, float] | None = None) -> RunOutcome:
+def execute_run(spec: RunSpec, data=None, log=print, eval_timings: dict[str, float] | None = None,
+                ctx: Context | None = None) -> RunOutcome:
     """Claim, train, evaluate and record one run; idempotent (skips a finished run).
+
+    ``ctx`` (:mod:`bench.context`, default: its defaults) says where the data and the feature
+    extractor's cache are, and whether to download.
 
     ``eval_timings``, if given, receives the evaluation's seconds per phase (``bench.perf``).
 
@@ -156,7 +161,7 @@ def execute_run(spec: RunSpec, data=None, log=print, eval_timings: dict[str, flo
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         t0 = time.perf_counter()
         try:
-            _train_and_record(spec, data, run_dir, log, eval_timings)
+            _train_and_record(spec, data, run_dir, log, eval_timings, ctx or Context())
             return RunOutcome(spec.run_id, "ok")
         except Diverged as e:
             reason = f"diverged: {e}"
@@ -169,13 +174,14 @@ def execute_run(spec: RunSpec, data=None, log=print, eval_timings: dict[str, flo
         return RunOutcome(spec.run_id, "failed", reason)
 
 
-def _train_and_record(spec: RunSpec, data, run_dir: Path, log, eval_timings: dict[str, float] | None = None) -> None:
+def _train_and_record(spec: RunSpec, data, run_dir: Path, log, eval_timings: dict[str, float] | None,
+                      ctx: Context) -> None:
     out = Path(spec.out_dir)
     record = spec.record()
     record.write(run_dir)
     dc = spec.config.data
     if data is None or data.dataset != dc.dataset or data.val_images.shape[0] != dc.val_size:
-        data = load_data(spec.data_root, dc.val_size, dc.val_seed, spec.device, dc.dataset)
+        data = load_data(spec.data_root, dc.val_size, dc.val_seed, spec.device, dc.dataset, ctx)
     train_data = data  # the model may train on a subset; evaluation always sees the full splits
     if spec.config.data.train_subset > 0:
         train_data = dataclasses.replace(data, train_images=data.train_images[:spec.config.data.train_subset],
@@ -187,7 +193,7 @@ def _train_and_record(spec: RunSpec, data, run_dir: Path, log, eval_timings: dic
     train_cfg = spec.config.train_for(spec.model)
     result = train_model(model, train_data, train_cfg, seed=spec.seed, run_dir=run_dir,
                          record=record, progress=spec.progress, log=log,
-                         on_epoch_end=make_tracker(data, spec.config, spec.seed))
+                         on_epoch_end=make_tracker(data, spec.config, spec.seed, Evaluator.of(ctx)))
     rows = [MetricRow("train", N.FINAL_PREFIX + k, v, "mean over the last epoch")
             for k, v in result.final_parts.items()]
     rows.append(MetricRow("val", N.VAL_LOSS, result.val_loss, "held-out validation images"))
@@ -195,7 +201,7 @@ def _train_and_record(spec: RunSpec, data, run_dir: Path, log, eval_timings: dic
     rows.append(MetricRow("train", N.TRAIN_SECONDS, train_seconds, how))
     rows += length_rows(result, train_cfg)
     save_weights(run_dir, model, spec.run_id)
-    eval_rows, artefacts = evaluate_and_time(model, data, spec.config.eval, spec.seed, eval_timings)
+    eval_rows, artefacts = evaluate_and_time(model, data, spec.config.eval, spec.seed, eval_timings, ctx)
     rows += eval_rows
     save_artefacts(run_dir, artefacts, spec.config.eval.grid_size)
     frame = _rows_frame(spec, rows, "ok", started, time.perf_counter() - t0)
@@ -225,13 +231,14 @@ def length_rows(result: TrainResult, cfg: TrainConfig) -> list[MetricRow]:
             MetricRow("train", "converged_epoch", float("nan") if first is None else float(first), note)]
 
 
-def evaluate_and_time(model, data, cfg: EvalConfig, seed: int,
-                      eval_timings: dict[str, float] | None = None) -> tuple[list[MetricRow], dict]:
+def evaluate_and_time(model, data, cfg: EvalConfig, seed: int, eval_timings: dict[str, float] | None = None,
+                      ctx: Context | None = None) -> tuple[list[MetricRow], dict]:
     """:func:`bench.evaluate.evaluate_model`'s rows and artefacts, plus the rows ``eval_seconds`` and
     ``eval_model_seconds`` (``eval_timings``, if given, receives the seconds per phase)."""
     t0 = time.perf_counter()
     timings = {} if eval_timings is None else eval_timings
-    rows, artefacts = evaluate_model(model, data, cfg, seed, timings=timings)
+    evaluator = Evaluator.of(ctx or Context())  # the context's: a worker's runs share its caches
+    rows, artefacts = evaluate_model(model, data, cfg, seed, timings=timings, evaluator=evaluator)
     rows.append(MetricRow("test", N.EVAL_SECONDS, time.perf_counter() - t0, "wall time of evaluation"))
     rows.append(MetricRow("test", N.EVAL_MODEL_SECONDS, model_seconds(timings),
                           "part of eval_seconds spent in the model's own calls (encode, decode, sample, log_prob), "
@@ -246,7 +253,7 @@ def save_artefacts(run_dir: Path, artefacts: dict, grid_size: int) -> None:
     save_grid(artefacts["samples_t1"], run_dir / "samples.png", grid_size)
 
 
-def record_real(out: Path, config: Config, data, wait: bool = False, log=print) -> bool:
+def record_real(out: Path, config: Config, data, wait: bool = False, log=print, ctx: Context | None = None) -> bool:
     """Rows for the real test images ("True" in Table 1), once per results directory.
 
     Recorded like a run, in ``runs/real-<data>-<eval>/`` (``metrics.csv`` + ``done.json``),
@@ -280,7 +287,7 @@ def record_real(out: Path, config: Config, data, wait: bool = False, log=print) 
             frame = frame.iloc[0:0]
         if frame.empty or RECON_MSE_MEAN_IMAGE not in set(frame["metric"]):  # none, or from before the references
             t0 = time.perf_counter()
-            rows = evaluate_real(data, config.eval)
+            rows = evaluate_real(data, config.eval, Evaluator.of(ctx or Context()))
             if not rows:
                 return True
             started = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -26,7 +26,7 @@ import torch
 
 from bench.config import Config
 from bench.data import ImageData, preprocess
-from bench.evaluate import DEFAULT, Evaluation, Evaluator, batched, generate
+from bench.evaluate import Evaluation, Evaluator, batched, generate
 from bench.metrics import names as N
 from bench.metrics.table import Metric, tracked_metrics
 
@@ -50,7 +50,7 @@ class Tracker:
 
     def __init__(self, data: ImageData, config: Config, seed: int, evaluator: Evaluator | None = None):
         self.data, self.cfg, self.seed = data, config.eval, seed
-        self.evaluator = evaluator or DEFAULT  # the classifier and the real statistics
+        self.evaluator = evaluator or Evaluator()  # the classifier and real statistics (a run: Evaluator.of(ctx))
         self.every = config.eval.track_every
         # The last epoch of a fixed-length run, and the cap of one trained until converged.
         self.last_epochs = {config.train.epochs, config.train.max_epochs if config.train.until_converged else 0}

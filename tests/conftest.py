@@ -81,11 +81,12 @@ def fashion():
 
 @functools.cache
 def _fashion_missing() -> str | None:
+    from bench.context import Context
     from bench.data import locate_files
     from bench.errors import UserError
 
     try:
-        locate_files(FASHION_MNIST_DIR, "fashion-mnist")
+        locate_files(FASHION_MNIST_DIR, "fashion-mnist", Context(offline=True))
     except UserError as e:
         return str(e)
     return None

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from bench.context import Context
 from bench.data import _read_idx, iterate_batches, load_data, locate_files, preprocess
 from bench.errors import UserError
 from tests.helpers import MNIST_DIR
@@ -73,7 +74,7 @@ def test_torchvision_raw_layout_accepted(tmp_path):
 
 def test_missing_files_offline_names_them_and_says_how_to_get_them(tmp_path):
     with pytest.raises(UserError, match="t10k-images-idx3-ubyte.gz") as info:
-        load_data(str(tmp_path))
+        load_data(str(tmp_path), ctx=Context(offline=True))
     message = str(info.value)
     assert "\n" not in message and "./data" in message and "MNIST_ROOT" in message and "run_all.sh" in message
 

@@ -13,6 +13,7 @@ import torch
 
 from bench import data as D
 from bench.config import load_config
+from bench.context import Context, resolve
 from bench.datasets import DATASETS
 from bench.errors import UserError
 from bench.record import RunRecord
@@ -27,8 +28,8 @@ def test_fashion_mnist_loads_from_its_own_root(fashion, mnist):
     assert fashion.checksum != mnist.checksum  # keys the classifier cache and the real-image run id
     assert not torch.equal(fashion.test_images[:100], mnist.test_images[:100])
     # Found the way the runner finds it: $FASHION_MNIST_ROOT (set by conftest), no --data-root.
-    assert D.resolve_root(None, "fashion-mnist") == FASHION_MNIST_DIR
-    assert D.resolve_root(None, "mnist") == MNIST_DIR
+    assert resolve().root("fashion-mnist") == FASHION_MNIST_DIR
+    assert resolve().root("mnist") == MNIST_DIR
 
 
 def test_real_fashion_sharpness_as_measured_for_table1(fashion):
@@ -98,23 +99,24 @@ def test_truncated_file_is_refused(tmp_path):
 @pytest.mark.fashion_mnist
 def test_content_check_runs_once_per_file(tmp_path, monkeypatch):
     _copy(FASHION_MNIST_DIR, tmp_path)
-    D.locate_files(tmp_path, "fashion-mnist")  # verifies by decompressing
+    ctx = Context(offline=True)  # its memo remembers the files verified
+    D.locate_files(tmp_path, "fashion-mnist", ctx)  # verifies by decompressing
 
     def no_decompress(_):
         raise AssertionError("decompressed again to verify a file already verified")
 
     monkeypatch.setattr(D.gzip, "decompress", no_decompress)
-    assert set(D.locate_files(tmp_path, "fashion-mnist")) == set(DATASETS["fashion-mnist"].files)
+    assert set(D.locate_files(tmp_path, "fashion-mnist", ctx)) == set(DATASETS["fashion-mnist"].files)
     # A changed file (new size/mtime) is checked again, not taken from the memo.
     path = tmp_path / "t10k-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes() + b"\0")
     with pytest.raises(AssertionError, match="decompressed again"):
-        D.locate_files(tmp_path, "fashion-mnist")
+        D.locate_files(tmp_path, "fashion-mnist", ctx)
 
 
 def test_missing_fashion_offline_names_its_variable(tmp_path):
     with pytest.raises(UserError, match="FASHION_MNIST_ROOT") as info:
-        D.load_data(str(tmp_path), dataset="fashion-mnist")
+        D.load_data(str(tmp_path), dataset="fashion-mnist", ctx=Context(offline=True))
     assert "Fashion-MNIST" in str(info.value) and "\n" not in str(info.value)
 
 

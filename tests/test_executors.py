@@ -9,6 +9,7 @@ Rows are compared on every metric but timing ones, without started_at/elapsed_s/
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -114,6 +115,9 @@ def test_process_pool_gives_the_local_rows_even_when_a_worker_is_killed(local_ro
         proc.kill()
     assert proc.returncode == 0, stdout[-3000:]
     assert "2 worker(s) x 1 torch thread(s)" in stdout
+    # PIE_BENCH_THREADS=1, --jobs 2: every worker ran with one thread (each run's config.json records it)
+    devices = {json.loads(p.read_text())["device"] for p in (tmp_path / "runs").glob("[!r]*/config.json")}
+    assert devices == {"cpu (1 threads)"}
     assert "a worker died; rerunning" in stdout
     assert stdout.count("[ok]") == N_RUNS
     _assert_same_rows(tmp_path, local_rows)
@@ -144,7 +148,9 @@ def test_killed_runner_resumes_on_rerun_without_loss_or_duplicates(local_rows, t
 
 
 def test_worker_exception_is_a_failed_outcome_not_a_dead_sweep(tmp_path):
+    """Also: the driver's context travels to the worker (offline there too, so no download is tried)."""
     from bench.config import load_config
+    from bench.context import Context
     from bench.executors import run_process
     from bench.runner import RunSpec
 
@@ -152,9 +158,9 @@ def test_worker_exception_is_a_failed_outcome_not_a_dead_sweep(tmp_path):
     empty.mkdir()
     cfg = load_config(SMOKE)
     specs = [RunSpec(m, 0, cfg, out_dir=str(tmp_path / "out"), data_root=str(empty)) for m in ("vae", "wae")]
-    outcomes = run_process(specs, None, jobs=1)
+    outcomes = run_process(specs, None, jobs=1, ctx=Context(offline=True))
     assert [o.run_id for o in outcomes] == [s.run_id for s in specs]
-    assert all(o.status == "failed" and "UserError" in o.reason for o in outcomes)
+    assert all(o.status == "failed" and "UserError" in o.reason and "offline" in o.reason for o in outcomes)
 
 
 def test_bad_jobs_and_missing_ray_are_user_errors(monkeypatch):

@@ -11,6 +11,7 @@ import torch
 from bench import classifier as C
 from bench import evaluate as E
 from bench.config import EvalConfig
+from bench.context import Context
 from bench.data import ImageData
 from tests.helpers import ROOT
 
@@ -44,23 +45,21 @@ def test_recipe_at_two_thread_counts_and_the_shipped_weights_decide(mnist, tmp_p
         again = C.train_classifier(tiny, recipe, threads=1)
         two = C.train_classifier(tiny, recipe, threads=2)
     assert C.weights_hash(one) == C.weights_hash(again)  # one thread: bit for bit
-    monkeypatch.setattr(C, "_LOADED", {})
-    monkeypatch.setenv(C.CACHE_ENV, str(tmp_path))
     images = mnist.test_images[:300].float() / 255
     ship = C.SHIPPED["mnist"]
     feats = {}
     for name, net in (("1 thread", one), ("2 threads", two)):
-        path = C.cache_path(mnist, C.ClassifierRecipe())  # where the default recipe's training would be cached
+        path = C.cache_path(mnist, C.ClassifierRecipe(), tmp_path)  # where the default recipe's training is cached
         payload = {"state_dict": net.state_dict(), "test_accuracy": 0.5, "n_test": 1, "train_seconds": 1.0}
         buf = io.BytesIO()
         torch.save(payload, buf)
         path.write_bytes(buf.getvalue())
-        C._LOADED.clear()
-        assert C.trained_extractor(mnist).weights_hash == C.weights_hash(net)  # the cache would decide...
-        C._LOADED.clear()
+        ctx = Context(cache_dir=tmp_path)  # a fresh memo: read from the cache folder
+        assert C.trained_extractor(mnist, ctx=ctx).weights_hash == C.weights_hash(net)  # the cache would decide...
+        ctx = Context(cache_dir=tmp_path)
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            extractor = C.get_classifier(mnist)  # ...but the shipped weights do
+            extractor = C.get_classifier(mnist, ctx=ctx)  # ...but the shipped weights do
             assert extractor.weights_hash == ship.weights_id and extractor.source.endswith(ship.file)
             feats[name, threads] = extractor.features(images)
     first = feats["1 thread", 1]
@@ -73,14 +72,12 @@ def test_shipped_file_that_fails_its_sha256_is_refused(mnist, tmp_path, monkeypa
     raw[-1] ^= 1  # one weight bit
     bad.write_bytes(bytes(raw))
     monkeypatch.setattr(C, "EXTRACTOR_DIR", tmp_path)
-    monkeypatch.setattr(C, "_LOADED", {})
     with pytest.raises(C.UserError, match="fails its sha256"):
-        C.get_classifier(mnist)
+        C.get_classifier(mnist, ctx=Context())
 
 
 def test_another_recipe_still_trains_and_caches(mnist, tmp_path, monkeypatch):
     """eval.classifier_epochs other than 3 asks for another extractor: trained (one thread), cached."""
-    monkeypatch.setattr(C, "_LOADED", {})
     tiny = _tiny(mnist, 256)
     got = C.get_classifier(tiny, epochs=1, cache_dir=tmp_path)
     assert got.source == "trained" and got.weights_hash != C.SHIPPED["mnist"].weights_id

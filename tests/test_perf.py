@@ -18,10 +18,11 @@ from torch import nn
 import bench.train
 from bench import perf
 from bench.config import load_config
+from bench.context import Context
 from bench.errors import UserError
 from bench.perf.common import bare_step_fn
 from bench.registry import MODELS, build_model
-from tests.helpers import ROOT, SMOKE
+from tests.helpers import MNIST_DIR, ROOT, SMOKE
 
 # Every registered model is measured; bits/dim only for those with a density (at the default preset).
 DENSITY_MODELS = {m for m in MODELS if build_model(m, load_config(ROOT / "configs" / "default.yaml")).has_density}
@@ -233,7 +234,7 @@ def test_step_probe_counts_only_the_time_between_a_phase_start_and_end(monkeypat
 def test_torchvision_mnist_root_is_readable_offline(tmp_path):
     import torchvision
 
-    root = perf.torchvision_root(None, tmp_path)
+    root = perf.torchvision_root(Context(data_root=str(MNIST_DIR), offline=True), tmp_path)
     ds = torchvision.datasets.MNIST(str(root), train=True, download=False)
     assert len(ds) == 60000
 

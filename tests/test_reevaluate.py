@@ -19,7 +19,6 @@ from bench.config import load_config
 from bench.evaluate import MetricRow
 from bench.registry import build_model
 from bench.results import RUNS, TABLE
-from bench.run import main as run_main
 from bench.train import load_checkpoint
 from bench.weights import WEIGHTS, load_weights
 from tests.helpers import ROOT, SMOKE
@@ -35,16 +34,10 @@ TIMING = ("eval_seconds", "eval_model_seconds")
 def finished(tmp_path_factory):
     """A results directory with a finished smoke VAE and PIE (and the real-data run)."""
     out = tmp_path_factory.mktemp("reevaluate") / "res"
-    threads, env = torch.get_num_threads(), os.environ.get("PIE_BENCH_THREADS")
-    os.environ["PIE_BENCH_THREADS"] = "1"
-    try:
-        assert run_main([*ARGS, "--out", str(out)]) == 0
-    finally:
-        torch.set_num_threads(threads)
-        if env is None:
-            os.environ.pop("PIE_BENCH_THREADS")
-        else:
-            os.environ["PIE_BENCH_THREADS"] = env
+    # The runner as it is used, one thread set the documented way (this process's environment is left alone).
+    proc = subprocess.run([sys.executable, "-m", "bench.run", *ARGS, "--out", str(out)], cwd=ROOT,
+                          env={**os.environ, "PIE_BENCH_THREADS": "1"}, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     return out
 
 

@@ -13,6 +13,7 @@ import torch
 
 from bench.cli import Parser, user_errors_exit_2
 from bench.config import load_config
+from bench.context import resolve
 from bench.data import load_data
 from bench.datasets import DATASETS
 from bench.errors import UserError
@@ -97,8 +98,9 @@ def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
     for s in sections:
         if s not in SECTIONS:
             raise UserError(f"unknown section '{s}' (valid sections: {', '.join(SECTIONS)})")
+    ctx = resolve(data_root=args.data_root, threads=args.threads or None)
     device = resolve_device(args.device)
-    threads = args.threads or int(os.environ.get("PIE_BENCH_THREADS", 0)) or (1 if args.quick else 0)
+    threads = ctx.threads or (1 if args.quick else 0)
     if threads:
         torch.set_num_threads(threads)
     notes = configure_device(device)
@@ -109,7 +111,7 @@ def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
     presets = [(cfg, False), (paper, True)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = load_data(args.data_root, cfg.data.val_size, cfg.data.val_seed, device, cfg.data.dataset)
+    data = load_data(None, cfg.data.val_size, cfg.data.val_seed, device, cfg.data.dataset, ctx)
     n_train = cfg.data.train_subset or data.train_images.shape[0]
     info = machine_columns(device)
     log(f"bench.perf on {info['device_name']} ({device.type}), {info['threads']} threads, torch "
@@ -127,15 +129,15 @@ def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
     rows: list[Row] = []
     t0 = time.perf_counter()
     if "data" in sections:
-        rows += bench_data(cfg, data, device, budget, args.data_root, log)
+        rows += bench_data(cfg, data, device, budget, ctx, log)
     if "model" in sections:
         rows += bench_models(names, presets, data, device, budget, args, log)
     if "harness" in sections:
         rows += bench_harness(names, cfg, data, device, budget, args, log)
     if "metrics" in sections:
-        rows += bench_metrics(names, cfg, data, device, budget, log)
+        rows += bench_metrics(names, cfg, data, device, budget, ctx, log)
     if "evalshare" in sections:
-        rows += bench_eval_share(names, cfg, data, device, args.data_root, args.quick, log)
+        rows += bench_eval_share(names, cfg, data, device, ctx, args.quick, log)
     if "householder" in sections:
         rows += bench_householder(names, presets, data, device, budget, log)
     if "levers" in sections:
@@ -150,7 +152,7 @@ def run(argv: list[str] | None = None, log=print) -> pd.DataFrame:
     if threads:
         torch.set_num_threads(threads)
     if "machine" in sections:
-        rows = machine_rows(cfg.preset, load_start, load_average()) + rows
+        rows = machine_rows(cfg.preset, load_start, load_average(), ctx.omp_wait_policy) + rows
     kept = _other_sections(out, sections) if set(sections) != set(SECTIONS) else None
     if "targets" in sections:
         measured = rows_frame(rows) if kept is None else pd.concat([kept[rows_frame([]).columns], rows_frame(rows)])

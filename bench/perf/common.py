@@ -3,10 +3,8 @@ the measurement budgets and the helpers that build models, batches and bare trai
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,20 +148,6 @@ def subset(data: ImageData, n_train: int, n_val: int = 0) -> ImageData:
     if n_val > 0:
         out = dataclasses.replace(out, val_images=data.val_images[:n_val], val_labels=data.val_labels[:n_val])
     return out
-
-
-@contextlib.contextmanager
-def temp_env(key: str, value: str) -> Iterator[None]:
-    """Environment variable ``key`` set to ``value`` within the block (restored on exit)."""
-    old = os.environ.get(key)
-    os.environ[key] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
 
 
 def rows_frame(rows: list[Row]) -> pd.DataFrame:

@@ -9,27 +9,29 @@ from pathlib import Path
 import torch
 
 from bench.config import Config
-from bench.data import ImageData, iterate_batches, locate_files, resolve_root
+from bench.context import Context
+from bench.data import ImageData, iterate_batches, locate_files
 from bench.datasets import get_dataset
 from bench.perf.common import Budget, Row
 from bench.perf.timing import timed
 
 
-def torchvision_root(data_root: str | None, tmp: Path, dataset: str = "mnist") -> Path:
+def torchvision_root(ctx: Context, tmp: Path, dataset: str = "mnist") -> Path:
     """A folder laid out as torchvision 0.29's MNIST-style classes want it (``ROOT/<Class>/raw/<name>``
     uncompressed, ``<Class>`` the dataset's ``torchvision_class``).
 
     ``MNIST._check_exists`` looks for the files without ``.gz`` and ``read_image_file`` opens
-    them as they are, so the local ``.gz`` files are decompressed into ``tmp``; nothing is downloaded.
+    them as they are, so the local ``.gz`` files (in ``ctx.root(dataset)``) are decompressed into
+    ``tmp``; nothing is downloaded.
     """
     raw = tmp / get_dataset(dataset).torchvision_class / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for name, path in locate_files(resolve_root(data_root, dataset), dataset).items():
+    for name, path in locate_files(ctx.root(dataset), dataset, ctx).items():
         (raw / name[:-len(".gz")]).write_bytes(gzip.decompress(path.read_bytes()))
     return tmp
 
 
-def bench_data(cfg: Config, data: ImageData, device: torch.device, budget: Budget, data_root: str | None,
+def bench_data(cfg: Config, data: ImageData, device: torch.device, budget: Budget, ctx: Context,
                log=print) -> list[Row]:
     """Batches/s of the harness's resident loader vs a plain torchvision DataLoader."""
     import torchvision
@@ -57,7 +59,7 @@ def bench_data(cfg: Config, data: ImageData, device: torch.device, budget: Budge
                         f"resident {images.device.type} uint8 tensor"))
     spec = data.spec
     with tempfile.TemporaryDirectory(prefix="pie-perf-data-") as tmp:
-        root = torchvision_root(data_root, Path(tmp), spec.name)
+        root = torchvision_root(ctx, Path(tmp), spec.name)
         cls = getattr(torchvision.datasets, spec.torchvision_class)
         t_build, dataset = timed(lambda: cls(str(root), train=True, download=False, transform=ToTensor()),
                                  torch.device("cpu"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import tempfile
 from pathlib import Path
@@ -11,16 +10,17 @@ import pandas as pd
 import torch
 
 from bench import evaluate as E
-from bench.classifier import get_classifier
 from bench.config import Config, load_config
+from bench.context import Context
 from bench.data import ImageData, load_data
-from bench.perf.common import SMOKE_CONFIG, TARGET_EVAL_FRACTION, Row, subset, temp_env, width_label
+from bench.evaluate import Evaluator
+from bench.perf.common import SMOKE_CONFIG, TARGET_EVAL_FRACTION, Row, subset, width_label
 from bench.perf.timing import timed
 from bench.results import TABLE
 from bench.runner import RunSpec, execute_run
 
 
-def bench_eval_share(names: list[str], cfg: Config, data: ImageData, device: torch.device, data_root: str | None,
+def bench_eval_share(names: list[str], cfg: Config, data: ImageData, device: torch.device, ctx: Context,
                      quick: bool, log=print) -> list[Row]:
     """``eval_seconds / train_seconds`` of one real run per model (one epoch at the default preset).
 
@@ -33,28 +33,27 @@ def bench_eval_share(names: list[str], cfg: Config, data: ImageData, device: tor
     probe encodings, reconstructions, log_prob for bits/dim); ``eval_model_share`` = their seconds /
     training seconds is the floor that no faster metric code can go below.
     """
-    with contextlib.ExitStack() as stack:
-        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pie-perf-evalshare-"))
+    with tempfile.TemporaryDirectory(prefix="pie-perf-evalshare-") as tmp:
         if quick:  # smoke preset on a slice, its classifier trained for 1 epoch into a temporary cache
             cfg = load_config(SMOKE_CONFIG)
             data = subset(data, cfg.data.train_subset, 50)
             cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, val_size=50),
                                       eval=dataclasses.replace(cfg.eval, classifier_epochs=1))
-            stack.enter_context(temp_env("PIE_BENCH_CACHE", tmp))
+            ctx = dataclasses.replace(ctx, cache_dir=Path(tmp))  # the runner's evaluation reads it there too
         elif cfg.data.val_size != data.val_images.shape[0]:
-            data = load_data(data_root, cfg.data.val_size, cfg.data.val_seed, device, data.dataset)
+            data = load_data(None, cfg.data.val_size, cfg.data.val_seed, device, data.dataset, ctx)
         base = {"section": "evalshare", "model": "-", "preset": cfg.preset, "width": "-"}
         rows: list[Row] = []
-        t_clf, extractor = timed(lambda: get_classifier(data, cfg.eval.classifier_epochs,
-                                                        batch_size=cfg.eval.batch_size), device)
-        t_real, _ = timed(lambda: E.real_stats(data, cfg.eval, extractor), device)
+        evaluator = Evaluator.of(ctx)  # the runs below evaluate with it (execute_run: Evaluator.of(ctx))
+        t_clf, extractor = timed(lambda: evaluator.classifier(data, cfg.eval), device)
+        t_real, _ = timed(lambda: evaluator.real_stats(data, cfg.eval, extractor), device)
         rows.append(Row(**base, metric="real_stats_seconds", value=t_real, unit="s",
                         note=f"real test images' features, statistics and k-NN radii, once per process (classifier "
                         f"load {t_clf:.3g} s); not in eval_seconds below"))
         for name in names:
-            spec = RunSpec(model=name, seed=0, config=cfg, out_dir=tmp, data_root=data_root, device=str(device))
+            spec = RunSpec(model=name, seed=0, config=cfg, out_dir=tmp, data_root=ctx.data_root, device=str(device))
             timings: dict[str, float] = {}
-            outcome = execute_run(spec, data, log=lambda *a, **k: None, eval_timings=timings)
+            outcome = execute_run(spec, data, log=lambda *a, **k: None, eval_timings=timings, ctx=ctx)
             if outcome.status != "ok":
                 raise RuntimeError(f"evalshare run {name} failed: {outcome.reason}")
             table = pd.read_csv(Path(tmp) / TABLE)

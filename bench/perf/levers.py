@@ -90,14 +90,16 @@ def _eval_lever(name: str, cfg: Config, data: ImageData, device: torch.device, b
                                kid_subset_size=min(cfg.eval.kid_subset_size, n // 2),
                                bpd_subset=min(cfg.eval.bpd_subset, n), batch_size=budget.batch or cfg.eval.batch_size)
     model = new_model(name, cfg, device)
-    E.evaluate_model(model, data, ecfg, seed=0)  # warm-up; the real-image statistics are cached after it
+    evaluator = E.Evaluator()  # the classifier (shipped) and the real-image statistics, kept after the warm-up
+    E.evaluate_model(model, data, ecfg, seed=0, evaluator=evaluator)
     seconds: dict[bool, list[float]] = {False: [], True: []}
     values: dict[bool, dict[str, float]] = {}
     for _ in range(2):
         for cl in (False, True):
             model = new_model(name, cfg, device)
             t = time.perf_counter()
-            got, _ = E.evaluate_model(model, data, dataclasses.replace(ecfg, channels_last=cl), seed=0)
+            got, _ = E.evaluate_model(model, data, dataclasses.replace(ecfg, channels_last=cl), seed=0,
+                                      evaluator=evaluator)
             seconds[cl].append(time.perf_counter() - t)
             values[cl] = {r.metric: r.value for r in got}
     diff = max((abs(values[True][k] - v) / max(abs(v), 1e-12) for k, v in values[False].items() if math.isfinite(v)),

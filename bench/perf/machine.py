@@ -37,10 +37,11 @@ def load_average() -> float:
         return 0.0
 
 
-def machine_rows(preset: str, load_start: float, load_end: float) -> list[Row]:
-    """How busy the machine was: on a shared CPU, timings mean little (and more threads can be far slower)."""
+def machine_rows(preset: str, load_start: float, load_end: float, omp_wait_policy: str = "unset") -> list[Row]:
+    """How busy the machine was: on a shared CPU, timings mean little (and more threads can be far slower).
+    ``omp_wait_policy``: ``$OMP_WAIT_POLICY`` as the command's context found it."""
     base = {"section": "machine", "model": "-", "preset": preset, "width": "-"}
-    env = os.environ.get("OMP_WAIT_POLICY", "unset")
+    env = omp_wait_policy
     return [
         Row(**base, metric="cpu_count", value=float(os.cpu_count() or 1), unit="cores"),
         Row(**base, metric="load_avg_start", value=load_start, unit="runnable",

@@ -8,17 +8,19 @@ import math
 import tempfile
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from bench import evaluate as E
-from bench.classifier import FeatureExtractor, LeNet, get_classifier
+from bench.classifier import FeatureExtractor, LeNet
 from bench.config import Config
+from bench.context import Context
 from bench.data import ImageData, preprocess
 from bench.datasets import DatasetSpec
 from bench.evaluate import batched
-from bench.perf.common import Budget, Row, new_model, subset, temp_env, train_dtype, width_label
+from bench.perf.common import Budget, Row, new_model, subset, train_dtype, width_label
 from bench.perf.timing import timed
 
 
@@ -36,7 +38,7 @@ def feature_extractor(device: torch.device, batch: int,
 
 
 def bench_metrics(names: list[str], cfg: Config, data: ImageData, device: torch.device, budget: Budget,
-                  log=print) -> list[Row]:
+                  ctx: Context, log=print) -> list[Row]:
     """Seconds of each metric on ``eval.n_samples`` (10 000) images, then of a whole evaluation per model."""
     from bench import metrics as M
 
@@ -80,7 +82,7 @@ def bench_metrics(names: list[str], cfg: Config, data: ImageData, device: torch.
         rows += _model_metric_costs(model, name, cfg, data, device, {**base, "model": name,
                                     "width": width_label(cfg.models[name])}, n, target, probe_n, eb, budget)
         log(f"  metrics {name}: " + ", ".join(f"{r.metric} {r.value:.2f} s" for r in rows if r.model == name))
-    rows += bench_evaluation(names, cfg, data, device, budget, log)
+    rows += bench_evaluation(names, cfg, data, device, budget, ctx, log)
     return rows
 
 
@@ -121,7 +123,7 @@ def _model_metric_costs(model: nn.Module, name: str, cfg: Config, data: ImageDat
 
 
 def bench_evaluation(names: list[str], cfg: Config, data: ImageData, device: torch.device, budget: Budget,
-                     log=print) -> list[Row]:
+                     ctx: Context, log=print) -> list[Row]:
     """Seconds of ``bench.evaluate.evaluate_model`` for one (untrained) model: the per-run evaluation cost.
 
     The classifier comes from ``bench.classifier.get_classifier`` (its on-disk cache, trained
@@ -140,19 +142,19 @@ def bench_evaluation(names: list[str], cfg: Config, data: ImageData, device: tor
             ecfg = dataclasses.replace(ecfg, **small)
             eval_data = subset(data, 400, 50)
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="pie-perf-cache-"))
-            stack.enter_context(temp_env("PIE_BENCH_CACHE", tmp))
-        t_clf, extractor = timed(lambda: get_classifier(eval_data, ecfg.classifier_epochs, batch_size=ecfg.batch_size),
-                                 device)
+            ctx = dataclasses.replace(ctx, cache_dir=Path(tmp))  # evaluate_model reads it there too
+        evaluator = E.Evaluator.of(ctx)  # its classifier and real statistics, as a runner's
+        t_clf, extractor = timed(lambda: evaluator.classifier(eval_data, ecfg), device)
         rows.append(Row(**base, metric="classifier_seconds", value=t_clf, unit="s",
                         note="get_classifier: trained once per data set (0 s when the cache holds it)"
                         + (f"; trained {extractor.train_seconds:.3g} s" if extractor.train_seconds
                            else "; from the cache")))
-        t_real, _ = timed(lambda: E.real_stats(eval_data, ecfg, extractor), device)
+        t_real, _ = timed(lambda: evaluator.real_stats(eval_data, ecfg, extractor), device)
         rows.append(Row(**base, metric="real_stats_seconds", value=t_real, unit="s",
                         note="features, statistics and k-NN radii of the real test images: once per process"))
         for name in names:
             model = new_model(name, cfg, device)
-            t, _ = timed(lambda: E.evaluate_model(model, eval_data, ecfg, 0), device)  # noqa: B023
+            t, _ = timed(lambda: E.evaluate_model(model, eval_data, ecfg, 0, evaluator=evaluator), device)  # noqa: B023
             rows.append(Row(**{**base, "model": name, "width": width_label(cfg.models[name])}, metric="eval_seconds",
                             value=t, unit="s", batch=ecfg.batch_size,
                             note="bench.evaluate.evaluate_model on an untrained model, real-image statistics cached"))

@@ -30,7 +30,7 @@ import pandas as pd
 
 from bench.metrics import names as N
 from bench.report.markdown import fmt_mean_std, fmt_num, list_text, md_table
-from bench.report.paper import PAPER
+from bench.report.paper import paper_numbers
 from bench.report.selection import REAL, label, load_table, read_json, select_runs
 from bench.report.table import per_run_values, table1_metrics
 
@@ -124,7 +124,7 @@ def compare_sides(yours: Side, reference: Side | None, has_paper: bool) -> pd.Da
                 mx, rx = _extractors(mine), _extractors(ref)
                 if mx and rx and mx != rx:
                     note = f"other extractor: yours {list_text(mx)}, reference {list_text(rx)}"
-            paper = PAPER.sharpness.get(row, math.nan) if has_paper and metric == N.SHARPNESS else math.nan
+            paper = paper_numbers().sharpness.get(row, math.nan) if has_paper and metric == N.SHARPNESS else math.nan
             rows.append({
                 "row": label(row), "metric": metric,
                 "yours_mean": _mean(mine), "yours_std": _std(mine), "yours_n": _n(mine),
@@ -204,6 +204,6 @@ def build_comparison(results: Path, reference: Path) -> tuple[str, pd.DataFrame]
     ref = _side(reference, dataset)[0] if (reference / "metrics.csv").is_file() else None
     if ref is not None and ref.per_run.empty:
         ref = None
-    has_paper = dataset == PAPER.dataset
+    has_paper = dataset == paper_numbers().dataset
     frame = compare_sides(yours, ref, has_paper)
     return compare_markdown(frame, str(results), str(reference), yours, ref, has_paper), frame

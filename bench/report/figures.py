@@ -19,8 +19,8 @@ from bench.figure_data import UMAP_POINTS, UMAP_SEED, load_figure_data
 from bench.metrics import names as N
 from bench.registry import MODELS
 from bench.report.markdown import and_list, eps_label, fmt_mean_std, fmt_num
-from bench.report.paper import PAPER
-from bench.report.selection import FIG7_EPS2, FIG7_LATENT, FIG7_MODEL, TABLE1_LATENT, Selection, label
+from bench.report.paper import paper_numbers
+from bench.report.selection import FIG7_MODEL, Selection, label
 from bench.report.table import CONVERGENCE_RULE, Table1
 from bench.results import DamageLog
 from bench.rundir import read_train_log
@@ -85,7 +85,7 @@ def _second_temperature_text(config: dict) -> str:
     t = ev.get("second_temperature")
     kind = ev.get("second_temperature_is")
     if not isinstance(t, int | float):
-        return f"the paper's second temperature, N(0, {PAPER.fig7_second_temperature:g})"
+        return f"the paper's second temperature, N(0, {paper_numbers().fig7_second_temperature:g})"
     if kind == "variance":
         return f"z ~ N(0, {t:g}) with {t:g} read as a variance (std {math.sqrt(t):.3g})"
     if kind == "std":
@@ -131,10 +131,10 @@ PANELS = (("a", "reconstructions"), ("b", "samples_t1"), ("c", "samples_t2"), ("
 def build_fig7(rep: Report, sel: Selection, configs: dict[str, dict], umap_points: int) -> list[Fig7Entry]:
     """Figure 7 panels for each eps² in the paper's list and any other one found."""
     entries = []
-    for eps2 in sorted(set(FIG7_EPS2) | set(sel.fig7)):
+    for eps2 in sorted(set(paper_numbers().fig7_eps2) | set(sel.fig7)):
         run = sel.fig7.get(eps2)
         if run is None:
-            reason = f"no finished pie run with latent_dim {FIG7_LATENT} and eps² = {eps_label(eps2)}"
+            reason = f"no finished pie run with latent_dim {paper_numbers().fig7_latent} and eps² = {eps_label(eps2)}"
             panels = [rep.keep(fig7_name(eps2, letter, what), f"({letter})", "", reason)
                       or Output(f"{FIG_DIR}/{fig7_name(eps2, letter, what)}", f"({letter})", missing=reason)
                       for letter, what in PANELS]
@@ -219,9 +219,9 @@ def training_logs(results: Path, sel: Selection, damage: DamageLog | None = None
     """Long frame of train/val loss per epoch for the Table 1 runs (by model) and the Fig. 7 runs."""
     frames = []
     panels = []
-    jobs = [(f"{label(m)} (Table 1, latent {TABLE1_LATENT})", f.query("status == 'ok'"), "seed")
+    jobs = [(f"{label(m)} (Table 1, latent {paper_numbers().table1_latent})", f.query("status == 'ok'"), "seed")
             for m, f in sel.table1.items()]
-    jobs.append((f"{label(FIG7_MODEL)} (Fig. 7, latent {FIG7_LATENT})", sel.fig7_all, "eps2"))
+    jobs.append((f"{label(FIG7_MODEL)} (Fig. 7, latent {paper_numbers().fig7_latent})", sel.fig7_all, "eps2"))
     for panel, runs, hue in jobs:
         panels.append(panel)
         for _, run in runs.iterrows():
@@ -280,7 +280,7 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
     # Bar chart of Table 1 sharpness.
     sharp = t1.per_run[t1.per_run["metric"] == N.SHARPNESS].dropna(subset=["value"])
     per_run = sharp.assign(row=sharp["row"].map(label))[["row", "value"]]
-    paper = {label(k): v for k, v in PAPER.sharpness.items()} if sel.has_paper else {}
+    paper = {label(k): v for k, v in paper_numbers().sharpness.items()} if sel.has_paper else {}
     item = rep.dataset.item
     out["bars"] = rep.draw(
         "table1_sharpness.png", "Table 1 sharpness: this reproduction vs the paper" if paper else
@@ -311,7 +311,7 @@ def build_figures(rep: Report, table: pd.DataFrame, sel: Selection, t1: Table1, 
         entries.append({"title": title, "samples": arrays.get("samples_t1"),
                         "reason": err or "samples_t1 not in figures.npz or artefacts.npz"})
     side = (f"samples_{'_'.join(sel.table1)}.png",
-            f"Samples of {and_list([label(m) for m in sel.table1])} (T = 1, latent {TABLE1_LATENT})",
+            f"Samples of {and_list([label(m) for m in sel.table1])} (T = 1, latent {paper_numbers().table1_latent})",
             "Lowest seed of each model's Table 1 runs; the title gives that run's sharpness and the "
             "mean ± std over all seeds.")
     out["side"] = (unavailable and rep.keep(*side, "; ".join(unavailable))) or \

@@ -16,7 +16,7 @@ import pandas as pd
 from bench.errors import UserError
 from bench.metrics import names as N
 from bench.report.markdown import fmt_mean_std, fmt_num, md_table, write_text
-from bench.report.paper import PAPER
+from bench.report.paper import paper_numbers
 from bench.report.selection import REAL, Selection, load_table, run_frame, select_runs
 from bench.report.table import REFERENCE_RECON, Table1, build_table1, reference_rows_md, run_epochs, run_logs
 from bench.report.verdicts import Verdicts, build_verdicts, claim_lines
@@ -57,8 +57,9 @@ def headline_markdown(table: pd.DataFrame, t1: Table1, sel: Selection, verdicts:
     rows += reference_rows_md({k: v for k, v in t1.references.items() if k in REFERENCE_RECON.values()},
                               len(header), header.index(N.RECON_MSE))
     why = [f"{r['row']} {r['unconverged_metrics']}" for _, r in t1.frame.iterrows() if r.get("unconverged_metrics")]
-    n_samples = f"{PAPER.table1_n_samples:,}".replace(",", " ")
-    lines = [f"Table 1 (latent {PAPER.table1_latent}; mean ± std over seeds; sample metrics on {n_samples} samples "
+    paper = paper_numbers()
+    n_samples = f"{paper.table1_n_samples:,}".replace(",", " ")
+    lines = [f"Table 1 (latent {paper.table1_latent}; mean ± std over seeds; sample metrics on {n_samples} samples "
              "at T = 1; paper: its Table 1):", "",
              md_table(header, rows), ""]
     if why:
@@ -72,10 +73,11 @@ def headline_markdown(table: pd.DataFrame, t1: Table1, sel: Selection, verdicts:
 def headline_from_results(results: Path) -> str:
     """The headline block of a results directory's MNIST runs (the paper's dataset)."""
     table = load_table(results)
-    table = table[table["dataset"].fillna(PAPER.dataset).astype(str) == PAPER.dataset]
+    dataset = paper_numbers().dataset
+    table = table[table["dataset"].fillna(dataset).astype(str) == dataset]
     if table.empty:
-        raise UserError(f"'{results}' holds no {PAPER.dataset} runs: the headline is about the paper's dataset")
-    configs, sel, logs = report_inputs(results, table, PAPER.dataset)
+        raise UserError(f"'{results}' holds no {dataset} runs: the headline is about the paper's dataset")
+    configs, sel, logs = report_inputs(results, table, dataset)
     t1 = build_table1(table, sel, configs, logs)
     return headline_markdown(table, t1, sel, build_verdicts(table, sel, configs, logs), configs, logs)
 

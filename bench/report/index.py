@@ -10,12 +10,10 @@ import pandas as pd
 from bench.datasets import DATASETS
 from bench.report.figures import Output
 from bench.report.markdown import eps_label, md_table
+from bench.report.paper import paper_numbers
 from bench.report.selection import (
-    FIG7_EPS2,
-    FIG7_LATENT,
     FIG7_MODEL,
     REAL_LABEL,
-    TABLE1_LATENT,
     Selection,
     label,
     run_frame,
@@ -81,8 +79,9 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
               "its effect and interval over seeds: [verdicts.md](verdicts.md).", ""]
     lines += figure_md(figs["bars"])
     lines += figure_md(figs["side"])
-    lines += ['<a id="figure-7"></a>', "", f"## Figure 7: {label(FIG7_MODEL)} at latent {FIG7_LATENT}, eps² ∈ "
-              f"{{{', '.join(eps_label(e) for e in FIG7_EPS2)}}}", "",
+    paper = paper_numbers()
+    lines += ['<a id="figure-7"></a>', "", f"## Figure 7: {label(FIG7_MODEL)} at latent {paper.fig7_latent}, eps² ∈ "
+              f"{{{', '.join(eps_label(e) for e in paper.fig7_eps2)}}}", "",
               "The paper's Fig. 7 per eps² (a variance): (a) test images and reconstructions, (b) samples at T = 1, "
               "(c) samples at the second temperature, (d) linear interpolations in z between pairs of test images, "
               f"(e) UMAP of the test latents coloured by {sel.spec.item}. All images are decoded from z.", ""]
@@ -109,7 +108,7 @@ def index_markdown(results: Path, table: pd.DataFrame, sel: Selection, t1: Table
     for model, frame in sel.table1.items():
         for _, r in frame.iterrows():
             used.append([f"`{r['run_id']}`", label(model), str(int(r["seed"])) if pd.notna(r["seed"]) else "",
-                         f"Table 1 (latent {TABLE1_LATENT})", str(r["status"])])
+                         f"Table 1 (latent {paper_numbers().table1_latent})", str(r["status"])])
     if sel.real_run:
         used.append([f"`{sel.real_run}`", REAL_LABEL, "", f"Table 1 (real test {sel.spec.item}s)", "ok"])
     for _, r in sel.fig7_all.sort_values(["eps2", "seed"]).iterrows():

@@ -1,4 +1,5 @@
-"""The paper's numbers as data: ``paper_mnist.yaml`` next to this file, loaded once.
+"""The paper's numbers as data: ``paper_mnist.yaml`` next to this file, read by :func:`paper_numbers` on
+its first call (importing the report reads no file).
 
 Each value there carries ``cite`` (the table, figure or section of the PIE paper that states
 it); loading fails on a value without one, so a number cannot enter the report unsourced.
@@ -6,6 +7,7 @@ it); loading fails on a value without one, so a number cannot enter the report u
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,4 +53,8 @@ def load_paper(path: Path = PAPER_FILE) -> Paper:
     )
 
 
-PAPER = load_paper()
+
+@functools.cache  # the file ships with the package and does not change while a process runs
+def paper_numbers() -> Paper:
+    """The paper's numbers (:data:`PAPER_FILE`), read on the first call."""
+    return load_paper()

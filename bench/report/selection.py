@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from bench.errors import UserError
 from bench.record import current_form, is_real_run_of
 from bench.registry import MODELS, display_label
 from bench.report.markdown import list_text
-from bench.report.paper import PAPER
+from bench.report.paper import paper_numbers
 from bench.results import COLUMNS, TABLE, DamageLog, warn
 from bench.rundir import read_config
 from bench.sync import finished_runs, reconcile
@@ -42,10 +41,7 @@ from bench.tidy import parse_bytes, parse_table
 
 REAL = "real"  # model name of the real-data runs (Table 1's first row)
 REAL_LABEL = "True"  # the paper's name for that row
-TABLE1_LATENT = PAPER.table1_latent
-FIG7_MODEL = "pie"  # the model of the paper's Fig. 7
-FIG7_LATENT = PAPER.fig7_latent
-FIG7_EPS2 = PAPER.fig7_eps2
+FIG7_MODEL = "pie"  # the model of the paper's Fig. 7 (its latent size and eps² values: paper_numbers())
 EPS2_COLUMN = f"{FIG7_MODEL}.eps2"
 FIG7_FREE_KEYS = ("eps2", "latent_dim")  # the settings Fig. 7 runs set away from their preset
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"  # the presets a run's config.json names
@@ -55,13 +51,13 @@ TABLE1_SEEDS = 5  # seeds per model of the protocol's Table 1 (run_all.sh, bench
 def protocol_runs(model: str) -> int:
     """Runs of ``model`` in the full protocol (run_all.sh, the GPU protocol): Table 1's seeds,
     plus Fig. 7's eps² sweep (one run per eps², latent 10) for the Fig. 7 model."""
-    return TABLE1_SEEDS + (len(FIG7_EPS2) if model == FIG7_MODEL else 0)
+    return TABLE1_SEEDS + (len(paper_numbers().fig7_eps2) if model == FIG7_MODEL else 0)
 
 
 def table1_models() -> tuple[str, ...]:
     """Table 1's model rows: the paper's row order for the models it reports, then every other
     registered model in registry order."""
-    paper = [m for m in PAPER.sharpness if m in MODELS]
+    paper = [m for m in paper_numbers().sharpness if m in MODELS]
     return (*paper, *(m for m in MODELS if m not in paper))
 
 
@@ -161,6 +157,32 @@ def read_json(path: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- selection
 
 
+class PresetSettings:
+    """Each model's section of ``configs/<preset>.yaml``, as JSON texts per key, read once per
+    instance (one report build): a preset edited on disk is seen by the next build."""
+
+    def __init__(self, config_dir: Path = CONFIG_DIR):
+        self.config_dir = config_dir
+        self._read: dict[tuple[str, str], dict[str, str]] = {}
+
+    def __call__(self, preset: str, model: str) -> dict[str, str]:
+        """The model's config defaults when there is no such preset (or it no longer loads)."""
+        if (preset, model) not in self._read:
+            from bench.config import load_config
+
+            path = self.config_dir / f"{preset}.yaml"
+            section, per_model = MODELS[model].config_cls(), {}
+            if path.is_file():
+                try:
+                    cfg = load_config(path)
+                    section, per_model = cfg.models[model], cfg.train.per_model.get(model, {})
+                except UserError:
+                    pass
+            settings = _with_per_model(dataclasses.asdict(section), per_model)
+            self._read[(preset, model)] = {k: json.dumps(v, sort_keys=True) for k, v in settings.items()}
+        return self._read[(preset, model)]
+
+
 @dataclass
 class Selection:
     """The runs behind Table 1 and Figure 7, and what was set aside."""
@@ -173,6 +195,7 @@ class Selection:
     dataset: str = "mnist"  # the table's runs are all of this dataset (build_report splits by it)
     # Finished latent-8 runs of Table 1's models that are not Table 1 rows (other configurations).
     others: pd.DataFrame = field(default_factory=pd.DataFrame)
+    presets: PresetSettings = field(default_factory=PresetSettings, repr=False)  # the presets read to select
 
     @property
     def spec(self) -> DatasetSpec:
@@ -181,7 +204,7 @@ class Selection:
     @property
     def has_paper(self) -> bool:
         """The paper reports MNIST only: its column and markers appear for MNIST alone."""
-        return self.dataset == PAPER.dataset
+        return self.dataset == paper_numbers().dataset
 
     @property
     def rows(self) -> tuple[str, ...]:
@@ -200,34 +223,17 @@ def pick_config(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return runs[runs["config_hash"] == best], dropped
 
 
-@functools.cache
-def _preset_settings(preset: str, model: str) -> dict[str, str]:
-    """The model's section of ``configs/<preset>.yaml`` as JSON texts per key; the model's config
-    defaults when there is no such preset (or it no longer loads)."""
-    from bench.config import load_config
-
-    path = CONFIG_DIR / f"{preset}.yaml"
-    section, per_model = MODELS[model].config_cls(), {}
-    if path.is_file():
-        try:
-            cfg = load_config(path)
-            section, per_model = cfg.models[model], cfg.train.per_model.get(model, {})
-        except UserError:
-            pass
-    settings = _with_per_model(dataclasses.asdict(section), per_model)
-    return {k: json.dumps(v, sort_keys=True) for k, v in settings.items()}
-
-
 def _with_per_model(section: dict[str, Any], per_model: dict[str, Any]) -> dict[str, Any]:
     """A model's section with its ``train.per_model`` settings as ``per_model.<key>`` (None where unset):
     the optimiser settings a model trains with are its settings too."""
     return {**section, **{f"per_model.{k}": per_model.get(k) for k in PER_MODEL_KEYS}}
 
 
-def changed_settings(config: dict[str, Any], model: str, free: tuple[str, ...] = FIG7_FREE_KEYS) -> dict[str, Any]:
+def changed_settings(config: dict[str, Any], model: str, free: tuple[str, ...] = FIG7_FREE_KEYS,
+                     presets: PresetSettings | None = None) -> dict[str, Any]:
     """``model``'s settings in a run's config.json that differ from its preset's, besides ``free``
     (key -> the run's value); a key the run did not record (older code) or the preset no longer
-    has is not counted."""
+    has is not counted. ``presets``: the presets read so far (default: read now)."""
     config = current_form(config, model)  # an older run's pie.beta1 counts as its train.per_model entry
     own = config.get(model)
     if not isinstance(own, dict):
@@ -235,14 +241,15 @@ def changed_settings(config: dict[str, Any], model: str, free: tuple[str, ...] =
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
     per_model = train.get("per_model") if isinstance(train.get("per_model"), dict) else {}
     own = _with_per_model(own, per_model.get(model) if isinstance(per_model.get(model), dict) else {})
-    preset = _preset_settings(str(config.get("preset", "")), model)
+    preset = (presets or PresetSettings())(str(config.get("preset", "")), model)
     return {k: v for k, v in sorted(own.items())
             if k not in free and k in preset and json.dumps(v, sort_keys=True) != preset[k]}
 
 
-def settings_changed(config: dict[str, Any], model: str, free: tuple[str, ...] = FIG7_FREE_KEYS) -> int:
+def settings_changed(config: dict[str, Any], model: str, free: tuple[str, ...] = FIG7_FREE_KEYS,
+                     presets: PresetSettings | None = None) -> int:
     """How many of ``model``'s settings differ from its preset's (:func:`changed_settings`)."""
-    return len(changed_settings(config, model, free))
+    return len(changed_settings(config, model, free, presets))
 
 
 def select_runs(table: pd.DataFrame, configs: dict[str, dict]) -> Selection:
@@ -250,11 +257,12 @@ def select_runs(table: pd.DataFrame, configs: dict[str, dict]) -> Selection:
     sweeps = sweep_columns(table)
     unswept = runs[sweeps].isna().all(axis=1) if sweeps else pd.Series(True, index=runs.index)
     notes: list[str] = []
+    presets = PresetSettings()
 
     table1: dict[str, pd.DataFrame] = {}
     for model in table1_models():
-        cand = runs[(runs["model"] == model) & (runs["latent_dim"] == TABLE1_LATENT) & unswept]
-        changed = cand["run_id"].map(lambda r, m=model: settings_changed(configs.get(r, {}), m, free=()))
+        cand = runs[(runs["model"] == model) & (runs["latent_dim"] == paper_numbers().table1_latent) & unswept]
+        changed = cand["run_id"].map(lambda r, m=model: settings_changed(configs.get(r, {}), m, (), presets))
         if (changed == 0).any() and (changed > 0).any():  # the preset's settings first
             notes.append(f"{label(model)}: runs with settings changed from the preset are not Table 1's row "
                          "(see Other configurations).")
@@ -279,18 +287,18 @@ def select_runs(table: pd.DataFrame, configs: dict[str, dict]) -> Selection:
                 notes.append(f"True row: no real-data run matches the Table 1 runs' evaluation config; "
                              f"using the newest one ({real_run}).")
 
-    fig7, fig7_all = select_fig7(runs, configs, [c for c in sweeps if c != EPS2_COLUMN])
+    fig7, fig7_all = select_fig7(runs, configs, [c for c in sweeps if c != EPS2_COLUMN], presets)
     chosen_ids = {r for f in table1.values() for r in f["run_id"]}
-    others = runs[runs["model"].isin(list(table1)) & (runs["latent_dim"] == TABLE1_LATENT)
+    others = runs[runs["model"].isin(list(table1)) & (runs["latent_dim"] == paper_numbers().table1_latent)
                   & (runs["status"] == "ok") & ~runs["run_id"].isin(chosen_ids)]
-    return Selection(table1, real_run, fig7, fig7_all, notes, others=others.reset_index(drop=True))
+    return Selection(table1, real_run, fig7, fig7_all, notes, others=others.reset_index(drop=True), presets=presets)
 
 
-def select_fig7(runs: pd.DataFrame, configs: dict[str, dict],
-                other_sweeps: list[str]) -> tuple[dict[float, pd.Series], pd.DataFrame]:
+def select_fig7(runs: pd.DataFrame, configs: dict[str, dict], other_sweeps: list[str],
+                presets: PresetSettings | None = None) -> tuple[dict[float, pd.Series], pd.DataFrame]:
     """eps² -> the run drawn (see the module docstring), and every finished run of the drawn
     runs' configurations with its eps²."""
-    cand = runs[(runs["model"] == FIG7_MODEL) & (runs["latent_dim"] == FIG7_LATENT)
+    cand = runs[(runs["model"] == FIG7_MODEL) & (runs["latent_dim"] == paper_numbers().fig7_latent)
                 & (runs["status"] == "ok")].copy()
     eps_col = pd.to_numeric(cand[EPS2_COLUMN], errors="coerce") if EPS2_COLUMN in cand else \
         pd.Series(np.nan, index=cand.index)
@@ -298,7 +306,8 @@ def select_fig7(runs: pd.DataFrame, configs: dict[str, dict],
     from_config = cand["run_id"].map(lambda r: (configs.get(r, {}).get(FIG7_MODEL) or {}).get("eps2", np.nan))
     cand["eps2"] = eps_col.fillna(pd.to_numeric(from_config, errors="coerce"))
     cand = cand.dropna(subset=["eps2"])
-    cand["_changed"] = [settings_changed(configs.get(r, {}), FIG7_MODEL) for r in cand["run_id"]]
+    presets = presets or PresetSettings()
+    cand["_changed"] = [settings_changed(configs.get(r, {}), FIG7_MODEL, presets=presets) for r in cand["run_id"]]
     cand["_other_sweeps"] = cand[other_sweeps].notna().any(axis=1) if other_sweeps else False
     cand["_unswept"] = ~cand["swept"]
     fig7: dict[float, pd.Series] = {}

@@ -23,8 +23,8 @@ from bench.metrics.table import table1_metrics
 from bench.registry import MODELS
 from bench.report.markdown import and_list, fmt_mean_std, fmt_num, list_text, md_table
 from bench.report.mechanism import FIG7_NUMBERS, fig7_numbers_md, mechanism_markdown
-from bench.report.paper import PAPER
-from bench.report.selection import REAL, TABLE1_LATENT, Selection, label
+from bench.report.paper import paper_numbers
+from bench.report.selection import REAL, Selection, label
 from bench.report.values import (
     REFERENCE_RECON,
     SPLIT_PRIORITY,
@@ -147,7 +147,7 @@ def build_table1(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
             if nan_notes:
                 footnotes.append(f"{label(row)} {metric}: " + "; ".join(nan_notes))
             if metric == SHARP:
-                rec[f"paper_{SHARP}"] = PAPER.sharpness.get(row, float("nan")) if sel.has_paper else float("nan")
+                rec[f"paper_{SHARP}"] = paper_numbers().sharpness.get(row, np.nan) if sel.has_paper else np.nan
         rec["run_ids"] = " ".join(row_runs[row])
         # the convergence rule on each finished run's learning curves (bench.convergence)
         verdicts = [] if row == REAL else [convergence.judge((logs or {}).get(r)) for r in row_runs[row]]
@@ -246,10 +246,10 @@ def protocol_lines(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
     commits = sorted(rows["git_commit"].dropna().astype(str).unique())
     seeds = {label(m): " ".join(str(int(s)) for s in f.query("status == 'ok'")["seed"].dropna())
              for m, f in sel.table1.items()}
-    paper_n = f"{PAPER.table1_n_samples:,}".replace(",", " ")  # "10 000"
+    paper_n, latent = f"{paper_numbers().table1_n_samples:,}".replace(",", " "), paper_numbers().table1_latent
     lines = [
-        f"Latent dimension {TABLE1_LATENT} for {and_list([label(m) for m in sel.table1])} (the paper: \"a sample "
-        f"of {PAPER.table1_latent} dimensions\"); "
+        f"Latent dimension {latent} for {and_list([label(m) for m in sel.table1])} (the paper: \"a sample "
+        f"of {latent} dimensions\"); "
         "runs of the default configuration (no sweep).",
         f"Generated samples per run for the sample metrics: {list_text(n_samples) if n_samples else 'see config'} "
         f"(the paper: {paper_n}); test images for reconstruction/probe/True row: " + test_text + ".",
@@ -262,7 +262,7 @@ def protocol_lines(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
         "score).",
     ]
     if sel.has_paper:
-        lines += PAPER.sharpness_notes
+        lines += paper_numbers().sharpness_notes
     return lines
 
 
@@ -285,7 +285,7 @@ def table1_markdown(t1: Table1, sel: Selection, heading: str = "#", up: str = ""
         header.remove("Paper")
     rows += reference_rows_md(t1.references, len(header), header.index(N.RECON_MSE))
     what = "MNIST digits" if sel.dataset == "mnist" else f"{sel.spec.title} images"
-    parts = [f"{heading} Table 1: sharpness of generated {what} (latent {TABLE1_LATENT})", "",
+    parts = [f"{heading} Table 1: sharpness of generated {what} (latent {paper_numbers().table1_latent})", "",
              "Protocol:", ""]
     parts += [f"- {line}" for line in t1.protocol]
     parts += ["", md_table(header, rows), ""]
@@ -307,8 +307,8 @@ def table1_markdown(t1: Table1, sel: Selection, heading: str = "#", up: str = ""
     if t1.footnotes:
         parts += ["n/a with a reason:", ""] + [f"- {f}" for f in t1.footnotes] + [""]
     if t1.others:
-        parts += [f"Other configurations at latent {TABLE1_LATENT} (finished runs of Table 1's models that are not "
-                  "its rows, e.g. `--set` variants; mean ± std over their seeds):", "",
+        parts += [f"Other configurations at latent {paper_numbers().table1_latent} (finished runs of Table 1's models "
+                  "that are not its rows, e.g. `--set` variants; mean ± std over their seeds):", "",
                   md_table(["", "differs from the Table 1 row by", "n", *OTHER_METRICS], t1.others), ""]
     if sel.notes:
         parts += ["Selection notes:", ""] + [f"- {n}" for n in sel.notes] + [""]

@@ -30,12 +30,10 @@ from bench import convergence
 from bench.metrics import names as N
 from bench.report import stats
 from bench.report.markdown import eps_label, fmt_num, md_table
-from bench.report.paper import PAPER
+from bench.report.paper import paper_numbers
 from bench.report.selection import (
-    FIG7_LATENT,
     FIG7_MODEL,
     REAL,
-    TABLE1_LATENT,
     Selection,
     changed_settings,
     label,
@@ -56,20 +54,26 @@ T05 = "_t05"  # suffix of a metric at the second temperature (bench.metrics.name
 C3_FRACTION = 0.1  # of the mean-image reconstruction error
 C4_STEP = 0.02  # one image of the ~50 per panel of Fig. 7c
 C5_STEP = 0.05  # five digits in a hundred
-_P = PAPER.sharpness
-SIZE_NOTES = {
-    "C1": "the paper's own difference (Table 1: " + ", ".join(
-        f"PIE {_P['pie']:g} − {m.upper()} {_P[m]:g} = {_P['pie'] - _P[m]:.2g}" for m in ("vae", "wae")) + ").",
-    "C2": f"the paper's own difference (Table 1: PIE {_P['pie']:g} − True {_P['real']:g} = "
-          f"{_P['pie'] - _P['real']:.2g}).",
-    "C3": f"the paper gives no number (\"not able to reconstruct anymore\" at eps² = 1); we take {C3_FRACTION:g} × "
-          "the mean-image reconstruction error (a code that reconstructs no better than the mean image does not "
-          "reconstruct; a tenth of that gap is the smallest difference the words could describe).",
-    "C4": f"the paper gives no number (Fig. 7c is a picture); we take {C4_STEP:g}: one more accurate image in the "
-          "~50 of a Fig. 7c panel, for precision, mean confidence and the confident fraction alike.",
-    "C5": f"the paper gives no number (Fig. 7e is a UMAP picture); we take {C5_STEP:g}: five more digits in a "
-          "hundred told apart by the probe or kNN, and the same step of silhouette (range −1 to 1).",
-}
+
+
+def size_notes() -> dict[str, str]:
+    """Claim -> why its paper-sized effect is what it is (from the paper's numbers, :func:`paper_numbers`)."""
+    _P = paper_numbers().sharpness
+    return {
+        "C1": "the paper's own difference (Table 1: " + ", ".join(
+            f"PIE {_P['pie']:g} − {m.upper()} {_P[m]:g} = {_P['pie'] - _P[m]:.2g}" for m in ("vae", "wae")) + ").",
+        "C2": f"the paper's own difference (Table 1: PIE {_P['pie']:g} − True {_P['real']:g} = "
+              f"{_P['pie'] - _P['real']:.2g}).",
+        "C3": f"the paper gives no number (\"not able to reconstruct anymore\" at eps² = 1); we take {C3_FRACTION:g} × "
+              "the mean-image reconstruction error (a code that reconstructs no better than the mean image does not "
+              "reconstruct; a tenth of that gap is the smallest difference the words could describe).",
+        "C4": f"the paper gives no number (Fig. 7c is a picture); we take {C4_STEP:g}: one more accurate image in the "
+              "~50 of a Fig. 7c panel, for precision, mean confidence and the confident fraction alike.",
+        "C5": f"the paper gives no number (Fig. 7e is a UMAP picture); we take {C5_STEP:g}: five more digits in a "
+              "hundred told apart by the probe or kNN, and the same step of silhouette (range −1 to 1).",
+    }
+
+
 CLAIMS = {
     "C1": ("PIE's samples are sharper than the VAE's and the WAE's (Table 1)",
            "\"PIE outperforms both VAE and WAE in terms of sharpeness of generated images.\" (Sec. 5.2, Table 1)"),
@@ -154,7 +158,8 @@ class Runs:
     def latent8(self, model: str) -> pd.DataFrame:
         """Every finished run of ``model`` at Table 1's latent size, whatever its other settings."""
         runs = self.runs
-        return runs[(runs["model"] == model) & (runs["latent_dim"] == TABLE1_LATENT) & (runs["status"] == "ok")]
+        latent = paper_numbers().table1_latent
+        return runs[(runs["model"] == model) & (runs["latent_dim"] == latent) & (runs["status"] == "ok")]
 
     def values(self, runs: pd.DataFrame, metric: str) -> pd.Series:
         """seed -> value of ``metric`` for ``runs`` (one run per seed; missing values left out)."""
@@ -169,11 +174,12 @@ class Runs:
 
     def fig7(self) -> dict[str, dict[float, pd.DataFrame]]:
         """variant ("" = the published PIE, else its settings away from the preset) -> eps² -> runs."""
-        pie = self.runs[(self.runs["model"] == FIG7_MODEL) & (self.runs["latent_dim"] == FIG7_LATENT)
+        pie = self.runs[(self.runs["model"] == FIG7_MODEL) & (self.runs["latent_dim"] == paper_numbers().fig7_latent)
                         & (self.runs["status"] == "ok")].copy()
         cfg = [self.configs.get(r, {}) for r in pie["run_id"]]
         pie["eps2"] = [(c.get(FIG7_MODEL) or {}).get("eps2", np.nan) for c in cfg]
-        pie["variant"] = [", ".join(f"{k}={v}" for k, v in changed_settings(c, FIG7_MODEL).items()) for c in cfg]
+        changed = [changed_settings(c, FIG7_MODEL, presets=self.sel.presets) for c in cfg]
+        pie["variant"] = [", ".join(f"{k}={v}" for k, v in c.items()) for c in changed]
         out: dict[str, dict[float, pd.DataFrame]] = {}
         for (variant, eps2), group in pie.dropna(subset=["eps2"]).groupby(["variant", "eps2"]):
             out.setdefault(variant, {})[float(eps2)] = pick_config(group)[0]
@@ -219,10 +225,10 @@ def _within(r: Runs, claim, text, metric, runs: pd.DataFrame, size, primary, con
 
 def build_verdicts(table: pd.DataFrame, sel: Selection, configs: dict[str, dict],
                    logs: dict[str, pd.DataFrame]) -> Verdicts:
-    r = Runs(table, sel, configs, logs)
+    r, paper = Runs(table, sel, configs, logs), paper_numbers()
     pie, out = r.table1(FIG7_MODEL), []
     for base in ("vae", "wae"):  # C1
-        size = PAPER.sharpness[FIG7_MODEL] - PAPER.sharpness[base]
+        size = paper.sharpness[FIG7_MODEL] - paper.sharpness[base]
         out.append(_between(r, "C1", f"PIE − {label(base)}", N.SHARPNESS, pie, r.table1(base), size, True, False))
     real = per_run_values(table, [sel.real_run] if sel.real_run else [], (N.SHARPNESS, N.RECON_MSE_MEAN_IMAGE))
     real = real.set_index("metric")["value"]
@@ -230,13 +236,13 @@ def build_verdicts(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
     iv = stats.one_sample_interval(vals, real[N.SHARPNESS]) if N.SHARPNESS in real else None
     ids = r.run_ids(pie, vals.index)
     out.append(Comparison("C2", f"PIE − real {sel.spec.item}s", N.SHARPNESS, True, iv,
-                          PAPER.sharpness[FIG7_MODEL] - PAPER.sharpness[REAL], len(ids), r.n_converged(ids)))
+                          paper.sharpness[FIG7_MODEL] - paper.sharpness[REAL], len(ids), r.n_converged(ids)))
     fig7, empty = r.fig7(), r.runs.iloc[0:0]
     c3_size = C3_FRACTION * real.get(N.RECON_MSE_MEAN_IMAGE, np.nan)
     for variant, levels in sorted(fig7.items()) or [("", {})]:
         name = f"PIE ({variant})" if variant else "PIE"
-        lo, hi = PAPER.fig7_eps2[0], PAPER.fig7_eps2[-1]
-        pairs = [(lo, hi)] + ([(lo, PAPER.fig7_eps2[1]), (PAPER.fig7_eps2[1], hi)] if not variant else [])
+        lo, mid, hi = paper.fig7_eps2[0], paper.fig7_eps2[1], paper.fig7_eps2[-1]
+        pairs = [(lo, hi)] + ([(lo, mid), (mid, hi)] if not variant else [])
         for small, large in pairs:
             a, b = levels.get(small, empty), levels.get(large, empty)
             primary = not variant and (small, large) == (lo, hi)
@@ -246,8 +252,8 @@ def build_verdicts(table: pd.DataFrame, sel: Selection, configs: dict[str, dict]
                 out.append(_between(r, "C5", f"{name}: eps² {eps_label(small)} − eps² {eps_label(large)}", metric,
                                     a, b, C5_STEP, primary, True))
     c4_runs = [(label(m), r.table1(m), m == FIG7_MODEL, True) for m in sel.table1]
-    c4_runs += [(f"PIE latent {FIG7_LATENT}, eps² {eps_label(e)}", fig7.get("", {}).get(e, empty), False, False)
-                for e in PAPER.fig7_eps2[:2]]  # the paper: "for both eps² = 0.01 and eps² = 0.1"
+    c4_runs += [(f"PIE latent {paper.fig7_latent}, eps² {eps_label(e)}", fig7.get("", {}).get(e, empty), False, False)
+                for e in paper.fig7_eps2[:2]]  # the paper: "for both eps² = 0.01 and eps² = 0.1"
     for name, runs, primary, in_table1 in c4_runs:
         text = f"{name}: N(0, 0.5) − N(0, 1)"
         for metric in (N.PRECISION, CONFIDENCE, CONFIDENT):
@@ -344,7 +350,7 @@ WIDTH_HEADER = ["model", "width", "n", "converged", "epochs", "sharpness [95 % C
 
 def verdicts_markdown(v: Verdicts, title: str = "MNIST") -> str:
     parts = ["# Verdicts: the paper's claims C1–C5, judged by one rule", ""]
-    if v.dataset != PAPER.dataset:
+    if v.dataset != paper_numbers().dataset:
         parts += [f"The paper reports MNIST only: these are {title} runs, judged against its MNIST claims and "
                   "effect sizes.", ""]
     parts += ["Computed by `python -m bench.report` from this directory's runs (bench/report/verdicts.py); "
@@ -360,7 +366,7 @@ def verdicts_markdown(v: Verdicts, title: str = "MNIST") -> str:
             rows.append([name, f"`{c.metric}`", fmt_signed(iv.effect), fmt_interval(c.iv), iv.method, str(iv.n),
                          f"{c.n_converged} of {c.n_runs}", c.outcome, c.reason])
         parts += [f"## {cid}: {short} — {v.claim(cid)}", "", f"> {quote}", "",
-                  f"Paper-sized effect: {SIZE_NOTES[cid]} Primary comparisons (bold) decide the verdict; the others "
+                  f"Paper-sized effect: {size_notes()[cid]} Primary comparisons (bold) decide the verdict; the others "
                   "are shown beside them.", "", md_table(header, rows), ""]
     parts += ["## Width confound (C1)", "",
               "VAE and WAE at latent 8 by decoder/encoder width (a fraction of the reference DCGAN's), Table 1's PIE "
