@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.cli import positive_int
 from bench.datasets import DATASETS, get_dataset
-from bench.errors import UserError
 
 CACHE_ENV = "PIE_BENCH_CACHE"
 OFFLINE_ENV = "PIE_BENCH_OFFLINE"
@@ -81,15 +81,10 @@ class Context:
 
 
 def _threads(text: str | None, where: str) -> int | None:
+    """A thread count from a flag or variable; empty or absent is unset (None)."""
     if text is None or text.strip() == "":
         return None
-    try:
-        n = int(text)
-    except ValueError:
-        raise UserError(f"{where} must be a positive integer, got '{text}'") from None
-    if n < 1:
-        raise UserError(f"{where} must be a positive integer, got '{text}'")
-    return n
+    return positive_int(text, where)
 
 
 def resolve(
