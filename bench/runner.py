@@ -228,7 +228,7 @@ def length_rows(result: TrainResult, cfg: TrainConfig) -> list[MetricRow]:
     else:
         note = f"not converged: {verdict.status} at epoch {n}"
     return [MetricRow("train", N.EPOCHS_TRAINED, float(n), how),
-            MetricRow("train", "converged_epoch", float("nan") if first is None else float(first), note)]
+            MetricRow("train", N.CONVERGED_EPOCH, float("nan") if first is None else float(first), note)]
 
 
 def evaluate_and_time(model, data, cfg: EvalConfig, seed: int, eval_timings: dict[str, float] | None = None,

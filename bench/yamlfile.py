@@ -49,31 +49,34 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=ConfigLoader)
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """The mapping of sections in the YAML file ``path``; UserError with one line when there is none."""
+def read_yaml(path: str | Path, what: str = "config file",
+              holds: str = "sections (data:, train:, ...)") -> dict[str, Any]:
+    """The mapping of ``holds`` in the YAML file ``path``; UserError with one line (naming the file as
+    ``what``) when there is none."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file '{path}' does not exist")
+        raise UserError(f"{what} '{path}' does not exist")
     try:
         raw = load_yaml(path.read_text())
     except DuplicateKeyError as e:
-        raise UserError(f"config file '{path}' has {e}; keep one") from None
+        raise UserError(f"{what} '{path}' has {e}; keep one") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"config file '{path}' is not valid YAML{where}") from None
+        raise UserError(f"{what} '{path}' is not valid YAML{where}") from None
     except UnicodeDecodeError:
-        raise UserError(f"config file '{path}' is not UTF-8 text") from None
+        raise UserError(f"{what} '{path}' is not UTF-8 text") from None
     except RecursionError:
-        raise UserError(f"config file '{path}' nests too deeply to be a config") from None
+        raise UserError(f"{what} '{path}' nests too deeply to be a config") from None
     except OSError as e:
-        raise UserError(f"config file '{path}' cannot be read ({e.strerror})") from None
+        raise UserError(f"{what} '{path}' cannot be read ({e.strerror})") from None
     if raw is None:  # no document at all: an empty file, or comments only
-        raise UserError(f"config file '{path}' holds no settings (it is empty or only comments); name a preset "
-                        "such as configs/default.yaml, or write the sections (data:, train:, ...) it should set")
+        hint = ("; name a preset such as configs/default.yaml, or write the sections (data:, train:, ...) it should "
+                "set") if what == "config file" else ""
+        raise UserError(f"{what} '{path}' holds no settings (it is empty or only comments){hint}")
     if not isinstance(raw, dict):
         kind = "a list" if isinstance(raw, list) else f"the single value {str(raw)[:40]!r}"
-        raise UserError(f"config file '{path}' must hold a mapping of sections (data:, train:, ...), not {kind}")
+        raise UserError(f"{what} '{path}' must hold a mapping of {holds}, not {kind}")
     return raw
 
 

@@ -32,6 +32,7 @@ N_BPD = "n_bpd"
 # The runner's rows beside the evaluation (bench.runner): how long, how many epochs, the last losses
 TRAIN_SECONDS = "train_seconds"
 EPOCHS_TRAINED = "epochs_trained"  # a run trained until converged
+CONVERGED_EPOCH = "converged_epoch"  # the first epoch at which the convergence rule held (NaN: it did not)
 EVAL_SECONDS = "eval_seconds"
 EVAL_MODEL_SECONDS = "eval_model_seconds"
 FINAL_PREFIX = "final_"  # final_<part>: each loss part, mean over the last epoch

@@ -1,0 +1,264 @@
+"""A protocol of many runs as one resumable command: ``python -m bench.protocol [--status]``.
+
+A protocol file (``configs/long_protocol.yaml``: the converged CPU protocol behind ``results/long``)
+lists steps in order of priority; each step is one :mod:`bench.run` command (models, seeds,
+``--set`` overrides, ``--sweep`` grids) on the protocol's preset. Running the protocol runs the
+steps in that order, each as ``bench.run`` would, so it resumes where it stopped (finished runs
+are skipped, unfinished ones resume from their checkpoints) and its run ids are the runner's.
+Every step is planned before any runs, so a typo in the last step fails at once (exit 2).
+
+``--status`` runs nothing: per step, how many of its runs are finished, how many of those met
+the convergence rule, and which are in progress (at which epoch); then the protocol's total.
+That count is what a long protocol's progress report quotes.
+
+Protocol file::
+
+    config: configs/long.yaml          # the preset every step runs on
+    steps:
+      - name: table1                   # a word, unique; --steps picks steps by it
+        about: "Table 1 ..."           # one line for --status
+        models: [vae, wae, aef, pie]
+        seeds: 5                       # seeds 0..N-1
+        set: [pie.latent_dim=10]       # optional, as --set
+        sweep: ["pie.eps2=0.01,0.1,1.0"]  # optional, as --sweep
+        optional: false                # optional steps are counted apart in the total
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import run as bench_run
+from bench.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_STATUS_HELP, Parser, comma_list, user_errors_exit_2
+from bench.errors import UserError
+from bench.metrics import names as N
+from bench.results import DONE, RUNS, local_dir
+from bench.runner import RunSpec
+from bench.yamlfile import read_yaml
+
+DEFAULT_PROTOCOL = "configs/long_protocol.yaml"
+STEP_KEYS = {"name", "about", "models", "seeds", "set", "sweep", "optional"}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One ``bench.run`` command of a protocol."""
+
+    name: str
+    about: str
+    models: tuple[str, ...]
+    seeds: int
+    sets: tuple[str, ...] = ()
+    sweeps: tuple[str, ...] = ()
+    optional: bool = False
+
+    def run_argv(self, config: str, out: str) -> list[str]:
+        """The step as ``python -m bench.run`` arguments (without executor and progress flags)."""
+        argv = ["--config", config, "--out", out, "--models", ",".join(self.models), "--seeds", str(self.seeds)]
+        for text in self.sets:
+            argv += ["--set", text]
+        for text in self.sweeps:
+            argv += ["--sweep", text]
+        return argv
+
+
+@dataclass(frozen=True)
+class Protocol:
+    path: str
+    config: str  # the preset's YAML, as a path
+    steps: tuple[Step, ...]
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise UserError(f"{what} must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _step(raw: Any, where: str) -> Step:
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be a mapping with name, models and seeds")
+    unknown = sorted(set(map(str, raw)) - STEP_KEYS)
+    if unknown:
+        raise UserError(f"{where} has unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(STEP_KEYS))})")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip() or "," in name or any(c.isspace() for c in name):
+        raise UserError(f"{where} needs a 'name': one word, no commas")
+    where = f"{where} ('{name}')"
+    models = raw.get("models")
+    if isinstance(models, str):
+        models = comma_list(models)
+    models = _strings(models, f"{where} 'models'")
+    if not models:
+        raise UserError(f"{where} lists no models")
+    seeds = raw.get("seeds")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise UserError(f"{where} 'seeds' must be a positive integer, got {seeds!r}")
+    optional = raw.get("optional", False)
+    if not isinstance(optional, bool):
+        raise UserError(f"{where} 'optional' must be true or false")
+    about = raw.get("about", "")
+    if not isinstance(about, str):
+        raise UserError(f"{where} 'about' must be a string")
+    return Step(name, about.strip(), models, seeds, _strings(raw.get("set"), f"{where} 'set'"),
+                _strings(raw.get("sweep"), f"{where} 'sweep'"), optional)
+
+
+def read_protocol(path: str | Path) -> Protocol:
+    """The protocol file at ``path``, checked (one-line UserError for anything wrong)."""
+    raw = read_yaml(path, "protocol file", "config: and steps:")
+    unknown = sorted(set(map(str, raw)) - {"config", "steps"})
+    if unknown:
+        raise UserError(f"protocol file '{path}' has unknown key(s) {', '.join(unknown)} (known: config, steps)")
+    config = raw.get("config")
+    if not isinstance(config, str) or not config.strip():
+        raise UserError(f"protocol file '{path}' needs 'config': the preset's YAML file")
+    steps = raw.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise UserError(f"protocol file '{path}' needs 'steps': a non-empty list")
+    parsed = tuple(_step(s, f"protocol file '{path}' step {i + 1}") for i, s in enumerate(steps))
+    names = [s.name for s in parsed]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"protocol file '{path}' names step(s) {', '.join(twice)} more than once")
+    return Protocol(str(path), config, parsed)
+
+
+def plan_step(step: Step, config: str, out: str) -> list[RunSpec]:
+    """The step's runs, exactly as ``bench.run`` plans them (same run ids)."""
+    args = bench_run.parse_args([*step.run_argv(config, out), "--no-progress"])
+    return bench_run.plan_runs(args)
+
+
+def select_steps(protocol: Protocol, names: str | None) -> list[Step]:
+    if names is None:
+        return list(protocol.steps)
+    wanted = comma_list(names)
+    known = {s.name for s in protocol.steps}
+    missing = [n for n in wanted if n not in known]
+    if missing or not wanted:
+        raise UserError(f"--steps names no step of {protocol.path}: {', '.join(missing) or names!r} "
+                        f"(its steps: {', '.join(s.name for s in protocol.steps)})")
+    return [s for s in protocol.steps if s.name in wanted]
+
+
+# ---- status ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunState:
+    run_id: str
+    state: str  # "done", "in progress" or "not started"
+    epoch: int | None = None  # last logged epoch of a run in progress
+    converged: bool | None = None  # of a finished run: its converged_epoch is a number
+
+
+def _last_epoch(log: Path) -> int | None:
+    try:
+        with log.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        return int(float(rows[-1]["epoch"])) if rows else None
+    except (OSError, ValueError, KeyError, csv.Error, UnicodeDecodeError):
+        return None
+
+
+def _converged(metrics: Path) -> bool | None:
+    """Whether the run's ``converged_epoch`` row holds a number (None: no such row, or unreadable)."""
+    try:
+        with metrics.open(newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("metric") == N.CONVERGED_EPOCH:
+                    return math.isfinite(float(row["value"]))
+    except (OSError, ValueError, KeyError, csv.Error, UnicodeDecodeError):
+        return None
+    return None
+
+
+def run_state(out: Path, run_id: str) -> RunState:
+    run_dir = out / RUNS / run_id
+    if (run_dir / DONE).is_file():
+        return RunState(run_id, "done", converged=_converged(run_dir / "metrics.csv"))
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        return RunState(run_id, "in progress", epoch=_last_epoch(run_dir / "train_log.csv"))
+    return RunState(run_id, "not started")
+
+
+def status_lines(protocol: Protocol, steps: list[Step], out: str) -> list[str]:
+    """Per step: finished runs of planned, converged among them, runs in progress; then totals."""
+    lines = [f"protocol {protocol.path} on {protocol.config}, results in {out}"]
+    totals = {False: [0, 0, 0], True: [0, 0, 0]}  # optional -> [planned, done, converged]
+    for step in steps:
+        states = [run_state(Path(out), s.run_id) for s in plan_step(step, protocol.config, out)]
+        done = [s for s in states if s.state == "done"]
+        converged = sum(bool(s.converged) for s in done)
+        going = [f"{s.run_id} (epoch {s.epoch})" if s.epoch else s.run_id
+                 for s in states if s.state == "in progress"]
+        tag = " [optional]" if step.optional else ""
+        lines.append(f"  {step.name}{tag}: {len(done)} of {len(states)} runs done, {converged} of them converged"
+                     + (f"; in progress: {', '.join(going)}" if going else "")
+                     + (f"  -- {step.about}" if step.about else ""))
+        t = totals[step.optional]
+        t[0], t[1], t[2] = t[0] + len(states), t[1] + len(done), t[2] + converged
+    planned, done, converged = totals[False]
+    lines.append(f"total: {done} of {planned} runs done ({converged} converged)"
+                 + (f"; optional steps: {totals[True][1]} of {totals[True][0]} done" if totals[True][0] else ""))
+    return lines
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None):
+    p = Parser(prog="python -m bench.protocol", description=__doc__.splitlines()[0],
+               epilog=EXIT_STATUS_HELP.format(failed="a run failed (the protocol went on with the next step)",
+                                              where=""))
+    p.add_argument("--protocol", default=DEFAULT_PROTOCOL, help="protocol file (default: %(default)s)")
+    p.add_argument("--out", default=None,
+                   help="results directory (default: results/local/<preset>; the committed results/ are "
+                        "written only when named here)")
+    p.add_argument("--steps", default=None, help="comma-separated step names to run or count (default: all)")
+    p.add_argument("--status", action="store_true", help="run nothing: count the runs done per step")
+    p.add_argument("--executor", default="process", help="as for bench.run (default: %(default)s)")
+    p.add_argument("--jobs", default="2", help="as for bench.run (default: %(default)s)")
+    p.add_argument("--data-root", default=None, help="as for bench.run")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    return p.parse_args(argv)
+
+
+@user_errors_exit_2
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    protocol = read_protocol(args.protocol)
+    out = args.out or str(local_dir(Path(protocol.config).stem))
+    steps = select_steps(protocol, args.steps)
+    for step in steps:  # every step plans (its models, keys and values exist) before any runs
+        plan_step(step, protocol.config, out)
+    if args.status:
+        print("\n".join(status_lines(protocol, steps, out)))
+        return EXIT_OK
+    extra = ["--executor", args.executor, "--jobs", args.jobs]
+    extra += ["--data-root", args.data_root] if args.data_root else []
+    extra += ["--no-progress"] if args.no_progress else []
+    worst = EXIT_OK
+    for i, step in enumerate(steps, 1):
+        print(f"== protocol step {i} of {len(steps)}: {step.name}" + (f" ({step.about})" if step.about else ""),
+              flush=True)
+        code = bench_run.main([*step.run_argv(protocol.config, out), *extra])
+        if code == EXIT_BAD_INPUT:  # e.g. the data went missing: the next step would fail the same way
+            return code
+        worst = max(worst, code)
+    print("\n".join(status_lines(protocol, steps, out)))
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())
