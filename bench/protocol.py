@@ -2,10 +2,12 @@
 
 A protocol file (``configs/long_protocol.yaml``: the converged CPU protocol behind ``results/long``)
 lists steps in order of priority; each step is one :mod:`bench.run` command (models, seeds,
-``--set`` overrides, ``--sweep`` grids) on the protocol's preset. Running the protocol runs the
-steps in that order, each as ``bench.run`` would, so it resumes where it stopped (finished runs
-are skipped, unfinished ones resume from their checkpoints) and its run ids are the runner's.
-Every step is planned before any runs, so a typo in the last step fails at once (exit 2).
+``--set`` overrides, ``--sweep`` grids) on the protocol's preset. Running the protocol plans every
+step as ``bench.run`` would (same run ids; a typo in the last step fails before anything runs,
+exit 2) and hands the runs to the executor as one queue in the steps' order: a free slot takes
+the next run even while the last run of a step is still training, so two slots never idle on a
+step boundary. It resumes where it stopped: finished runs are skipped, unfinished ones resume
+from their checkpoints.
 
 ``--status`` runs nothing: per step, how many of its runs are finished, how many of those met
 the convergence rule, and which are in progress (at which epoch); then the protocol's total.
@@ -27,6 +29,7 @@ Protocol file::
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import sys
 from dataclasses import dataclass
@@ -34,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import run as bench_run
-from bench.cli import EXIT_BAD_INPUT, EXIT_OK, EXIT_STATUS_HELP, Parser, comma_list, user_errors_exit_2
+from bench.cli import EXIT_OK, EXIT_STATUS_HELP, Parser, comma_list, user_errors_exit_2
+from bench.context import resolve as resolve_context
 from bench.errors import UserError
 from bench.metrics import names as N
 from bench.results import DONE, RUNS, local_dir
@@ -219,7 +223,7 @@ def status_lines(protocol: Protocol, steps: list[Step], out: str) -> list[str]:
 
 def parse_args(argv: list[str] | None):
     p = Parser(prog="python -m bench.protocol", description=__doc__.splitlines()[0],
-               epilog=EXIT_STATUS_HELP.format(failed="a run failed (the protocol went on with the next step)",
+               epilog=EXIT_STATUS_HELP.format(failed="a run failed (the others went on; each listed on stderr)",
                                               where=""))
     p.add_argument("--protocol", default=DEFAULT_PROTOCOL, help="protocol file (default: %(default)s)")
     p.add_argument("--out", default=None,
@@ -240,24 +244,25 @@ def main(argv: list[str] | None = None) -> int:
     protocol = read_protocol(args.protocol)
     out = args.out or str(local_dir(Path(protocol.config).stem))
     steps = select_steps(protocol, args.steps)
-    for step in steps:  # every step plans (its models, keys and values exist) before any runs
-        plan_step(step, protocol.config, out)
+    plans = [plan_step(step, protocol.config, out) for step in steps]  # every step plans before any runs
     if args.status:
         print("\n".join(status_lines(protocol, steps, out)))
         return EXIT_OK
-    extra = ["--executor", args.executor, "--jobs", args.jobs]
-    extra += ["--data-root", args.data_root] if args.data_root else []
-    extra += ["--no-progress"] if args.no_progress else []
-    worst = EXIT_OK
-    for i, step in enumerate(steps, 1):
-        print(f"== protocol step {i} of {len(steps)}: {step.name}" + (f" ({step.about})" if step.about else ""),
-              flush=True)
-        code = bench_run.main([*step.run_argv(protocol.config, out), *extra])
-        if code == EXIT_BAD_INPUT:  # e.g. the data went missing: the next step would fail the same way
-            return code
-        worst = max(worst, code)
+    run_args = bench_run.parse_args([*steps[0].run_argv(protocol.config, out), "--executor", args.executor,
+                                     "--jobs", args.jobs, *(["--data-root", args.data_root] if args.data_root else []),
+                                     *(["--no-progress"] if args.no_progress else [])])
+    ctx = resolve_context(data_root=run_args.data_root, progress=not run_args.no_progress)
+    run_args.device = bench_run.resolve_device(run_args.device)
+    if run_args.jobs < 1:
+        raise UserError(f"--jobs must be a positive integer, got {run_args.jobs}")
+    queue: dict[str, RunSpec] = {}
+    for step, plan in zip(steps, plans, strict=True):
+        print(f"step {step.name}: {len(plan)} run(s)" + (f" ({step.about})" if step.about else ""), flush=True)
+        for spec in plan:
+            queue.setdefault(spec.run_id, dataclasses.replace(spec, progress=ctx.progress))
+    code = bench_run.carry_out(list(queue.values()), run_args, ctx)
     print("\n".join(status_lines(protocol, steps, out)))
-    return worst
+    return code
 
 
 if __name__ == "__main__":

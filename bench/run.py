@@ -194,9 +194,22 @@ def main(argv: list[str] | None = None) -> int:
     args.device = resolve_device(args.device)
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
-    specs = plan_runs(args, ctx)
+    return carry_out(plan_runs(args, ctx), args, ctx)
+
+
+def carry_out(specs: list[RunSpec], args: argparse.Namespace, ctx: Context) -> int:
+    """Run planned ``specs`` (in their order, ``args.jobs`` at a time) into ``args.out``: check the
+    results directory, record the real-image rows, run, summarise; the exit status of :func:`main`.
+    The specs share one dataset and one validation split (loaded once, here)."""
     out = Path(args.out)
     first = specs[0].config.data
+
+    def split(spec: RunSpec) -> tuple:
+        return spec.config.data.dataset, spec.config.data.val_size, spec.config.data.val_seed
+
+    if any(split(s) != split(specs[0]) for s in specs):
+        raise UserError("the planned runs differ in data.dataset, data.val_size or data.val_seed: run each as its "
+                        "own command")
     data = load_data(None, first.val_size, first.val_seed, args.device, first.dataset, ctx)
     check_writable(out)
     for spec in specs:  # before anything runs: a crafted checkpoint of a run to resume stops it (exit 2)

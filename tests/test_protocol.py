@@ -59,7 +59,7 @@ def test_status_shows_a_run_in_progress_with_its_epoch(in_root, tmp_path):
     assert lines[-1] == "total: 0 of 1 runs done (0 converged)"
 
 
-def test_protocol_runs_its_steps_in_order_and_resumes(tmp_path, capsys):
+def test_protocol_runs_its_steps_as_one_queue_in_order_and_resumes(tmp_path, capsys):
     protocol = tmp_path / "p.yaml"
     protocol.write_text(f"config: {SMOKE}\nsteps:\n"
                         "  - {name: first, models: [vae], seeds: 1}\n"
@@ -68,12 +68,13 @@ def test_protocol_runs_its_steps_in_order_and_resumes(tmp_path, capsys):
     argv = ["--protocol", str(protocol), "--out", str(out), "--executor", "local", "--jobs", "1", "--no-progress"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert printed.index("step 1 of 2: first") < printed.index("step 2 of 2: second")
-    done = sorted(d.name for d in (out / RUNS).iterdir() if (d / DONE).is_file() and not d.name.startswith("real-"))
-    assert len(done) == 2
+    assert "2 run(s) planned: 2 to start, 0 already finished" in printed  # one queue, not one command a step
     assert "total: 2 of 2 runs done" in printed
+    first, second = (plan_step(s, SMOKE, str(out))[0].run_id for s in read_protocol(protocol).steps)
+    finished = {d.name: (d / DONE).stat().st_mtime_ns for d in (out / RUNS).iterdir() if (d / DONE).is_file()}
+    assert finished[first] < finished[second]  # in the steps' order
     assert main(argv) == 0  # again: nothing to train
-    assert printed.count("1 to start") == 2 and capsys.readouterr().out.count("0 to start, 1 already finished") == 2
+    assert "2 run(s) planned: 0 to start, 2 already finished" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("text, says", [
@@ -90,6 +91,8 @@ def test_protocol_runs_its_steps_in_order_and_resumes(tmp_path, capsys):
     ("config: configs/long.yaml\nsteps: [{name: a, models: [vae], seeds: 1},"
      " {name: b, models: [nosuch], seeds: 1}]\n", "nosuch"),
     ("config: configs/long.yaml\nsteps: [{name: a, models: [vae], seeds: 1, set: [vae.nosuch=1]}]\n", "nosuch"),
+    ("config: configs/long.yaml\nsteps: [{name: a, models: [vae], seeds: 1},"
+     " {name: b, models: [vae], seeds: 1, set: [data.val_size=100]}]\n", "data.val_size"),
     ("config: configs/nosuch.yaml\nsteps: [{name: a, models: [vae], seeds: 1}]\n", "does not exist"),
 ])
 def test_bad_protocol_file_is_one_line_exit_2_and_writes_nothing(in_root, tmp_path, capsys, text, says):
