@@ -66,10 +66,28 @@ def test_paragraph_numbers_come_from_the_runs(tmp_path):
     for d in compare(r):
         if d.interval is not None:
             assert f"{d.metric} {d.focus_values.mean():.4g} vs {d.other_values.mean():.4g}" in paragraph
-    assert "not all converged" in paragraph and "AEF: 5 run(s), 12 epochs, 0 of 5 converged" in paragraph
+    assert "not all shown to have converged" in paragraph and "AEF: 5 run(s), 12 epochs, 0 of 5 converged" in paragraph
     numbers = set(re.findall(r"\d+\.\d+", paragraph))
     table_text = text.split("\n\n", 3)[3]
     assert numbers <= set(re.findall(r"\d+\.\d+", table_text))  # every decimal is also in the table below
+
+
+def test_runs_without_learning_curves_read_not_tracked_not_unconverged(tmp_path):
+    """A run without train_log.csv cannot be judged: "convergence not tracked", never "0 of 5 converged"."""
+    _runs(tmp_path)
+    for log in tmp_path.glob("runs/aef-*/train_log.csv"):
+        log.unlink()
+    r = _runs_again(tmp_path)
+    paragraph = models_markdown(r, "MNIST").split("\n\n")[2]
+    assert "AEF: 5 run(s), 12 epochs, convergence not tracked" in paragraph
+    assert "PIE: 5 run(s), 12 epochs, 5 of 5 converged" in paragraph
+    assert "Runs of AEF are not all shown to have converged" in paragraph
+
+
+def _runs_again(tmp_path):
+    table = load_table(tmp_path)
+    configs, sel, logs = report_inputs(tmp_path, table, "mnist")
+    return Runs(table, sel, configs, logs)
 
 
 def test_no_focus_runs_says_so(tmp_path):

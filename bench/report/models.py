@@ -105,6 +105,9 @@ def _budget(r: Runs, model: str) -> str:
     ids = runs["run_id"].tolist()
     epochs = sorted({r.epochs[i] for i in ids if i in r.epochs})
     span = "?" if not epochs else fmt_num(epochs[0]) + (f"–{fmt_num(epochs[-1])}" if len(epochs) > 1 else "")
+    tracked = [i for i in ids if r.tracked.get(i, False)]
+    if ids and not tracked:  # no learning curves: the rule cannot say either way
+        return f"{label(model)}: {len(ids)} run(s), {span} epochs, convergence not tracked"
     return f"{label(model)}: {len(ids)} run(s), {span} epochs, {r.n_converged(ids)} of {len(ids)} converged"
 
 
@@ -128,8 +131,9 @@ def paragraph(r: Runs, diffs: list[Difference], focus: str = FOCUS, against: tup
     budgets = "; ".join(_budget(r, m) for m in (focus, *against))
     unconverged = [m for m in (focus, *against)
                    if r.n_converged(r.table1(m)["run_id"].tolist()) < len(r.table1(m))]
-    caveat = (f" Runs of {', '.join(label(m) for m in unconverged)} have not all converged, so these differences "
-              "describe this training budget, not the converged models." if unconverged else "")
+    caveat = (f" Runs of {', '.join(label(m) for m in unconverged)} are not all shown to have converged (the rule "
+              "did not hold, or was not tracked), so these differences describe this training budget, not the "
+              "converged models." if unconverged else "")
     skipped = sorted({f"{d.metric} vs {label(d.other)}" for d in diffs if d.why.startswith("not comparable")})
     skip = (f" Not compared, because the two sides were scored by different feature extractors: "
             f"{', '.join(skipped)}." if skipped else "")

@@ -147,7 +147,9 @@ class Runs:
         self.table, self.sel, self.configs = table, sel, configs
         self.runs = run_frame(table)
         ok = self.runs[self.runs["status"] == "ok"]
-        self.converged = {r: convergence.judge(logs.get(r)).converged for r in ok["run_id"]}
+        judged = {r: convergence.judge(logs.get(r)) for r in ok["run_id"]}
+        self.converged = {r: v.converged for r, v in judged.items()}
+        self.tracked = {r: v.status != convergence.NOT_TRACKED for r, v in judged.items()}  # has learning curves
         self.epochs = run_epochs(table, ok["run_id"].tolist(), logs, configs)
         self.measured = set(table["metric"].astype(str))
 
