@@ -12,8 +12,8 @@ from bench.sync import sync_table
 from bench.train import TrainResult
 from tests.helpers import ROOT
 
-COMMITTED = [d for base in ("results", "results/long") for d in sorted((ROOT / base / RUNS).glob("*"))
-             if (d / "train_log.csv").is_file()]
+COMMITTED = [d for base in ("results", "results/long", "results/long-fixed-epochs")
+             for d in sorted((ROOT / base / RUNS).glob("*")) if (d / "train_log.csv").is_file()]
 
 
 def _old_log() -> pd.DataFrame:
@@ -53,7 +53,7 @@ def test_committed_train_seconds_count_every_process(run_dir):
 
 
 def test_fix_up_changes_only_train_seconds_and_is_idempotent(tmp_path, capsys):
-    src = ROOT / "results" / "long" / RUNS / "wae-ec101d9392-s3"  # trained in two processes
+    src = ROOT / "results" / "long-fixed-epochs" / RUNS / "wae-ec101d9392-s3"  # trained in two processes
     out = tmp_path / "res"
     shutil.copytree(src, out / RUNS / src.name, ignore=shutil.ignore_patterns("*.npz", "*.png"))
     run_table = out / RUNS / src.name / TABLE
