@@ -196,26 +196,82 @@ def run_state(out: Path, run_id: str) -> RunState:
     return RunState(run_id, "not started")
 
 
+@dataclass(frozen=True)
+class StepProgress:
+    step: Step
+    states: tuple[RunState, ...]
+
+    @property
+    def done(self) -> int:
+        return sum(s.state == "done" for s in self.states)
+
+    @property
+    def converged(self) -> int:
+        return sum(s.state == "done" and bool(s.converged) for s in self.states)
+
+    @property
+    def in_progress(self) -> list[str]:
+        return [f"{s.run_id} (epoch {s.epoch})" if s.epoch else s.run_id
+                for s in self.states if s.state == "in progress"]
+
+
+def progress(protocol: Protocol, steps: list[Step], out: str) -> list[StepProgress]:
+    """Each step's runs (as the runner plans them) and their state in ``out``."""
+    return [StepProgress(step, tuple(run_state(Path(out), s.run_id) for s in plan_step(step, protocol.config, out)))
+            for step in steps]
+
+
+def summary(steps: list[StepProgress]) -> str:
+    """"D of N runs done (C converged)", the optional steps counted apart."""
+    def count(optional: bool) -> tuple[int, int, int]:
+        mine = [p for p in steps if p.step.optional == optional]
+        return sum(len(p.states) for p in mine), sum(p.done for p in mine), sum(p.converged for p in mine)
+
+    planned, done, converged = count(False)
+    o_planned, o_done, _ = count(True)
+    return (f"{done} of {planned} runs done ({converged} converged)"
+            + (f"; optional steps: {o_done} of {o_planned} done" if o_planned else ""))
+
+
 def status_lines(protocol: Protocol, steps: list[Step], out: str) -> list[str]:
     """Per step: finished runs of planned, converged among them, runs in progress; then totals."""
     lines = [f"protocol {protocol.path} on {protocol.config}, results in {out}"]
-    totals = {False: [0, 0, 0], True: [0, 0, 0]}  # optional -> [planned, done, converged]
-    for step in steps:
-        states = [run_state(Path(out), s.run_id) for s in plan_step(step, protocol.config, out)]
-        done = [s for s in states if s.state == "done"]
-        converged = sum(bool(s.converged) for s in done)
-        going = [f"{s.run_id} (epoch {s.epoch})" if s.epoch else s.run_id
-                 for s in states if s.state == "in progress"]
-        tag = " [optional]" if step.optional else ""
-        lines.append(f"  {step.name}{tag}: {len(done)} of {len(states)} runs done, {converged} of them converged"
-                     + (f"; in progress: {', '.join(going)}" if going else "")
-                     + (f"  -- {step.about}" if step.about else ""))
-        t = totals[step.optional]
-        t[0], t[1], t[2] = t[0] + len(states), t[1] + len(done), t[2] + converged
-    planned, done, converged = totals[False]
-    lines.append(f"total: {done} of {planned} runs done ({converged} converged)"
-                 + (f"; optional steps: {totals[True][1]} of {totals[True][0]} done" if totals[True][0] else ""))
+    steps_progress = progress(protocol, steps, out)
+    for p in steps_progress:
+        tag = " [optional]" if p.step.optional else ""
+        lines.append(f"  {p.step.name}{tag}: {p.done} of {len(p.states)} runs done, {p.converged} of them converged"
+                     + (f"; in progress: {', '.join(p.in_progress)}" if p.in_progress else "")
+                     + (f"  -- {p.step.about}" if p.step.about else ""))
+    lines.append(f"total: {summary(steps_progress)}")
     return lines
+
+
+def progress_markdown(protocol: Protocol, steps: list[StepProgress]) -> str:
+    """``protocol.md`` of a results directory: the protocol's steps and how far each is (no paths
+    of this machine, so that it is a function of the committed runs)."""
+    rows = []
+    for p in steps:
+        runs = " ".join(f"`{s.run_id}`" + ("" if s.state == "done" else f" ({s.state})") for s in p.states)
+        command = " ".join(["--models", ",".join(p.step.models), "--seeds", str(p.step.seeds),
+                            *[f"--set {t}" for t in p.step.sets], *[f"--sweep {t}" for t in p.step.sweeps]])
+        rows.append(f"| {p.step.name}{' (optional)' if p.step.optional else ''} | {p.step.about} | `{command}` | "
+                    f"{p.done} of {len(p.states)} | {p.converged} | {runs} |")
+    return "\n".join([
+        "# Protocol progress",
+        "",
+        f"Written by `python -m bench.report --protocol {protocol.path}` from this directory's runs: the steps of "
+        f"`{protocol.path}` (each a `python -m bench.run --config {protocol.config}` command), in order of priority, "
+        "and how many of each step's runs are finished here. A finished run counts as converged when the "
+        "convergence rule held on its learning curves before the cap. `python -m bench.protocol --status` says the "
+        "same of a folder where runs are training (with their epoch).",
+        "",
+        f"**Total: {summary(steps)}.**",
+        "",
+        "| step | what | runner arguments | done | converged | runs |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ])
 
 
 # ---- command line ------------------------------------------------------------------------------

@@ -5,7 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from bench.protocol import DEFAULT_PROTOCOL, main, plan_step, read_protocol, run_state, status_lines
+from bench.protocol import (
+    DEFAULT_PROTOCOL,
+    main,
+    plan_step,
+    progress,
+    progress_markdown,
+    read_protocol,
+    run_state,
+    status_lines,
+    summary,
+)
 from bench.results import DONE, RUNS
 from tests.helpers import ROOT, SMOKE
 
@@ -113,3 +123,36 @@ def test_unknown_step_name_is_one_line_exit_2(in_root, capsys):
 
 def test_protocol_file_names_existing_preset(in_root):
     assert Path(read_protocol(DEFAULT_PROTOCOL).config).is_file()
+
+
+def test_protocol_md_lists_every_step_and_run_and_no_path_of_this_machine(in_root):
+    protocol = read_protocol(DEFAULT_PROTOCOL)
+    steps = progress(protocol, list(protocol.steps), str(LONG))
+    text = progress_markdown(protocol, steps)
+    assert f"**Total: {summary(steps)}.**" in text
+    for p in steps:
+        assert f"| {p.step.name}" in text and f"| {p.done} of {len(p.states)} | {p.converged} |" in text
+        assert all(f"`{s.run_id}`" in text for s in p.states)
+    assert str(ROOT) not in text and "/tmp" not in text  # a function of the committed runs alone
+    assert summary(steps).startswith(f"{sum(p.done for p in steps if not p.step.optional)} of 46 runs done")
+
+
+def test_report_with_a_bad_protocol_is_one_line_exit_2_and_writes_nothing(in_root, tmp_path, capsys):
+    from bench import report
+
+    bad = tmp_path / "p.yaml"
+    bad.write_text("config: configs/long.yaml\nsteps: [{name: a, models: [nosuch], seeds: 1}]\n")
+    out = tmp_path / "results"
+    out.mkdir()
+    assert report.main(["--results", str(out), "--protocol", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "nosuch" in err
+    assert list(out.iterdir()) == []
+
+
+def test_committed_protocol_md_is_what_the_committed_runs_give(in_root):
+    protocol = read_protocol(DEFAULT_PROTOCOL)
+    expected = progress_markdown(protocol, progress(protocol, list(protocol.steps), "results/long"))
+    assert (LONG / "protocol.md").read_text() == expected, (
+        "results/long/protocol.md differs from what results/long's runs give: run python -m bench.report "
+        "--results results/long --readme README.md --protocol configs/long_protocol.yaml")

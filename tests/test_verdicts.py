@@ -2,6 +2,7 @@
 headline block (bench.report.headline): the rule on synthetic tables, one per outcome; the
 intervals against slow references; the committed README block against the committed results."""
 
+import contextlib
 import json
 import math
 import shutil
@@ -13,8 +14,9 @@ import pytest
 from scipy import stats as sps
 
 from bench import report
+from bench.protocol import progress, read_protocol
 from bench.report import stats
-from bench.report.headline import END, START, headline_from_results, readme_block, report_inputs
+from bench.report.headline import END, START, headline_from_results, protocol_line, readme_block, report_inputs
 from bench.report.table import mechanism_markdown
 from bench.report.verdicts import CLAIM_ROW, CONFIDENCE, SILHOUETTE, build_verdicts, verdicts_markdown
 from bench.sync import replace_run_rows
@@ -270,7 +272,10 @@ def test_committed_readme_headline_is_what_the_committed_results_give(tmp_path):
         for name in ("config.json", "train_log.csv", "metrics.csv", "done.json"):
             if (run / name).is_file():
                 shutil.copy(run / name, dst / "runs" / run.name / name)
+    with contextlib.chdir(ROOT):  # as the README's command runs: paths relative to the repository
+        protocol = read_protocol("configs/long_protocol.yaml")
+        line = protocol_line(protocol, progress(protocol, list(protocol.steps), str(dst)))
     committed = readme_block((ROOT / "README.md").read_text())
-    assert committed == headline_from_results(dst), (
+    assert committed == headline_from_results(dst, line), (
         f"README.md's block between {START} and {END} differs from what results/long gives: run "
-        "python -m bench.report --results results/long --readme README.md")
+        "python -m bench.report --results results/long --readme README.md --protocol configs/long_protocol.yaml")

@@ -35,9 +35,10 @@ import pandas as pd
 from bench.cli import EXIT_DAMAGED, EXIT_FAILED, EXIT_OK, EXIT_STATUS_HELP, Parser, user_errors_exit_2
 from bench.datasets import DATASETS
 from bench.errors import UserError
+from bench.protocol import progress, progress_markdown, read_protocol
 from bench.report.compare import build_comparison
 from bench.report.figures import UMAP_MAX_POINTS, Report, build_figures
-from bench.report.headline import headline_from_results, report_inputs, write_headline
+from bench.report.headline import headline_from_results, protocol_line, report_inputs, write_headline
 from bench.report.index import index_markdown
 from bench.report.markdown import write_text
 from bench.report.models import FOCUS, models_markdown
@@ -130,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-with", default=None, metavar="DIR",
                    help="also write RESULTS/compare.md: yours vs this committed results directory vs the paper, "
                    "with a within-spread mark per metric (./run_all.sh passes the preset's committed directory)")
+    p.add_argument("--protocol", default=None, metavar="FILE",
+                   help="also write RESULTS/protocol.md: the steps of this protocol file (python -m bench.protocol) "
+                   "and how many of their runs are done; with --readme, the total goes into the headline")
     args = p.parse_args(argv)
     if args.umap_points < 10:
         raise UserError(f"--umap-points must be at least 10, got {args.umap_points}")
@@ -137,10 +141,18 @@ def main(argv: list[str] | None = None) -> int:
         raise UserError(f"--readme '{args.readme}' is not a file")
     if args.compare_with is not None and Path(args.compare_with).resolve() == Path(args.results).resolve():
         raise UserError("--compare-with names the results directory itself; give the committed one")
+    progress_line = None
+    if args.protocol is not None:  # checked before anything is written
+        protocol = read_protocol(args.protocol)
+        steps = progress(protocol, list(protocol.steps), args.results)
     damage = DamageLog()
     errors = build_report(Path(args.results), args.umap_points, damage=damage)
+    if args.protocol is not None:
+        write_text(Path(args.results) / "protocol.md", progress_markdown(protocol, steps))
+        print(f"wrote {Path(args.results) / 'protocol.md'}")
+        progress_line = protocol_line(protocol, steps)
     if args.readme is not None:
-        write_headline(args.readme, headline_from_results(Path(args.results)))
+        write_headline(args.readme, headline_from_results(Path(args.results), progress_line))
         print(f"wrote the headline block of {args.readme}")
     if args.compare_with is not None:
         text, _ = build_comparison(Path(args.results), Path(args.compare_with))

@@ -15,6 +15,7 @@ import pandas as pd
 
 from bench.errors import UserError
 from bench.metrics import names as N
+from bench.protocol import Protocol, StepProgress, summary
 from bench.report.markdown import fmt_mean_std, fmt_num, md_table, write_text
 from bench.report.paper import paper_numbers
 from bench.report.selection import REAL, Selection, load_table, run_frame, select_runs
@@ -70,8 +71,15 @@ def headline_markdown(table: pd.DataFrame, t1: Table1, sel: Selection, verdicts:
     return "\n".join(lines)
 
 
-def headline_from_results(results: Path) -> str:
-    """The headline block of a results directory's MNIST runs (the paper's dataset)."""
+def protocol_line(protocol: Protocol, steps: list[StepProgress]) -> str:
+    """The headline's first line when the report is given the protocol behind the results."""
+    return (f"Protocol progress (`{protocol.path}`, run by `python -m bench.protocol`): {summary(steps)}; "
+            "each step's runs in protocol.md beside verdicts.md.")
+
+
+def headline_from_results(results: Path, progress_line: str | None = None) -> str:
+    """The headline block of a results directory's MNIST runs (the paper's dataset), after
+    ``progress_line`` (:func:`protocol_line`) when given."""
     table = load_table(results)
     dataset = paper_numbers().dataset
     table = table[table["dataset"].fillna(dataset).astype(str) == dataset]
@@ -79,7 +87,8 @@ def headline_from_results(results: Path) -> str:
         raise UserError(f"'{results}' holds no {dataset} runs: the headline is about the paper's dataset")
     configs, sel, logs = report_inputs(results, table, dataset)
     t1 = build_table1(table, sel, configs, logs)
-    return headline_markdown(table, t1, sel, build_verdicts(table, sel, configs, logs), configs, logs)
+    block = headline_markdown(table, t1, sel, build_verdicts(table, sel, configs, logs), configs, logs)
+    return f"{progress_line}\n\n{block}" if progress_line else block
 
 
 def readme_block(text: str, where: str = "README") -> str:
