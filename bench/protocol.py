@@ -28,21 +28,23 @@ Protocol file::
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from bench import run as bench_run
 from bench.cli import EXIT_OK, EXIT_STATUS_HELP, Parser, comma_list, user_errors_exit_2
-from bench.context import resolve as resolve_context
+from bench.context import Context
 from bench.errors import UserError
 from bench.metrics import names as N
 from bench.results import DONE, RUNS, local_dir
+from bench.rundir import read_train_log
 from bench.runner import RunSpec
+from bench.tidy import read_table
 from bench.yamlfile import read_yaml
 
 DEFAULT_PROTOCOL = "configs/long_protocol.yaml"
@@ -119,7 +121,7 @@ def _step(raw: Any, where: str) -> Step:
 
 def read_protocol(path: str | Path) -> Protocol:
     """The protocol file at ``path``, checked (one-line UserError for anything wrong)."""
-    raw = read_yaml(path, "protocol file", "config: and steps:")
+    raw = read_yaml(path, "protocol file", "config: and steps:", empty_hint="")
     unknown = sorted(set(map(str, raw)) - {"config", "steps"})
     if unknown:
         raise UserError(f"protocol file '{path}' has unknown key(s) {', '.join(unknown)} (known: config, steps)")
@@ -137,10 +139,10 @@ def read_protocol(path: str | Path) -> Protocol:
     return Protocol(str(path), config, parsed)
 
 
-def plan_step(step: Step, config: str, out: str) -> list[RunSpec]:
-    """The step's runs, exactly as ``bench.run`` plans them (same run ids)."""
+def plan_step(step: Step, config: str, out: str, ctx: Context | None = None) -> list[RunSpec]:
+    """The step's runs, exactly as ``bench.run`` plans them (same run ids; ``ctx``: their progress bars)."""
     args = bench_run.parse_args([*step.run_argv(config, out), "--no-progress"])
-    return bench_run.plan_runs(args)
+    return bench_run.plan_runs(args, ctx)
 
 
 def select_steps(protocol: Protocol, names: str | None) -> list[Step]:
@@ -166,33 +168,19 @@ class RunState:
     converged: bool | None = None  # of a finished run: its converged_epoch is a number
 
 
-def _last_epoch(log: Path) -> int | None:
-    try:
-        with log.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-        return int(float(rows[-1]["epoch"])) if rows else None
-    except (OSError, ValueError, KeyError, csv.Error, UnicodeDecodeError):
-        return None
-
-
-def _converged(metrics: Path) -> bool | None:
-    """Whether the run's ``converged_epoch`` row holds a number (None: no such row, or unreadable)."""
-    try:
-        with metrics.open(newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("metric") == N.CONVERGED_EPOCH:
-                    return math.isfinite(float(row["value"]))
-    except (OSError, ValueError, KeyError, csv.Error, UnicodeDecodeError):
-        return None
-    return None
-
-
 def run_state(out: Path, run_id: str) -> RunState:
+    """A planned run's state in ``out``, read as the report reads run directories (a damaged file
+    reads as absent: no epoch, or convergence unknown)."""
     run_dir = out / RUNS / run_id
     if (run_dir / DONE).is_file():
-        return RunState(run_id, "done", converged=_converged(run_dir / "metrics.csv"))
+        rows = read_table(run_dir / "metrics.csv")
+        value = rows.loc[rows["metric"] == N.CONVERGED_EPOCH, "value"] if "metric" in rows else rows.iloc[0:0]
+        converged = None if value.empty else bool(np.isfinite(pd.to_numeric(value, errors="coerce")).all())
+        return RunState(run_id, "done", converged=converged)
     if run_dir.is_dir() and any(run_dir.iterdir()):
-        return RunState(run_id, "in progress", epoch=_last_epoch(run_dir / "train_log.csv"))
+        log = read_train_log(run_dir)
+        epoch = int(log["epoch"].iloc[-1]) if log is not None and len(log) else None
+        return RunState(run_id, "in progress", epoch=epoch)
     return RunState(run_id, "not started")
 
 
@@ -300,22 +288,19 @@ def main(argv: list[str] | None = None) -> int:
     protocol = read_protocol(args.protocol)
     out = args.out or str(local_dir(Path(protocol.config).stem))
     steps = select_steps(protocol, args.steps)
-    plans = [plan_step(step, protocol.config, out) for step in steps]  # every step plans before any runs
-    if args.status:
+    if args.status:  # plans every step, then prints
         print("\n".join(status_lines(protocol, steps, out)))
         return EXIT_OK
     run_args = bench_run.parse_args([*steps[0].run_argv(protocol.config, out), "--executor", args.executor,
                                      "--jobs", args.jobs, *(["--data-root", args.data_root] if args.data_root else []),
                                      *(["--no-progress"] if args.no_progress else [])])
-    ctx = resolve_context(data_root=run_args.data_root, progress=not run_args.no_progress)
-    run_args.device = bench_run.resolve_device(run_args.device)
-    if run_args.jobs < 1:
-        raise UserError(f"--jobs must be a positive integer, got {run_args.jobs}")
+    ctx = bench_run.prepare(run_args)
     queue: dict[str, RunSpec] = {}
-    for step, plan in zip(steps, plans, strict=True):
+    for step in steps:  # every step plans (its models, keys and values exist) before any runs
+        plan = plan_step(step, protocol.config, out, ctx)
         print(f"step {step.name}: {len(plan)} run(s)" + (f" ({step.about})" if step.about else ""), flush=True)
         for spec in plan:
-            queue.setdefault(spec.run_id, dataclasses.replace(spec, progress=ctx.progress))
+            queue.setdefault(spec.run_id, spec)
     code = bench_run.carry_out(list(queue.values()), run_args, ctx)
     print("\n".join(status_lines(protocol, steps, out)))
     return code

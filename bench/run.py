@@ -190,11 +190,17 @@ def run_all(executor: str, specs: list[RunSpec], data, args: argparse.Namespace,
 @user_errors_exit_2
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    ctx = prepare(args)
+    return carry_out(plan_runs(args, ctx), args, ctx)
+
+
+def prepare(args: argparse.Namespace) -> Context:
+    """The context of parsed runner arguments, with ``args.device`` resolved and ``--jobs`` checked."""
     ctx = resolve_context(data_root=args.data_root, progress=not args.no_progress)
     args.device = resolve_device(args.device)
     if args.jobs < 1:
         raise UserError(f"--jobs must be a positive integer, got {args.jobs}")
-    return carry_out(plan_runs(args, ctx), args, ctx)
+    return ctx
 
 
 def carry_out(specs: list[RunSpec], args: argparse.Namespace, ctx: Context) -> int:

@@ -49,10 +49,14 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=ConfigLoader)
 
 
-def read_yaml(path: str | Path, what: str = "config file",
-              holds: str = "sections (data:, train:, ...)") -> dict[str, Any]:
+CONFIG_EMPTY_HINT = ("; name a preset such as configs/default.yaml, or write the sections (data:, train:, ...) it "
+                     "should set")
+
+
+def read_yaml(path: str | Path, what: str = "config file", holds: str = "sections (data:, train:, ...)",
+              empty_hint: str = CONFIG_EMPTY_HINT) -> dict[str, Any]:
     """The mapping of ``holds`` in the YAML file ``path``; UserError with one line (naming the file as
-    ``what``) when there is none."""
+    ``what``, and adding ``empty_hint`` for an empty file) when there is none."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} '{path}' does not exist")
@@ -71,9 +75,7 @@ def read_yaml(path: str | Path, what: str = "config file",
     except OSError as e:
         raise UserError(f"{what} '{path}' cannot be read ({e.strerror})") from None
     if raw is None:  # no document at all: an empty file, or comments only
-        hint = ("; name a preset such as configs/default.yaml, or write the sections (data:, train:, ...) it should "
-                "set") if what == "config file" else ""
-        raise UserError(f"{what} '{path}' holds no settings (it is empty or only comments){hint}")
+        raise UserError(f"{what} '{path}' holds no settings (it is empty or only comments){empty_hint}")
     if not isinstance(raw, dict):
         kind = "a list" if isinstance(raw, list) else f"the single value {str(raw)[:40]!r}"
         raise UserError(f"{what} '{path}' must hold a mapping of {holds}, not {kind}")
