@@ -2,7 +2,9 @@
 # pie-bench: set up (venv, package, MNIST) and run the default protocol, or the tests.
 #   ./run_all.sh                      Table 1 (every registered model x 5 seeds, latent 8) + Fig. 7 sweep + report
 #                                     -> results/local/default, compared with the committed results/ (compare.md)
-#   ./run_all.sh --config configs/long.yaml     the converged CPU protocol (until converged, cap 150 epochs, resumable) -> results/local/long
+#   ./run_all.sh --config configs/long.yaml     Table 1 and Fig. 7 (seed 0) until converged (cap 150 epochs, resumable)
+#                                     -> results/local/long, with protocol.md: how much of the whole long protocol
+#                                     (python -m bench.protocol, configs/long_protocol.yaml) the folder holds
 #   ./run_all.sh --config configs/paper.yaml [runner args...]   the paper-sized protocol (GPU) -> results/local/paper
 #   ./run_all.sh --dataset fashion-mnist [--config F]   the same on Fashion-MNIST -> results/local/fashion-mnist/<preset>
 #   Re-running resumes in the same folder. --out DIR writes elsewhere; --reference writes into the committed
@@ -60,12 +62,16 @@ done
 # Your runs go to a git-ignored folder of your own (results/local/<preset>, another dataset:
 # results/local/<dataset>/<preset>); the committed folder of the same preset and dataset is the
 # reference they are compared with (bench/results.py: local_dir, reference_dir).
-{ read -r LOCAL; read -r REF; } < <("$PY" -m bench.results --config "$CONFIG" --dataset "$DATASET")
+# A preset with a protocol file (configs/<preset>_protocol.yaml: the long one) also gets OUT/protocol.md,
+# how many of the whole protocol's runs (python -m bench.protocol) this folder holds.
+{ read -r LOCAL; read -r REF; read -r PROTOCOL; } < <("$PY" -m bench.results --config "$CONFIG" --dataset "$DATASET")
 if [ "$INTO_REFERENCE" = 1 ]; then
   [ -n "$OUT" ] && { echo "error: --reference and --out both name the output folder; give one" >&2; exit 2; }
   OUT=$REF
 fi
 OUT=${OUT:-$LOCAL}
+REPORT_ARGS=(--results "$OUT")
+if [ -n "$PROTOCOL" ]; then REPORT_ARGS+=(--protocol "$PROTOCOL"); fi
 echo "run_all.sh: results -> $OUT"
 start=$(date +%s)
 status=0
@@ -78,9 +84,9 @@ status=0
 [ "$status" -eq 2 ] && exit 2
 # Exit 3 (damaged files contained, docs/damage.md) or 1 (a figure not drawn) still ends with the summary.
 if [ "$(realpath -m "$OUT")" = "$(realpath -m "$REF")" ]; then
-  "$PY" -m bench.report --results "$OUT" || { rc=$?; [ "$status" -eq 0 ] && status=$rc; }
+  "$PY" -m bench.report "${REPORT_ARGS[@]}" || { rc=$?; [ "$status" -eq 0 ] && status=$rc; }
 else  # yours vs the committed reference vs the paper, a mark per metric: $OUT/compare.md
-  "$PY" -m bench.report --results "$OUT" --compare-with "$REF" || { rc=$?; [ "$status" -eq 0 ] && status=$rc; }
+  "$PY" -m bench.report "${REPORT_ARGS[@]}" --compare-with "$REF" || { rc=$?; [ "$status" -eq 0 ] && status=$rc; }
 fi
 echo "run_all.sh: finished in $(( $(date +%s) - start )) s (exit $status)"
 exit "$status"

@@ -57,9 +57,19 @@ def local_dir(preset: str, dataset: str = "mnist") -> Path:
     return (LOCAL_ROOT if dataset == "mnist" else LOCAL_ROOT / dataset) / preset
 
 
+def protocol_file(config: str | Path, dataset: str = "mnist") -> Path | None:
+    """The protocol file of a preset (:mod:`bench.protocol`): ``<preset>_protocol.yaml`` beside its
+    YAML (``configs/long_protocol.yaml``), if there is one. A protocol plans its runs on MNIST, so
+    on another dataset there is none: its progress would count runs that do not exist there."""
+    config = Path(config)
+    path = config.with_name(f"{config.stem}_protocol.yaml")
+    return path if dataset == "mnist" and path.is_file() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.results --config F --dataset D``: the local and the reference results
-    directory, one per line (``run_all.sh`` asks here, so the layout lives in one place)."""
+    directory, and the preset's protocol file (:func:`protocol_file`; an empty line if none), one
+    per line (``run_all.sh`` asks here, so the layout lives in one place)."""
     from bench.cli import Parser, user_errors_exit_2
 
     @user_errors_exit_2
@@ -71,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         preset = Path(args.config).stem
         print(local_dir(preset, args.dataset))
         print(reference_dir(preset, args.dataset))
+        print(protocol_file(args.config, args.dataset) or "")
         return 0
 
     return run()

@@ -4,6 +4,7 @@ the local results layout; figure titles naming the protocol."""
 import json
 import math
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,7 +14,8 @@ from bench.record import RunRecord
 from bench.report import figures
 from bench.report.compare import build_comparison, compare_sides, spread_mark, table1_side
 from bench.report.selection import table1_models  # noqa: E402
-from bench.results import local_dir, reference_dir
+from bench.results import local_dir, protocol_file, reference_dir
+from bench.results import main as results_cli
 from tests.test_report import make_synthetic
 
 SAMPLES_PNG = f"samples_{'_'.join(table1_models())}.png"  # every registered model's samples
@@ -102,6 +104,21 @@ def test_local_and_reference_directories():
     assert str(local_dir("long", "fashion-mnist")) == "results/local/fashion-mnist/long"
     assert str(reference_dir("default")) == "results" and str(reference_dir("long")) == "results/long"
     assert str(reference_dir("default", "fashion-mnist")) == "results/fashion-mnist"
+
+
+def test_the_long_preset_names_its_protocol_file_and_run_all_reads_it(capsys):
+    """run_all.sh reads three lines from bench.results: local dir, reference dir, protocol file
+    (empty when the preset has none, or on another dataset, which the protocol does not plan)."""
+    assert protocol_file("configs/long.yaml") == Path("configs/long_protocol.yaml")
+    assert protocol_file("configs/default.yaml") is None and protocol_file("configs/smoke.yaml") is None
+    assert protocol_file("configs/long.yaml", "fashion-mnist") is None
+    assert results_cli(["--config", "configs/long.yaml"]) == 0
+    assert capsys.readouterr().out == "results/local/long\nresults/long\nconfigs/long_protocol.yaml\n"
+    assert results_cli(["--config", "configs/default.yaml", "--dataset", "fashion-mnist"]) == 0
+    assert capsys.readouterr().out == "results/local/fashion-mnist/default\nresults/fashion-mnist\n\n"
+    run_all = Path("run_all.sh").read_text()
+    assert "read -r LOCAL; read -r REF; read -r PROTOCOL; } < <(\"$PY\" -m bench.results" in run_all
+    assert run_all.count('bench.report "${REPORT_ARGS[@]}"') == 2  # both report calls take --protocol
 
 
 def test_protocol_tag():
