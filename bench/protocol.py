@@ -33,18 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
+from bench import convergence
 from bench import run as bench_run
 from bench.cli import EXIT_OK, EXIT_STATUS_HELP, Parser, comma_list, user_errors_exit_2
 from bench.context import Context
 from bench.errors import UserError
-from bench.metrics import names as N
 from bench.results import DONE, RUNS, local_dir
 from bench.rundir import read_train_log
 from bench.runner import RunSpec
-from bench.tidy import read_table
 from bench.yamlfile import read_yaml
 
 DEFAULT_PROTOCOL = "configs/long_protocol.yaml"
@@ -169,14 +165,13 @@ class RunState:
 
 
 def run_state(out: Path, run_id: str) -> RunState:
-    """A planned run's state in ``out``, read as the report reads run directories (a damaged file
-    reads as absent: no epoch, or convergence unknown)."""
+    """A planned run's state in ``out``, read as the report reads run directories: convergence is
+    the rule (:func:`bench.convergence.judge`) on its learning curves, as in Table 1 and the verdicts
+    (a damaged or missing log reads as unknown; the epoch of a run in progress as absent)."""
     run_dir = out / RUNS / run_id
     if (run_dir / DONE).is_file():
-        rows = read_table(run_dir / "metrics.csv")
-        value = rows.loc[rows["metric"] == N.CONVERGED_EPOCH, "value"] if "metric" in rows else rows.iloc[0:0]
-        converged = None if value.empty else bool(np.isfinite(pd.to_numeric(value, errors="coerce")).all())
-        return RunState(run_id, "done", converged=converged)
+        log = read_train_log(run_dir)
+        return RunState(run_id, "done", converged=None if log is None else convergence.judge(log).converged)
     if run_dir.is_dir() and any(run_dir.iterdir()):
         log = read_train_log(run_dir)
         epoch = int(log["epoch"].iloc[-1]) if log is not None and len(log) else None

@@ -49,25 +49,63 @@ def test_one_moving_metric_is_enough_to_fail():
 
 
 def test_tolerance_edge_both_sides():
+    # the window test alone (patience 1): 10 epochs, fifths of 2
     before, k = 1.0, 2
     for last, expected in ((1.049, C.CONVERGED), (1.051, C.NOT_CONVERGED), (0.951, C.CONVERGED),
                            (0.949, C.NOT_CONVERGED)):
         sharp = np.r_[np.full(10 - 2 * k, 5.0), np.full(k, before), np.full(k, last)]
-        assert C.judge(_curves(10, sharp)).status == expected, last
+        assert C.judge(_curves(10, sharp), patience=1).status == expected, last
+
+
+def _noisy_fall(n: int) -> np.ndarray:
+    """A curve falling 3 % per epoch (more than 5 % per window at every length) whose last value is
+    noise high enough that the last window is within 4 % of the one before: the window test holds
+    at the last epoch alone, as PIE seed 3's FD did at epoch 29."""
+    fd = 1000 * 0.97 ** np.arange(n, dtype=np.float64)
+    k = n // 5
+    fd[-1] = 0.96 * fd[-2 * k:-k].sum() - fd[-k:-1].sum()
+    return fd
+
+
+def test_a_single_window_test_that_holds_is_not_convergence():
+    n = 30
+    fd = _noisy_fall(n)
+    log = _curves(n, np.full(n, 0.1), fd=fd)
+    one = C.judge(log, patience=1)
+    assert one.status == C.CONVERGED  # the rule without patience (before it): stopped by the noise
+    v = C.judge(log)
+    assert v.status == C.NOT_CONVERGED and v.streak < C.PATIENCE
+    assert abs(v.changes["fd_lenet"]) <= C.TOLERANCE  # the last window test itself held
+    assert C.first_converged_epoch(log) is None
+
+
+def test_patience_epochs_in_a_row_converge_and_the_first_such_epoch_is_reported():
+    n = 30
+    sharp = np.r_[0.1 * 0.8 ** np.arange(16), np.full(n - 16, 0.1 * 0.8 ** 16)]  # flat from epoch 17
+    log = _curves(n, sharp)
+    held = [e for e in range(10, n + 1) if C.judge(log.iloc[:e], patience=1).converged]
+    run = next(e for e in held if all(x in held for x in range(e, e + C.PATIENCE)))
+    assert C.first_converged_epoch(log) == run + C.PATIENCE - 1
+    assert C.judge(log.iloc[:run + C.PATIENCE - 1]).converged
+    assert not C.judge(log.iloc[:run + C.PATIENCE - 2]).converged
+    assert C.judge(log).streak == C.PATIENCE and C.PATIENCE == 5
 
 
 def test_too_short_not_tracked_and_nan():
-    assert C.judge(_curves(9, np.full(9, 0.1))).status == C.TOO_SHORT
-    assert C.judge(_curves(10, np.full(10, 0.1))).status == C.CONVERGED
+    short = C.MIN_EPOCHS + C.PATIENCE - 1  # 14: the window test at the last 5 epochs, each with >= 10
+    assert C.judge(_curves(short - 1, np.full(short - 1, 0.1))).status == C.TOO_SHORT
+    assert C.judge(_curves(short, np.full(short, 0.1))).status == C.CONVERGED
+    assert C.judge(_curves(9, np.full(9, 0.1)), patience=1).status == C.TOO_SHORT
+    assert C.judge(_curves(10, np.full(10, 0.1)), patience=1).status == C.CONVERGED
     assert C.judge(pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5]})).status == C.NOT_TRACKED
     # track_every > 1: untracked epochs are NaN rows and do not count
-    sparse = _curves(20, np.full(20, 0.1))
+    sparse = _curves(28, np.full(28, 0.1))
     sparse.loc[sparse["epoch"] % 2 == 1, [column(m) for m in C.RULE_METRICS]] = np.nan
-    assert C.judge(sparse).status == C.CONVERGED and C.judge(sparse).n_epochs == 10
-    diverged = np.full(12, 0.1)
+    assert C.judge(sparse).status == C.CONVERGED and C.judge(sparse).n_epochs == 14
+    diverged = np.full(16, 0.1)
     diverged[-1] = np.nan
-    v = C.judge(_curves(12, diverged))
-    assert v.status == C.NOT_CONVERGED and math.isnan(v.changes["sharpness"])
+    v = C.judge(_curves(16, diverged))
+    assert v.status == C.NOT_CONVERGED and math.isnan(v.changes["sharpness"]) and v.streak == 0
 
 
 def test_relative_change_windows_and_zero():

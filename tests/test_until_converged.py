@@ -23,8 +23,9 @@ TIMING = ["seconds", "epoch_seconds"]
 
 
 class Curves:
-    """A stand-in tracker: learning curves that are flat from epoch ``flat_from`` on (the rule then
-    holds once the fifth before the last one is flat too) and halve every epoch before it."""
+    """A stand-in tracker: learning curves that are flat from epoch ``flat_from`` on (the window test
+    then holds once the fifth before the last one is flat too, and the rule 4 epochs later: its
+    patience) and halve every epoch before it."""
 
     def __init__(self, flat_from: int, fail_at: int | None = None):
         self.flat_from, self.fail_at = flat_from, fail_at
@@ -66,18 +67,20 @@ def _same(a, b):
 
 
 def test_first_converged_epoch_of_flat_curves():
-    log = pd.DataFrame([{"epoch": e, **Curves(4)(None, e)} for e in range(1, 16)])
-    # flat from epoch 4: at epoch 10 the two last fifths (epochs 7-8, 9-10) are equal; before, too few to judge
-    assert convergence.first_converged_epoch(log) == 10
-    assert convergence.first_converged_epoch(log[log["epoch"] < 10]) is None
+    log = pd.DataFrame([{"epoch": e, **Curves(4)(None, e)} for e in range(1, 20)])
+    # flat from epoch 4: from epoch 10 on the two last fifths (7-8 and 9-10 at epoch 10) are equal, so
+    # the window test holds at epochs 10-14 and the rule (5 in a row) at 14; before, too few to judge
+    assert convergence.PATIENCE == 5
+    assert convergence.first_converged_epoch(log) == 14
+    assert convergence.first_converged_epoch(log[log["epoch"] < 14]) is None
 
 
 def test_until_converged_stops_at_the_first_epoch_the_rule_holds(tmp_path, one_thread):
     result, _ = _train(tmp_path / "a", Curves(4), epochs=3, until_converged=True, max_epochs=30)
     assert result.stopped_by == STOPPED_CONVERGED
-    assert result.epochs_trained == 10 and result.history["epoch"].tolist() == list(range(1, 11))
+    assert result.epochs_trained == 14 and result.history["epoch"].tolist() == list(range(1, 15))
     # the lr schedule is the epochs' own: unchanged by the length setting
-    fixed, _ = _train(tmp_path / "b", Curves(4), epochs=10)
+    fixed, _ = _train(tmp_path / "b", Curves(4), epochs=14)
     assert fixed.stopped_by == STOPPED_EPOCHS
     _same(result, fixed)
 
@@ -101,8 +104,8 @@ def test_a_killed_run_resumes_and_ends_where_an_uninterrupted_one_does(tmp_path,
     assert all(torch.equal(a[k], b[k]) for k in a)
     # started again once finished, it trains nothing more: the rule is judged before each further epoch
     again, _ = _train(killed_dir, Curves(4), epochs=3, until_converged=True, max_epochs=30)
-    assert again.stopped_by == STOPPED_CONVERGED and again.epochs_trained == 10
-    assert len(again.history) == 10 and again.resumed_from_epoch == 10
+    assert again.stopped_by == STOPPED_CONVERGED and again.epochs_trained == 14
+    assert len(again.history) == 14 and again.resumed_from_epoch == 14
 
 
 def test_continues_from_a_finished_fixed_length_run_of_the_same_configuration(tmp_path, one_thread):
@@ -110,17 +113,35 @@ def test_continues_from_a_finished_fixed_length_run_of_the_same_configuration(tm
     _train(tmp_path / "out" / "fixed6", Curves(4), epochs=6)
     extended, messages = _train(tmp_path / "out" / "u", Curves(4), epochs=6, until_converged=True, max_epochs=30)
     assert any("continuing from fixed6" in m and "at epoch 6" in m for m in messages)
-    assert extended.resumed_from_epoch == 6 and extended.epochs_trained == 10
+    assert extended.resumed_from_epoch == 6 and extended.epochs_trained == 14
     _same(scratch, extended)
 
 
 def test_does_not_continue_past_an_epoch_where_it_would_have_stopped(tmp_path, one_thread):
-    # A fixed 12-epoch run met the rule at epoch 10: a run until converged stops there, so it must not
-    # start from that run's epoch 12 (nor from anything longer than its cap).
-    _train(tmp_path / "fixed12", Curves(4), epochs=12)
+    # A fixed 16-epoch run met the rule at epoch 14: a run until converged stops there, so it must not
+    # start from that run's epoch 16 (nor from anything longer than its cap).
+    _train(tmp_path / "fixed16", Curves(4), epochs=16)
     result, messages = _train(tmp_path / "u", Curves(4), epochs=3, until_converged=True, max_epochs=30)
-    assert any("not continuing from fixed12: the convergence rule held at epoch 10" in m for m in messages)
-    assert result.resumed_from_epoch == 0 and result.epochs_trained == 10
+    assert any("not continuing from fixed16: the convergence rule held at epoch 14" in m for m in messages)
+    assert result.resumed_from_epoch == 0 and result.epochs_trained == 14
+
+
+def test_a_run_stopped_by_the_window_test_alone_resumes_and_ends_where_the_rule_holds(tmp_path, one_thread,
+                                                                                        monkeypatch):
+    # Before the patience, a run stopped at the first epoch the window test held (PIE seed 3 of Table 1
+    # at epoch 29, its FD still falling). Reopened (its done.json removed), such a run resumes from its
+    # own checkpoint and ends where a run trained under the rule from the start ends.
+    import bench.train as T
+
+    with monkeypatch.context() as m:
+        m.setattr(T, "converged", lambda h: convergence.judge(pd.DataFrame(h), patience=1).converged)
+        old, _ = _train(tmp_path / "a" / "u", Curves(4), epochs=3, until_converged=True, max_epochs=30)
+    assert old.stopped_by == STOPPED_CONVERGED and old.epochs_trained == 10
+    reopened, messages = _train(tmp_path / "a" / "u", Curves(4), epochs=3, until_converged=True, max_epochs=30)
+    assert any("resuming u from epoch 10" in m for m in messages)
+    assert reopened.stopped_by == STOPPED_CONVERGED and reopened.epochs_trained == 14
+    whole, _ = _train(tmp_path / "b" / "u", Curves(4), epochs=3, until_converged=True, max_epochs=30)
+    _same(whole, reopened)
 
 
 def test_until_converged_settings_are_checked():

@@ -47,8 +47,10 @@ DEFAULT_RECIPE = ("grey images in [0, 1], 3×3 Laplacian [[0,1,0],[1,-4,1],[0,1,
                   "variance of the activations per image, mean over images "
                   "(WAE reference code; Tolstikhin et al. 2018)")
 CONVERGENCE_RULE = (f"for each of {', '.join(convergence.RULE_METRICS)}, the mean over the last fifth of the tracked "
-                    f"epochs is within {convergence.TOLERANCE:.0%} of the mean over the fifth before; at least "
-                    f"{convergence.MIN_EPOCHS} tracked epochs, else 'too short'; 'not tracked' without learning curves")
+                    f"epochs is within {convergence.TOLERANCE:.0%} of the mean over the fifth before, and this held at "
+                    f"each of the last {convergence.PATIENCE} tracked epochs (on the curves up to each); at least "
+                    f"{convergence.MIN_EPOCHS + convergence.PATIENCE - 1} tracked epochs, else 'too short'; "
+                    "'not tracked' without learning curves")
 EPOCHS_TO_CONVERGE = ("epochs to converge: the first epoch at whose end the rule held on the curves up to it, "
                       "median (range) over the converged seeds; 'at cap N': runs trained until converged "
                       "(train.until_converged) that stopped at train.max_epochs N without the rule holding, "
