@@ -52,7 +52,7 @@ def _write_run(out, rng, model, seed, latent, metrics, sweep=None, status="ok", 
     cfg = {"model": model, "seed": seed, "sweep": sweep, "preset": "synthetic", "run_id": run_id, "eval": EVAL,
            model: {"latent_dim": latent, "eps2": sweep.get("pie.eps2", 0.1), **(settings or {})}}
     (d / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True))
-    epochs = np.arange(1, 13)
+    epochs = np.arange(1, 17)  # enough for the convergence rule: 10 tracked epochs, then 5 in a row
     log = pd.DataFrame({"epoch": epochs, "step": epochs * 10, "lr": 1e-3, "train_loss": 5.0 / epochs + seed,
                         "val_loss": 5.5 / epochs + seed, "seconds": 1.0})
     if model in TRACK_CURVES and latent == 8:  # learning curves (bench.tracking): flat VAE, rising WAE, none for PIE
@@ -424,18 +424,19 @@ def test_real_smoke_sweep_then_report(tmp_path):
 
 def test_converged_column_and_artefact_flag(synthetic):
     t = pd.read_csv(synthetic / "table1.csv").set_index("model")
-    assert t.loc["vae", "converged"] == "3 of 3 seeds"  # flat curves over 12 tracked epochs
+    assert t.loc["vae", "converged"] == "3 of 3 seeds"  # flat curves over 16 tracked epochs
     assert t.loc["wae", "converged"] == "0 of 3 seeds"  # rising sharpness
     assert t.loc["pie", "converged"] == "not tracked"
-    # epochs to converge beside it: the flat curves meet the rule once 10 epochs are tracked
-    assert t.loc["vae", "epochs_to_converge"] == "10" and t.loc["vae", "converged_epochs"] == "10 10 10"
+    # epochs to converge beside it: the flat curves meet the window test from 10 tracked epochs on,
+    # the rule 4 epochs later (5 in a row)
+    assert t.loc["vae", "epochs_to_converge"] == "14" and t.loc["vae", "converged_epochs"] == "14 14 14"
     assert t.loc["wae", "epochs_to_converge"] == "—" and t.loc["pie", "epochs_to_converge"] == "—"
     flags = t["artefact_flag"].to_dict()
     assert {m: flags.pop(m) for m in ("real", "vae", "wae", "pie")} == {"real": False, "vae": False, "wae": False,
                                                                          "pie": True}
     assert not any(flags.values())  # the registered models without runs here
     md = (synthetic / "table1.md").read_text()
-    assert "| converged | epochs to converge |" in md and "| 3 of 3 seeds | 10 |" in md
+    assert "| converged | epochs to converge |" in md and "| 3 of 3 seeds | 14 |" in md
     assert re.search(r"\*\*Artefact flag\*\*.*\n\n- PIE: sharpness", md)
     assert (synthetic / "figures" / "convergence.png").is_file()
     assert "figures/convergence.png" in (synthetic / "index.md").read_text()
@@ -445,13 +446,13 @@ def test_a_run_stopped_by_the_cap_is_not_converged_and_says_so():
     from bench import convergence
     from bench.report.table import converged_epoch_entry, epochs_to_converge_cell
 
-    epochs = np.arange(1, 13)
+    epochs = np.arange(1, 17)
     rising = pd.DataFrame({"epoch": epochs, **{column(m): 0.01 * epochs for m in TRACKED}})
     flat = rising.assign(**{column(m): 0.05 for m in TRACKED})
-    until = {"train": {"epochs": 5, "until_converged": True, "max_epochs": 12}}
-    assert converged_epoch_entry(rising, until) == "cap 12"
-    assert converged_epoch_entry(rising, {"train": {"epochs": 12}}) == "-"  # fixed length: just not converged
-    assert converged_epoch_entry(flat, until) == "10"
+    until = {"train": {"epochs": 5, "until_converged": True, "max_epochs": 16}}
+    assert converged_epoch_entry(rising, until) == "cap 16"
+    assert converged_epoch_entry(rising, {"train": {"epochs": 16}}) == "-"  # fixed length: just not converged
+    assert converged_epoch_entry(flat, until) == "14"  # the window test from epoch 10, 5 in a row
     assert convergence.summary([convergence.judge(rising), convergence.judge(flat)]) == "1 of 2 seeds"
     assert epochs_to_converge_cell(["10", "14", "cap 12", "-"]) == "12 (10–14); 1 at cap 12"
     assert epochs_to_converge_cell(["cap 150", "cap 150"]) == "2 at cap 150"

@@ -66,7 +66,7 @@ def test_paragraph_numbers_come_from_the_runs(tmp_path):
     for d in compare(r):
         if d.interval is not None:
             assert f"{d.metric} {d.focus_values.mean():.4g} vs {d.other_values.mean():.4g}" in paragraph
-    assert "not all shown to have converged" in paragraph and "AEF: 5 run(s), 12 epochs, 0 of 5 converged" in paragraph
+    assert "not all shown to have converged" in paragraph and "AEF: 5 run(s), 16 epochs, 0 of 5 converged" in paragraph
     numbers = set(re.findall(r"\d+\.\d+", paragraph))
     table_text = text.split("\n\n", 3)[3]
     assert numbers <= set(re.findall(r"\d+\.\d+", table_text))  # every decimal is also in the table below
@@ -79,8 +79,8 @@ def test_runs_without_learning_curves_read_not_tracked_not_unconverged(tmp_path)
         log.unlink()
     r = _runs_again(tmp_path)
     paragraph = models_markdown(r, "MNIST").split("\n\n")[2]
-    assert "AEF: 5 run(s), 12 epochs, convergence not tracked" in paragraph
-    assert "PIE: 5 run(s), 12 epochs, 5 of 5 converged" in paragraph
+    assert "AEF: 5 run(s), 16 epochs, convergence not tracked" in paragraph
+    assert "PIE: 5 run(s), 16 epochs, 5 of 5 converged" in paragraph
     assert "Runs of AEF are not all shown to have converged" in paragraph
 
 

@@ -23,7 +23,7 @@ from bench.sync import replace_run_rows
 from bench.tracking import TRACKED, column
 from tests.helpers import ROOT
 
-EPOCHS = 12
+EPOCHS = 16  # enough for the convergence rule: 10 tracked epochs, then 5 in a row
 
 
 def _write(out: Path, model: str, seed, latent, values: dict, converged=True, sweep=None, epochs_trained=None,
@@ -223,7 +223,7 @@ def test_report_writes_verdicts_and_the_mechanism_page_has_epochs(tmp_path):
     page = mechanism_markdown(table, configs, logs)
     header = next(line for line in page.splitlines() if line.startswith("| run |")).split(" | ")
     row = next(line for line in page.splitlines() if "pie-h10-0.1-s0" in line).split(" | ")
-    assert row[header.index("epochs")] == "31"  # the epochs_trained row wins over the log's 12
+    assert row[header.index("epochs")] == "31"  # the epochs_trained row wins over the log's 16
     v = build_verdicts(table, sel, configs, logs)
     md = verdicts_markdown(v)
     assert "## C1: PIE's samples are sharper than the VAE's and the WAE's (Table 1) — reproduced" in md
@@ -245,11 +245,11 @@ def test_width_confound_and_schedule_tables_appear_when_their_runs_exist(tmp_pat
         _write(tmp_path, "pie", seed, 8, {"sharpness": 0.15, "fd_lenet": 60.0}, train={"lr_milestones": [45, 75]},
                tag="m", epochs_trained=150)
     v = _verdicts(tmp_path)
-    assert [row[:5] for row in v.width] == [["VAE", "1/16", "3", "3 of 3", "12"], ["VAE", "1/8", "2", "0 of 2", "12"],
-                                            ["PIE (Table 1)", "—", "3", "3 of 3", "12"]]
+    assert [row[:5] for row in v.width] == [["VAE", "1/16", "3", "3 of 3", "16"], ["VAE", "1/8", "2", "0 of 2", "16"],
+                                            ["PIE (Table 1)", "—", "3", "3 of 3", "16"]]
     assert v.width[1][5].startswith("0.065 [")  # mean and its t interval over the two seeds
     assert [row[:4] for row in v.schedule] == [["[45, 75]", "2", "2 of 2", "150"], ["[6, 10] (Table 1)", "3", "3 of 3",
-                                                                                  "12"]]
+                                                                                  "16"]]
     assert "No runs yet" not in verdicts_markdown(v)
 
 
