@@ -9,6 +9,10 @@ merged into its ``metrics.csv`` and then into ``DIR/metrics.csv``:
 - a changed or new row gets the current commit; every other column is the run's own;
 - a row the current suite no longer writes is kept: no row is ever lost.
 
+Each model run's ``converged_epoch`` row is derived again from its ``train_log.csv`` with the
+current convergence rule (:func:`bench.runner.converged_epoch_row`); ``--convergence-only`` does
+only that, without weights or evaluation (so runs without weights get it too).
+
 The real-data run (``real-*``) is scored again with :func:`bench.evaluate_real.evaluate_real`, with the
 evaluation settings of the runs that match its id. Runs without weights, unfinished runs, or
 runs another process holds are named, one line each, and left untouched; a run whose evaluation
@@ -45,9 +49,10 @@ from bench.figure_data import FIGURES, figure_arrays
 from bench.record import RunRecord, is_real_run_of
 from bench.registry import MODELS, build_model
 from bench.results import DONE, RUNS, TABLE, atomic_write_bytes, claim
-from bench.runner import evaluate_and_time, git_commit, save_artefacts
+from bench.rundir import TRAIN_LOG, read_train_log
+from bench.runner import converged_epoch_row, evaluate_and_time, git_commit, save_artefacts
 from bench.sync import replace_run_rows, sync_table
-from bench.tidy import parse_table
+from bench.tidy import done_bytes, parse_table
 from bench.weights import WEIGHTS, load_weights
 
 _THREADS = re.compile(r"\((\d+) threads?\)")
@@ -103,8 +108,9 @@ def _threads(record: RunRecord, override: int | None) -> int:
 class Reevaluator:
     """Re-scores the runs of one results directory; caches the data sets it loads."""
 
-    def __init__(self, out: Path, ctx: Context, device: str, threads: int | None):
+    def __init__(self, out: Path, ctx: Context, device: str, threads: int | None, convergence_only: bool = False):
         self.out, self.ctx, self.device, self.threads = out, ctx, device, threads
+        self.convergence_only = convergence_only
         self.commit = git_commit()
         self.failed = 0
         self._data: dict[tuple, object] = {}
@@ -178,6 +184,17 @@ class Reevaluator:
         rows, artefacts = evaluate_and_time(model, data, cfg.eval, seed, ctx=self.ctx)
         return rows, artefacts, cfg
 
+    def convergence_row(self, run_dir: Path) -> MetricRow | str:
+        """The run's ``converged_epoch`` row from its learning curves, or why there is none."""
+        record = RunRecord.read(run_dir)
+        if record is None:
+            return "config.json missing or damaged"
+        log = read_train_log(run_dir)
+        if log is None or not len(log):
+            return f"no readable {TRAIN_LOG}"
+        train = record.config().train_for(record.model)
+        return converged_epoch_row(log, train.until_converged and int(log["epoch"].max()) >= train.max_epochs)
+
     def run(self, run_dir: Path) -> str:
         """Re-score one run; returns its one-line outcome."""
         if not (run_dir / DONE).is_file() or not (run_dir / TABLE).is_file():
@@ -186,8 +203,16 @@ class Reevaluator:
             if not claimed:
                 return "held by another process: left untouched"
             t0 = time.perf_counter()
+            model_run = not run_dir.name.startswith("real-")
             try:
-                scored = self.score(run_dir)
+                if self.convergence_only:
+                    row = self.convergence_row(run_dir) if model_run else "a real-data run has no learning curves"
+                    scored = row if isinstance(row, str) else ([row], None, None)
+                else:
+                    scored = self.score(run_dir)
+                    if model_run and not isinstance(scored, str):
+                        row = self.convergence_row(run_dir)
+                        scored = (scored[0] + ([] if isinstance(row, str) else [row]), *scored[1:])
             except UserError:
                 raise  # e.g. the data set is missing: one line for the whole command
             except Exception as e:  # noqa: BLE001  (any failure of one run: named, the others go on)
@@ -197,7 +222,13 @@ class Reevaluator:
                 return f"{scored}: left untouched"
             rows, artefacts, cfg = scored
             text, counts = merge_rows(run_dir / TABLE, rows, self.commit)
-            atomic_write_bytes(run_dir / TABLE, text.encode())
+            if counts["changed"] or counts["added"]:
+                # Rows, then the done.json that makes them intact (bench.sync.check_run), then the
+                # table: killed between any two, the intact copy (old or new rows) wins at the next
+                # sync. Without the new done.json the changed rows would match neither record and
+                # the run would be handed back to be trained again.
+                atomic_write_bytes(run_dir / TABLE, text.encode())
+                atomic_write_bytes(run_dir / DONE, done_bytes(run_dir.name, parse_table(run_dir / TABLE).frame))
             if artefacts is not None:
                 _save_if_changed(run_dir, artefacts, cfg.eval.grid_size)
             replace_run_rows(self.out / TABLE, parse_table(run_dir / TABLE).frame)
@@ -229,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default: each run's own, as its config.json records it)")
+    p.add_argument("--convergence-only", action="store_true",
+                   help="only derive each run's converged_epoch row again from its learning curves "
+                        "(no weights, no evaluation)")
     args = p.parse_args(argv)
     ctx = resolve(data_root=args.data_root)  # --threads is not $PIE_BENCH_THREADS here: None keeps each run's own
     from bench.run import resolve_device
@@ -243,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     if not run_dirs:
         raise UserError(f"--runs '{args.runs}' matches no run directory in {out / RUNS}")
     sync_table(out)  # the table is an index of the run directories: repair it first, as the runner does
-    worker = Reevaluator(out, ctx, device, args.threads)
+    worker = Reevaluator(out, ctx, device, args.threads, args.convergence_only)
     for run_dir in run_dirs:
         print(f"{run_dir.name}: {worker.run(run_dir)}", flush=True)
     return 1 if worker.failed else 0

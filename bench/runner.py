@@ -219,16 +219,23 @@ def length_rows(result: TrainResult, cfg: TrainConfig) -> list[MetricRow]:
         how = f"until converged: {STOPPED_CAP} (train.max_epochs {cfg.max_epochs}) without the rule holding"
     else:
         how = f"fixed length (train.epochs {cfg.epochs})"
-    verdict = convergence.judge(result.history)
-    first = convergence.first_converged_epoch(result.history) if verdict.converged else None
+    return [MetricRow("train", N.EPOCHS_TRAINED, float(n), how),
+            converged_epoch_row(result.history, result.stopped_by == STOPPED_CAP)]
+
+
+def converged_epoch_row(history: pd.DataFrame, at_cap: bool) -> MetricRow:
+    """``converged_epoch`` of a run from its learning curves (``history``: its train_log), judged by
+    the current rule; ``at_cap``: it trained until converged and stopped at the cap."""
+    n = int(history["epoch"].max()) if len(history) else 0
+    verdict = convergence.judge(history)
+    first = convergence.first_converged_epoch(history) if verdict.converged else None
     if first is not None:
         note = "first epoch at whose end the convergence rule held on the learning curves up to it"
-    elif result.stopped_by == STOPPED_CAP:
+    elif at_cap:
         note = f"not converged: {STOPPED_CAP} at epoch {n}"
     else:
         note = f"not converged: {verdict.status} at epoch {n}"
-    return [MetricRow("train", N.EPOCHS_TRAINED, float(n), how),
-            MetricRow("train", N.CONVERGED_EPOCH, float("nan") if first is None else float(first), note)]
+    return MetricRow("train", N.CONVERGED_EPOCH, float("nan") if first is None else float(first), note)
 
 
 def evaluate_and_time(model, data, cfg: EvalConfig, seed: int, eval_timings: dict[str, float] | None = None,

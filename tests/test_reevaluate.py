@@ -19,6 +19,8 @@ from bench.config import load_config
 from bench.evaluate import MetricRow
 from bench.registry import build_model
 from bench.results import RUNS, TABLE
+from bench.sync import replace_run_rows
+from bench.tidy import done_bytes, parse_table, read_done, rows_digest
 from bench.train import load_checkpoint
 from bench.weights import WEIGHTS, load_weights
 from tests.helpers import ROOT, SMOKE
@@ -90,8 +92,45 @@ def test_reevaluation_reproduces_every_row_byte_for_byte(finished):
                 assert sorted(_lines_without_timing(after[path])) == sorted(_lines_without_timing(old))
             else:
                 assert _lines_without_timing(after[path]) == _lines_without_timing(old), path
+        elif path.name == "done.json":  # rewritten for the changed timing rows: they are intact (below)
+            assert json.loads(after[path])["rows"] == json.loads(old)["rows"], path
         else:
             assert after[path] == old, path  # weights, config, logs, figures.npz, samples.png untouched
+    _every_run_intact_and_none_handed_back(finished)
+
+
+def _every_run_intact_and_none_handed_back(out):
+    """The next runner finds every re-scored run intact (its rows match its done.json) and reruns none."""
+    from bench.sync import sync_table
+
+    for run_dir in (out / RUNS).iterdir():
+        done = read_done(run_dir)
+        assert done.verifiable and rows_digest(parse_table(run_dir / TABLE).frame) == done.digest, run_dir.name
+    result = sync_table(out)
+    assert not result.lost and not result.checks  # every copy agrees: nothing handed back to be trained again
+
+
+def test_convergence_only_derives_the_converged_epoch_row_again_from_the_learning_curves(finished, tmp_path,
+                                                                                          capsys):
+    # A row written by an older convergence rule: --convergence-only brings it to the current rule from
+    # train_log.csv, with no weights needed, and changes no other row; the run stays intact.
+    out = tmp_path / "res"
+    shutil.copytree(finished, out)
+    run_dir = next(d for d in _model_runs(out) if d.name.startswith("vae-"))
+    (run_dir / WEIGHTS).unlink()
+    old_text = (run_dir / TABLE).read_text()
+    stale = old_text.replace(",converged_epoch,,not converged: cap reached at epoch 2",
+                             ",converged_epoch,2.0,first epoch at whose end the convergence rule held")
+    assert stale != old_text
+    (run_dir / TABLE).write_text(stale)
+    (run_dir / "done.json").write_bytes(done_bytes(run_dir.name, parse_table(run_dir / TABLE).frame))
+    assert bench.reevaluate.main(["--results", str(out), "--runs", run_dir.name, "--convergence-only"]) == 0
+    assert "0 rows unchanged, 1 changed, 0 new" in capsys.readouterr().out
+    assert (run_dir / TABLE).read_text() == old_text  # the runner's row again (same commit), every other as it was
+    table = pd.read_csv(out / TABLE)
+    row = table[(table["run_id"] == run_dir.name) & (table["metric"] == "converged_epoch")]
+    assert len(row) == 1 and np.isnan(row["value"].iloc[0])
+    _every_run_intact_and_none_handed_back(out)
 
 
 def test_new_metric_rows_come_in_and_no_row_is_lost(finished, monkeypatch, capsys, one_thread):
@@ -151,7 +190,9 @@ def test_a_run_measured_with_another_lenet_is_left_untouched(finished, tmp_path,
     run_dir = next(d for d in _model_runs(out) if d.name.startswith("vae-"))
     text = (run_dir / TABLE).read_text()
     here = re.search(r"extractor ([0-9a-f]{12})", text).group(1)
-    (run_dir / TABLE).write_text(text.replace(here, "0123456789ab"))
+    (run_dir / TABLE).write_text(text.replace(here, "0123456789ab"))  # as that run wrote them: intact
+    (run_dir / "done.json").write_bytes(done_bytes(run_dir.name, parse_table(run_dir / TABLE).frame))
+    replace_run_rows(out / TABLE, parse_table(run_dir / TABLE).frame)
     before = _files(out)
     assert bench.reevaluate.main(["--results", str(out), "--runs", "vae-*"]) == 0
     line = capsys.readouterr().out.strip()
